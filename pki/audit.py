@@ -1,0 +1,104 @@
+"""The audit log as a hash chain: each entry commits to the one before it.
+
+Editing or deleting any entry breaks the chain at that point; deleting entries at the
+end is caught by the head (sequence and hash of the last entry) kept beside the log
+and advanced in the same transaction. Someone able to rewrite the whole database and
+the head can forge a new chain: anchor the head elsewhere (`pkictl audit verify --json`
+prints it) to detect that too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    action: str
+    actor: str
+    target: str | None = None
+    outcome: str = "ok"
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    event: AuditEvent
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at.isoformat(),
+            "action": self.event.action,
+            "actor": self.event.actor,
+            "target": self.event.target,
+            "outcome": self.event.outcome,
+            "detail": dict(self.event.detail),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    seq: int
+    hash: str
+
+
+def entry_hash(prev_hash: str, seq: int, at: datetime, event: AuditEvent) -> str:
+    body = json.dumps(
+        {
+            "seq": seq,
+            "at": at.isoformat(),
+            "action": event.action,
+            "actor": event.actor,
+            "target": event.target,
+            "outcome": event.outcome,
+            "detail": event.detail,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def seal(event: AuditEvent, *, at: datetime, previous: AuditHead | None) -> AuditEntry:
+    seq = previous.seq + 1 if previous else 1
+    prev_hash = previous.hash if previous else GENESIS_HASH
+    return AuditEntry(seq, at, event, prev_hash, entry_hash(prev_hash, seq, at, event))
+
+
+def verify_chain(entries: Iterable[AuditEntry], head: AuditHead | None) -> list[str]:
+    """Problems found, in order; an empty list means the log is intact."""
+    problems: list[str] = []
+    expected_seq, expected_prev = 1, GENESIS_HASH
+    last: AuditEntry | None = None
+    for entry in entries:
+        if entry.seq != expected_seq:
+            problems.append(f"entry {expected_seq} is missing (next is {entry.seq})")
+        if entry.prev_hash != expected_prev:
+            problems.append(f"entry {entry.seq}: link to the previous entry is broken")
+        if entry_hash(entry.prev_hash, entry.seq, entry.at, entry.event) != entry.hash:
+            problems.append(f"entry {entry.seq}: content does not match its hash (edited)")
+        expected_seq, expected_prev, last = entry.seq + 1, entry.hash, entry
+    if head is None:
+        if last is not None:
+            problems.append("audit head is missing")
+    elif last is None or (last.seq, last.hash) != (head.seq, head.hash):
+        problems.append(
+            f"log ends at entry {last.seq if last else 0} but the head records entry "
+            f"{head.seq}: entries were deleted from the end"
+        )
+    return problems

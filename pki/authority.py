@@ -1,0 +1,464 @@
+"""The certificate authority as a service: identity lookup, pipeline, record, audit.
+
+Everything outside -- storage, keys, time, randomness -- comes in through Protocols, so
+the whole CA runs in memory in tests and under a simulated clock in the time-warp run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from pki.audit import AuditEvent
+from pki.clock import Clock
+from pki.crl import build_crl
+from pki.errors import (
+    ConflictError,
+    IssuanceRefused,
+    NotFoundError,
+    ReasonCode,
+    StateError,
+)
+from pki.issuance.build import Issuer, RevocationUrls
+from pki.issuance.pipeline import Draft, issue_for_key, issue_from_csr
+from pki.keys import KeyStore
+from pki.policy import Policy, Profile
+from pki.records import (
+    REVOCATION_REASONS,
+    Authority,
+    AuthorityRole,
+    CertificateQuery,
+    CertificateRecord,
+    CertificateSource,
+    Station,
+)
+from pki.renewal import renewal_due_at
+from pki.serials import SerialSource, random_serial
+from pki.store import Store
+
+CRL_VALIDITY = timedelta(days=7)
+SERIAL_ATTEMPTS = 3
+HIERARCHIES = frozenset({"cso", "v2g"})
+
+
+@dataclass(frozen=True)
+class CsoIdentity:
+    organization: str
+    country: str
+    csms_hosts: tuple[str, ...]
+    base_url: str
+
+    def bindings(self) -> dict[str, str | None]:
+        return {
+            "organization": self.organization,
+            "country": self.country,
+            "host": self.csms_hosts[0] if self.csms_hosts else None,
+        }
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    record: CertificateRecord
+    chain: tuple[x509.Certificate, ...]
+    """Leaf first, then the issuing CAs, never the self-signed root (OCPP A02)."""
+
+
+def station_bindings(identity: CsoIdentity, station: Station) -> dict[str, str | None]:
+    return {
+        **identity.bindings(),
+        "station.id": station.id,
+        "station.serial": station.serial_number,
+        "station.secc_id": station.secc_id,
+    }
+
+
+class CertificateAuthority:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        keys: KeyStore,
+        policy: Policy,
+        clock: Clock,
+        identity: CsoIdentity,
+        serials: SerialSource = random_serial,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.policy = policy
+        self.clock = clock
+        self.identity = identity
+        self._serials = serials
+        self._urls = RevocationUrls(identity.base_url)
+
+    # --- hierarchy ------------------------------------------------------------------
+
+    async def initialize(self, hierarchies: frozenset[str], actor: str) -> list[Authority]:
+        """Create every CA of the chosen hierarchies, an OCSP signer per CA and the CSMS
+        server certificates, and record them all in one audited transaction."""
+        if await self.store.list_authorities():
+            raise ConflictError("this database already holds a CA hierarchy")
+        unknown = hierarchies - HIERARCHIES
+        if unknown:
+            raise ValueError(f"unknown hierarchies: {', '.join(sorted(unknown))}")
+        now = self.clock.now()
+        issuers: dict[str, Issuer] = {}
+        created = self._create_cas(hierarchies, issuers, now)
+        created += self._create_ocsp_signers(issuers, now)
+        created += self._create_server_certificates(hierarchies, issuers, now)
+        await self.store.record_authorities(
+            created,
+            AuditEvent(
+                action="ca.init",
+                actor=actor,
+                target=self.identity.organization,
+                detail={
+                    "organization": self.identity.organization,
+                    "country": self.identity.country,
+                    "csms_hosts": list(self.identity.csms_hosts),
+                    "base_url": self.identity.base_url,
+                    "hierarchies": sorted(hierarchies),
+                    "policy_digest": self.policy.digest,
+                    "authorities": {a.name: r.serial_hex for a, r in created},
+                },
+            ),
+            now,
+        )
+        return [authority for authority, _ in created]
+
+    def _create_cas(
+        self, hierarchies: frozenset[str], issuers: dict[str, Issuer], now: datetime
+    ) -> list[tuple[Authority, CertificateRecord]]:
+        """CA profiles in issuer order; fills ``issuers`` as it goes."""
+        created = []
+        for profile in self.policy.ca_profiles(hierarchies):
+            assert profile.key is not None
+            signer = self.keys.create(profile.name, profile.key)
+            parent = (
+                issuers[profile.issuer] if profile.issuer else Issuer(profile.name, None, signer)
+            )
+            certificate = issue_for_key(
+                signer.public_key(), self.identity.bindings(), self._draft(profile, parent, now)
+            )
+            issuers[profile.name] = Issuer(profile.name, certificate, signer)
+            role = AuthorityRole.INTERMEDIATE if profile.issuer else AuthorityRole.ROOT
+            created.append(self._authority(profile.name, role, profile, parent, certificate, now))
+        return created
+
+    def _create_ocsp_signers(
+        self, issuers: dict[str, Issuer], now: datetime
+    ) -> list[tuple[Authority, CertificateRecord]]:
+        """One delegated OCSP signer per CA, so no CA key signs OCSP responses online."""
+        profile = self._profile_of_kind("ocsp-signer")
+        assert profile.key is not None
+        created = []
+        for name, issuer in issuers.items():
+            assert issuer.certificate is not None
+            signer = self.keys.create(f"{name}-ocsp", profile.key)
+            bindings = {**self.identity.bindings(), "issuer.cn": _common_name(issuer.certificate)}
+            certificate = issue_for_key(
+                signer.public_key(), bindings, self._draft(profile, issuer, now)
+            )
+            created.append(
+                self._authority(
+                    f"{name}-ocsp", AuthorityRole.OCSP_SIGNER, profile, issuer, certificate, now
+                )
+            )
+        return created
+
+    def _create_server_certificates(
+        self, hierarchies: frozenset[str], issuers: dict[str, Issuer], now: datetime
+    ) -> list[tuple[Authority, CertificateRecord]]:
+        """The CSMS's TLS server certificates, one per key type of each server profile."""
+        created = []
+        for profile in self.policy.profiles.values():
+            if profile.kind != "server" or profile.hierarchy not in hierarchies:
+                continue
+            assert profile.issuer is not None
+            issuer = issuers[profile.issuer]
+            for spec in profile.server_keys:
+                name = f"{profile.name}-{spec.algorithm}"
+                signer = self.keys.create(name, spec)
+                certificate = issue_for_key(
+                    signer.public_key(),
+                    self.identity.bindings(),
+                    self._draft(profile, issuer, now),
+                    hosts=self.identity.csms_hosts,
+                )
+                created.append(
+                    self._authority(
+                        name, AuthorityRole.CSMS_SERVER, profile, issuer, certificate, now
+                    )
+                )
+        return created
+
+    def _profile_of_kind(self, kind: str) -> Profile:
+        for profile in self.policy.profiles.values():
+            if profile.kind == kind:
+                return profile
+        raise ConflictError(f"the policy has no {kind} profile")
+
+    def _draft(
+        self, profile: Profile, issuer: Issuer, now: datetime, days: int | None = None
+    ) -> Draft:
+        return Draft(
+            profile=profile,
+            issuer=issuer,
+            serial=self._serials(),
+            now=now,
+            requested_days=days,
+            urls=self._urls,
+        )
+
+    def _authority(  # noqa: PLR0917 -- private helper, always called with all six
+        self,
+        name: str,
+        role: AuthorityRole,
+        profile: Profile,
+        issuer: Issuer,
+        certificate: x509.Certificate,
+        now: datetime,
+    ) -> tuple[Authority, CertificateRecord]:
+        self_signed = issuer.certificate is None
+        authority = Authority(
+            name=name,
+            role=role,
+            profile=profile.name,
+            issuer=None if self_signed else issuer.name,
+            key_name=name,
+            certificate_der=certificate.public_bytes(Encoding.DER),
+            created_at=now,
+        )
+        return authority, self._record(
+            certificate, profile, None if self_signed else issuer.name, None
+        )
+
+    def _record(
+        self,
+        certificate: x509.Certificate,
+        profile: Profile,
+        issuer_ca: str | None,
+        station_id: str | None,
+    ) -> CertificateRecord:
+        return CertificateRecord.from_certificate(
+            certificate,
+            renew_after=renewal_due_at(
+                certificate.not_valid_before_utc, certificate.not_valid_after_utc, profile.renewal
+            ),
+            source=CertificateSource.ISSUED,
+            issuer_ca=issuer_ca,
+            profile=profile.name,
+            station_id=station_id,
+        )
+
+    async def issuer(self, name: str) -> Issuer:
+        authority = await self.store.get_authority(name)
+        if authority is None or authority.role not in (
+            AuthorityRole.ROOT,
+            AuthorityRole.INTERMEDIATE,
+        ):
+            raise IssuanceRefused(
+                ReasonCode.ISSUER_UNAVAILABLE,
+                f"issuing CA {name!r} does not exist",
+                field="issuer",
+            )
+        return Issuer(name, authority.certificate(), self.keys.open(authority.key_name))
+
+    async def chain(self, name: str) -> list[x509.Certificate]:
+        """The CA ``name`` and its issuers, up to but not including the self-signed root."""
+        out: list[x509.Certificate] = []
+        current: str | None = name
+        while current is not None:
+            authority = await self.store.get_authority(current)
+            if authority is None:
+                raise NotFoundError(f"no authority {current!r}")
+            if authority.issuer is None:
+                break
+            out.append(authority.certificate())
+            current = authority.issuer
+        return out
+
+    # --- issuance -------------------------------------------------------------------
+
+    async def issue_for_station(
+        self,
+        *,
+        csr_pem: str,
+        profile_name: str,
+        station_id: str,
+        actor: str,
+        days: int | None = None,
+    ) -> IssuedCertificate:
+        now = self.clock.now()
+        target = f"station:{station_id}"
+        try:
+            profile = self._csr_profile(profile_name)
+            station = await self.store.get_station(station_id)
+            if station is None:
+                raise IssuanceRefused(
+                    ReasonCode.UNKNOWN_STATION,
+                    f"station {station_id!r} is not registered",
+                    field="station",
+                )
+            assert profile.issuer is not None
+            issuer = await self.issuer(profile.issuer)
+            bindings = station_bindings(self.identity, station)
+            record = await self._sign_and_record(
+                csr_pem,
+                bindings=bindings,
+                profile=profile,
+                issuer=issuer,
+                now=now,
+                days=days,
+                station_id=station_id,
+                actor=actor,
+            )
+        except IssuanceRefused as refusal:
+            await self.store.append_audit(
+                AuditEvent(
+                    "certificate.refused",
+                    actor,
+                    target,
+                    "refused",
+                    {"profile": profile_name, **refusal.as_dict()},
+                ),
+                now,
+            )
+            raise
+        return IssuedCertificate(record, (record.certificate(), *await self.chain(issuer.name)))
+
+    def _csr_profile(self, name: str) -> Profile:
+        profile = self.policy.profiles.get(name)
+        if profile is None:
+            raise IssuanceRefused(
+                ReasonCode.UNKNOWN_PROFILE,
+                f"unknown profile {name!r} (known: {', '.join(sorted(self.policy.profiles))})",
+                field="profile",
+            )
+        if profile.kind != "csr":
+            raise IssuanceRefused(
+                ReasonCode.PROFILE_NOT_FOR_CSR,
+                f"profile {name!r} is not issued from CSRs",
+                field="profile",
+            )
+        return profile
+
+    async def _sign_and_record(
+        self,
+        csr_pem: str,
+        *,
+        bindings: Mapping[str, str | None],
+        profile: Profile,
+        issuer: Issuer,
+        now: datetime,
+        days: int | None,
+        station_id: str,
+        actor: str,
+    ) -> CertificateRecord:
+        for attempt in range(1, SERIAL_ATTEMPTS + 1):
+            certificate = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
+            record = self._record(certificate, profile, issuer.name, station_id)
+            event = AuditEvent(
+                "certificate.issued",
+                actor,
+                f"station:{station_id}",
+                "ok",
+                {
+                    "serial": record.serial_hex,
+                    "profile": profile.name,
+                    "issuer": issuer.name,
+                    "subject": record.subject_dn,
+                    "not_after": record.not_after.isoformat(),
+                    "fingerprint_sha256": record.fingerprint_sha256,
+                },
+            )
+            try:
+                await self.store.record_certificate(record, event, now)
+            except ConflictError:
+                if attempt == SERIAL_ATTEMPTS:
+                    raise
+                continue
+            return record
+        raise AssertionError("unreachable")
+
+    # --- revocation -----------------------------------------------------------------
+
+    async def find_by_serial(self, serial: int) -> CertificateRecord:
+        matches = await self.store.find_certificates(CertificateQuery(serial=serial))
+        if not matches:
+            raise NotFoundError(f"no certificate with serial {serial:x}")
+        if len(matches) > 1:
+            raise ConflictError(
+                f"serial {serial:x} matches {len(matches)} certificates from different issuers: "
+                + "; ".join(m.issuer_dn for m in matches)
+            )
+        return matches[0]
+
+    async def revoke(self, serial: int, reason: str, actor: str) -> CertificateRecord:
+        if reason not in REVOCATION_REASONS:
+            raise ValueError(
+                f"reason {reason!r} is not an RFC 5280 reason ({', '.join(REVOCATION_REASONS)})"
+            )
+        record = await self.find_by_serial(serial)
+        if record.issuer_ca is None:
+            raise StateError(
+                f"certificate {record.serial_hex} was not issued by a CA of this instance "
+                f"({record.source.value}); it cannot be revoked here"
+            )
+        now = self.clock.now()
+        return await self.store.revoke_certificate(
+            record,
+            reason,
+            AuditEvent(
+                "certificate.revoked",
+                actor,
+                f"serial:{record.serial_hex}",
+                "ok",
+                {"reason": reason, "issuer": record.issuer_ca, "station": record.station_id},
+            ),
+            now,
+        )
+
+    async def crl(self, issuer_name: str, actor: str) -> x509.CertificateRevocationList:
+        """A fresh CRL for ``issuer_name`` with the next number from the database."""
+        authority = await self.store.get_authority(issuer_name)
+        if authority is None or authority.role not in (
+            AuthorityRole.ROOT,
+            AuthorityRole.INTERMEDIATE,
+        ):
+            raise NotFoundError(f"no CA named {issuer_name!r}")
+        profile = self.policy.profile(authority.profile)
+        number = await self.store.allocate_crl_number(issuer_name)
+        now = self.clock.now()
+        crl = build_crl(
+            issuer=authority.certificate(),
+            signer=self.keys.open(authority.key_name),
+            entries=await self.store.revoked_entries(issuer_name),
+            number=number,
+            this_update=now,
+            next_update=now + CRL_VALIDITY,
+            hash_name=profile.signature_hash,
+        )
+        await self.store.record_crl(
+            issuer_name,
+            number,
+            crl.public_bytes(Encoding.DER),
+            AuditEvent(
+                "crl.generated",
+                actor,
+                f"ca:{issuer_name}",
+                "ok",
+                {"number": number, "revoked": len(list(crl))},
+            ),
+            now,
+        )
+        return crl
+
+
+def _common_name(certificate: x509.Certificate) -> str:
+    values = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(values[0].value) if values else certificate.subject.rfc4514_string()

@@ -1,0 +1,94 @@
+"""Encrypted-file key backend: PKCS#8 PEM under the home's keys/ directory.
+
+Keys are encrypted with cryptography's BestAvailableEncryption (PBES2 with a modern KDF
+and AES-256), written atomically (temporary file, fsync, rename) with mode 0600, and
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from pki.errors import ConflictError, KeyAccessError
+from pki.keys import InMemorySigner, KeySpec, Signer
+
+KEY_SUFFIX = ".key.pem"
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never
+    a half-written one. With ``exclusive`` an existing file is never replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if exclusive and path.exists():
+        raise ConflictError(f"{path} exists; refusing to overwrite it")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.chmod(mode)
+        if exclusive:
+            path.hardlink_to(temporary)  # fails if path appeared meanwhile
+            temporary.unlink()
+        else:
+            temporary.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class FileKeyStore:
+    def __init__(self, directory: Path, passphrase: bytes) -> None:
+        if not passphrase:
+            raise KeyAccessError("an empty passphrase cannot protect CA keys")
+        self._directory = directory
+        self._passphrase = passphrase
+        self._open: dict[str, Signer] = {}
+
+    def path(self, name: str) -> Path:
+        return self._directory / f"{name}{KEY_SUFFIX}"
+
+    def create(self, name: str, spec: KeySpec) -> Signer:
+        key = spec.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(self._passphrase),
+        )
+        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.path(name), pem, 0o600, exclusive=True)
+        signer = InMemorySigner(name, key)
+        self._open[name] = signer
+        return signer
+
+    def open(self, name: str) -> Signer:
+        if name in self._open:
+            return self._open[name]
+        path = self.path(name)
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise KeyAccessError(f"key file {path} is missing") from None
+        except OSError as exc:
+            raise KeyAccessError(f"key file {path} cannot be read: {exc.strerror}") from None
+        try:
+            key = serialization.load_pem_private_key(pem, password=self._passphrase)
+        except (ValueError, TypeError):
+            raise KeyAccessError(
+                f"key file {path} cannot be decrypted: wrong passphrase or damaged file"
+            ) from None
+        signer = InMemorySigner(name, key)
+        self._open[name] = signer
+        return signer

@@ -1,0 +1,139 @@
+"""What the CA remembers: stations, authorities, certificates. Plain frozen values."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pki.serials import serial_hex
+
+STATION_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,48}$")  # OCPP identity: URL-safe, <= 48
+
+
+class CertificateStatus(StrEnum):
+    VALID = "valid"
+    REVOKED = "revoked"
+    SUPERSEDED = "superseded"
+    EXPIRED = "expired"  # derived from notAfter, never stored
+
+
+class CertificateSource(StrEnum):
+    ISSUED = "issued"
+    OBSERVED = "observed"
+
+
+class AuthorityRole(StrEnum):
+    ROOT = "root"
+    INTERMEDIATE = "intermediate"
+    OCSP_SIGNER = "ocsp-signer"
+    CSMS_SERVER = "csms-server"
+
+
+REVOCATION_REASONS = tuple(
+    r.value for r in x509.ReasonFlags if r not in (x509.ReasonFlags.remove_from_crl,)
+)
+
+
+@dataclass(frozen=True)
+class Station:
+    id: str
+    serial_number: str
+    secc_id: str | None
+    security_profile: int
+    password_hash: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    serial: int
+    issuer_dn: str
+    issuer_ca: str | None
+    subject_dn: str
+    profile: str | None
+    station_id: str | None
+    not_before: datetime
+    not_after: datetime
+    renew_after: datetime
+    status: CertificateStatus
+    source: CertificateSource
+    der: bytes
+    fingerprint_sha256: str
+    revoked_at: datetime | None = None
+    revocation_reason: str | None = None
+
+    @property
+    def serial_hex(self) -> str:
+        return serial_hex(self.serial)
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    def pem(self) -> str:
+        return self.certificate().public_bytes(serialization.Encoding.PEM).decode()
+
+    def effective_status(self, now: datetime) -> CertificateStatus:
+        if self.status is CertificateStatus.VALID and now >= self.not_after:
+            return CertificateStatus.EXPIRED
+        return self.status
+
+    @classmethod
+    def from_certificate(
+        cls,
+        certificate: x509.Certificate,
+        *,
+        renew_after: datetime,
+        source: CertificateSource,
+        issuer_ca: str | None,
+        profile: str | None,
+        station_id: str | None,
+    ) -> CertificateRecord:
+        der = certificate.public_bytes(serialization.Encoding.DER)
+        return cls(
+            serial=certificate.serial_number,
+            issuer_dn=certificate.issuer.rfc4514_string(),
+            issuer_ca=issuer_ca,
+            subject_dn=certificate.subject.rfc4514_string(),
+            profile=profile,
+            station_id=station_id,
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            renew_after=renew_after,
+            status=CertificateStatus.VALID,
+            source=source,
+            der=der,
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        )
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A certificate the CA itself holds a key for: a CA, an OCSP signer, a server cert."""
+
+    name: str
+    role: AuthorityRole
+    profile: str
+    issuer: str | None
+    key_name: str
+    certificate_der: bytes
+    created_at: datetime
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.certificate_der)
+
+
+@dataclass(frozen=True)
+class CertificateQuery:
+    """Filters of `cert list`; None means no filter."""
+
+    station_id: str | None = None
+    profile: str | None = None
+    expiring_before: datetime | None = None
+    serial: int | None = None
+    limit: int | None = None
