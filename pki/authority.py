@@ -94,6 +94,16 @@ class CertificateAuthority:
         self.identity = identity
         self._serials = serials
         self._urls = RevocationUrls(identity.base_url)
+        # Authorities are immutable until a rollover, so the issuing CAs and their chains
+        # are cached per process; forget_authorities() drops them when they change.
+        self._issuers: dict[str, Issuer] = {}
+        self._chains: dict[str, tuple[x509.Certificate, ...]] = {}
+
+    def forget_authorities(self) -> None:
+        """Drop the cached issuers and chains; call after the authorities changed (a
+        rollover, or another process re-initializing the database)."""
+        self._issuers.clear()
+        self._chains.clear()
 
     # --- hierarchy ------------------------------------------------------------------
 
@@ -110,6 +120,7 @@ class CertificateAuthority:
         created = self._create_cas(hierarchies, issuers, now)
         created += self._create_ocsp_signers(issuers, now)
         created += self._create_server_certificates(hierarchies, issuers, now)
+        self.forget_authorities()
         await self.store.record_authorities(
             created,
             AuditEvent(
@@ -128,6 +139,7 @@ class CertificateAuthority:
             ),
             now,
         )
+        self.forget_authorities()
         return [authority for authority, _ in created]
 
     def _create_cas(
@@ -256,6 +268,9 @@ class CertificateAuthority:
         )
 
     async def issuer(self, name: str) -> Issuer:
+        cached = self._issuers.get(name)
+        if cached is not None:
+            return cached
         authority = await self.store.get_authority(name)
         if authority is None or authority.role not in (
             AuthorityRole.ROOT,
@@ -266,10 +281,15 @@ class CertificateAuthority:
                 f"issuing CA {name!r} does not exist",
                 field="issuer",
             )
-        return Issuer(name, authority.certificate(), self.keys.open(authority.key_name))
+        issuer = Issuer(name, authority.certificate(), self.keys.open(authority.key_name))
+        self._issuers[name] = issuer
+        return issuer
 
     async def chain(self, name: str) -> list[x509.Certificate]:
         """The CA ``name`` and its issuers, up to but not including the self-signed root."""
+        cached = self._chains.get(name)
+        if cached is not None:
+            return list(cached)
         out: list[x509.Certificate] = []
         current: str | None = name
         while current is not None:
@@ -280,6 +300,7 @@ class CertificateAuthority:
                 break
             out.append(authority.certificate())
             current = authority.issuer
+        self._chains[name] = tuple(out)
         return out
 
     # --- issuance -------------------------------------------------------------------
@@ -307,7 +328,7 @@ class CertificateAuthority:
             assert profile.issuer is not None
             issuer = await self.issuer(profile.issuer)
             bindings = station_bindings(self.identity, station)
-            record = await self._sign_and_record(
+            certificate, record = await self._sign_and_record(
                 csr_pem,
                 bindings=bindings,
                 profile=profile,
@@ -329,7 +350,7 @@ class CertificateAuthority:
                 now,
             )
             raise
-        return IssuedCertificate(record, (record.certificate(), *await self.chain(issuer.name)))
+        return IssuedCertificate(record, (certificate, *await self.chain(issuer.name)))
 
     def _csr_profile(self, name: str) -> Profile:
         profile = self.policy.profiles.get(name)
@@ -358,7 +379,7 @@ class CertificateAuthority:
         days: int | None,
         station_id: str,
         actor: str,
-    ) -> CertificateRecord:
+    ) -> tuple[x509.Certificate, CertificateRecord]:
         for attempt in range(1, SERIAL_ATTEMPTS + 1):
             certificate = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
             record = self._record(certificate, profile, issuer.name, station_id)
@@ -382,7 +403,7 @@ class CertificateAuthority:
                 if attempt == SERIAL_ATTEMPTS:
                     raise
                 continue
-            return record
+            return certificate, record
         raise AssertionError("unreachable")
 
     # --- revocation -----------------------------------------------------------------

@@ -45,6 +45,10 @@ class IssuanceRefused(PkiError):
         return {"reason": self.reason.value, "field": self.field, "message": self.message}
 
 
+class InputError(PkiError):
+    """A value a user supplied is invalid; the message starts with the field's name."""
+
+
 class PolicyError(PkiError):
     """A policy file that cannot be used; the message names the file and the key."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -50,12 +51,20 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool 
 
 
 class FileKeyStore:
-    def __init__(self, directory: Path, passphrase: bytes) -> None:
+    def __init__(self, directory: Path, passphrase: bytes | Callable[[], bytes]) -> None:
+        """``passphrase`` may be a callable so that it is only looked for when a key is
+        first used: listing certificates must not need the CA passphrase."""
+        self._directory = directory
+        self._passphrase_source = passphrase
+        self._open: dict[str, Signer] = {}
+
+    @property
+    def _passphrase(self) -> bytes:
+        source = self._passphrase_source
+        passphrase = source() if callable(source) else source
         if not passphrase:
             raise KeyAccessError("an empty passphrase cannot protect CA keys")
-        self._directory = directory
-        self._passphrase = passphrase
-        self._open: dict[str, Signer] = {}
+        return passphrase
 
     def path(self, name: str) -> Path:
         return self._directory / f"{name}{KEY_SUFFIX}"

@@ -1,0 +1,72 @@
+"""`pkictl audit …`: read and verify the hash-chained audit log."""
+
+from __future__ import annotations
+
+import click
+
+from cli.context import Context, json_option, run_with_app
+from cli.errors import ExitCode
+from cli.output import emit_json, emit_table, iso, note
+from csms.app import App
+from pki.audit import AuditEntry, verify_chain
+
+
+@click.group()
+def audit() -> None:
+    """Read and verify the audit log."""
+
+
+@audit.command("list")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show the last N entries.",
+)
+@json_option
+@click.pass_obj
+def audit_list(ctx: Context, limit: int, as_json: bool) -> None:
+    """Show the most recent audit entries."""
+
+    async def action(app: App) -> list[AuditEntry]:
+        return await app.store.audit_entries(limit=limit)
+
+    entries = run_with_app(ctx, action)
+    rows = [{**e.as_dict(), "at": iso(e.at)} for e in entries]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ("seq", "at", "action", "actor", "target", "outcome"))
+
+
+@audit.command("verify")
+@json_option
+@click.pass_obj
+def audit_verify(ctx: Context, as_json: bool) -> None:
+    """Check the whole chain; exit code 7 if any entry was edited or deleted.
+    Record the printed head elsewhere to detect a wholesale rewrite later."""
+
+    async def action(app: App) -> dict[str, object]:
+        entries = await app.store.audit_entries()
+        head = await app.store.audit_head()
+        return {
+            "entries": len(entries),
+            "head": {"seq": head.seq, "hash": head.hash} if head else None,
+            "problems": verify_chain(entries, head),
+        }
+
+    report = run_with_app(ctx, action)
+    report["intact"] = not report["problems"]
+    if as_json:
+        emit_json(report)
+    else:
+        for problem in report["problems"]:  # type: ignore[attr-defined]
+            note(f"problem: {problem}")
+        head = report["head"]
+        note(
+            f"{report['entries']} entries, head {head}: "
+            f"{'intact' if report['intact'] else 'TAMPERED'}"
+        )
+    if not report["intact"]:
+        raise click.exceptions.Exit(int(ExitCode.INTEGRITY))

@@ -1,0 +1,211 @@
+"""`pkictl cert …` and `pkictl crl`: issuing, listing, revoking certificates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from cli.context import Context, certificate_view, json_option, run_with_app
+from cli.output import emit_fields, emit_json, emit_table, iso, note
+from csms.app import App, actor
+from pki.errors import KeyAccessError
+from pki.records import REVOCATION_REASONS, CertificateQuery, CertificateStatus
+from pki.serials import parse_serial
+
+CERT_COLUMNS = ("serial", "profile", "station", "subject", "not_after", "status", "source")
+
+
+def _serial(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
+    try:
+        return parse_serial(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+def cert() -> None:
+    """Issue, list, show and revoke certificates."""
+
+
+@cert.command("issue")
+@click.option("--profile", required=True, help="Issuance profile (charging-station, v2g-secc).")
+@click.option(
+    "--csr",
+    "csr_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="PEM CSR file.",
+)
+@click.option("--station", "station_id", required=True, help="Registered station id.")
+@click.option("--days", type=int, help="Validity in days [default: the profile's].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the chain (leaf first, no root) here instead of stdout.",
+)
+@json_option
+@click.pass_obj
+def cert_issue(
+    ctx: Context,
+    profile: str,
+    csr_file: Path,
+    station_id: str,
+    days: int | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Issue a certificate from a station's CSR through the full policy pipeline."""
+    csr_pem = csr_file.read_text(encoding="utf-8", errors="replace")
+
+    async def action(app: App) -> tuple[dict[str, object], bytes]:
+        issued = await app.ca.issue_for_station(
+            csr_pem=csr_pem,
+            profile_name=profile,
+            station_id=station_id,
+            actor=actor(),
+            days=days,
+        )
+        chain = b"".join(c.public_bytes(Encoding.PEM) for c in issued.chain)
+        return certificate_view(issued.record, app.clock.now()), chain
+
+    view, chain = run_with_app(ctx, action)
+    if out is not None:
+        out.write_bytes(chain)
+    if as_json:
+        emit_json({**view, "chain_pem": chain.decode(), "out": str(out) if out else None})
+    elif out is not None:
+        click.echo(view["serial"])
+    else:
+        click.echo(chain.decode(), nl=False)
+        note(f"serial {view['serial']}")
+
+
+@cert.command("list")
+@click.option(
+    "--expiring-within",
+    type=click.IntRange(min=0),
+    metavar="DAYS",
+    help="Only certificates whose notAfter is within DAYS from now.",
+)
+@click.option("--station", "station_id", help="Only this station's certificates.")
+@click.option("--profile", help="Only this profile.")
+@click.option(
+    "--status", type=click.Choice([s.value for s in CertificateStatus]), help="Only this status."
+)
+@json_option
+@click.pass_obj
+def cert_list(
+    ctx: Context,
+    expiring_within: int | None,
+    station_id: str | None,
+    profile: str | None,
+    status: str | None,
+    as_json: bool,
+) -> None:
+    """List certificates, soonest expiry first."""
+
+    async def action(app: App) -> list[dict[str, object]]:
+        now = app.clock.now()
+        query = CertificateQuery(
+            station_id=station_id,
+            profile=profile,
+            expiring_before=now + timedelta(days=expiring_within)
+            if expiring_within is not None
+            else None,
+        )
+        views = [certificate_view(r, now) for r in await app.store.find_certificates(query)]
+        return [v for v in views if status is None or v["status"] == status]
+
+    rows = run_with_app(ctx, action)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, CERT_COLUMNS)
+
+
+@cert.command("show")
+@click.argument("serial", callback=_serial)
+@click.option("--pem", "as_pem", is_flag=True, help="Print the certificate as PEM.")
+@json_option
+@click.pass_obj
+def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
+    """Show the certificate with hex serial SERIAL."""
+
+    async def action(app: App) -> tuple[dict[str, object], str]:
+        record = await app.ca.find_by_serial(serial)
+        return certificate_view(record, app.clock.now()), record.pem()
+
+    view, pem = run_with_app(ctx, action)
+    if as_pem:
+        click.echo(pem, nl=False)
+    elif as_json:
+        emit_json({**view, "pem": pem})
+    else:
+        emit_fields(view)
+
+
+@cert.command("revoke")
+@click.argument("serial", callback=_serial)
+@click.option(
+    "--reason",
+    required=True,
+    type=click.Choice(REVOCATION_REASONS),
+    help="RFC 5280 revocation reason.",
+)
+@json_option
+@click.pass_obj
+def cert_revoke(ctx: Context, serial: int, reason: str, as_json: bool) -> None:
+    """Revoke a certificate this CA issued; the next CRL lists it."""
+
+    async def action(app: App) -> dict[str, object]:
+        record = await app.ca.revoke(serial, reason, actor())
+        view = certificate_view(record, app.clock.now())
+        assert record.issuer_ca is not None
+        try:
+            view["crl"], _ = await _publish_crl(app, record.issuer_ca)
+        except KeyAccessError as exc:  # the revocation stands; only publishing waits
+            note(f"warning: CRL not regenerated ({exc}); run `pkictl crl {record.issuer_ca}`")
+            view["crl"] = None
+        return view
+
+    view = run_with_app(ctx, action)
+    if as_json:
+        emit_json(view)
+    else:
+        note(f"revoked {view['serial']} ({reason})")
+
+
+async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
+    """Issue the next CRL of CA ``name``, saved as HOME/crl/NAME.crl; (summary, DER)."""
+    revocation_list, path = await app.publish_crl(name, actor())
+    number = revocation_list.extensions.get_extension_for_class(x509.CRLNumber).value
+    return {
+        "ca": name,
+        "number": number.crl_number,
+        "revoked": len(list(revocation_list)),
+        "this_update": iso(revocation_list.last_update_utc),
+        "next_update": iso(revocation_list.next_update_utc),
+        "path": str(path),
+    }, revocation_list.public_bytes(Encoding.DER)
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the DER CRL here."
+)
+@json_option
+@click.pass_obj
+def crl(ctx: Context, name: str, out: Path | None, as_json: bool) -> None:
+    """Issue a fresh CRL for CA NAME (number from the database), saved as HOME/crl/NAME.crl."""
+    view, der = run_with_app(ctx, lambda app: _publish_crl(app, name))
+    if out is not None:
+        out.write_bytes(der)
+    if as_json:
+        emit_json(view)
+    else:
+        emit_fields(view)

@@ -1,0 +1,72 @@
+"""Exit codes of `pkictl`, and the one place errors become exit codes.
+
+| code | meaning |
+|---|---|
+| 0 | success |
+| 1 | unexpected failure (a bug or an I/O error); the message says what |
+| 2 | bad command line or input value (names the option or field) |
+| 3 | not found (certificate, station, CA) |
+| 4 | refused by policy (the reason code is printed) |
+| 5 | conflict: exists already, or in a state that forbids the operation |
+| 6 | home not initialized, or invalid configuration / policy file |
+| 7 | integrity check failed (`audit verify`) |
+| 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from csms.home import HomeError
+from pki.errors import (
+    ConflictError,
+    InputError,
+    IssuanceRefused,
+    KeyAccessError,
+    NotFoundError,
+    PkiError,
+    PolicyError,
+    StateError,
+)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    REFUSED = 4
+    CONFLICT = 5
+    CONFIG = 6
+    INTEGRITY = 7
+    KEY_ACCESS = 8
+
+
+_CODES: tuple[tuple[type[Exception], ExitCode], ...] = (
+    (IssuanceRefused, ExitCode.REFUSED),
+    (NotFoundError, ExitCode.NOT_FOUND),
+    (ConflictError, ExitCode.CONFLICT),
+    (StateError, ExitCode.CONFLICT),
+    (HomeError, ExitCode.CONFIG),
+    (PolicyError, ExitCode.CONFIG),
+    (KeyAccessError, ExitCode.KEY_ACCESS),
+    (InputError, ExitCode.USAGE),
+)
+
+
+def exit_code_for(error: PkiError) -> ExitCode:
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return ExitCode.ERROR
+
+
+def error_payload(error: PkiError) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "error": type(error).__name__,
+        "exit_code": int(exit_code_for(error)),
+        "message": str(error),
+    }
+    if isinstance(error, IssuanceRefused):
+        payload.update(reason=error.reason.value, field=error.field)
+    return payload

@@ -1,0 +1,71 @@
+"""`pkictl`: the command line of the certificate-centric CSMS.
+
+Noun-verb commands (`pkictl cert list`, `pkictl station add`), `--json` on every command
+that prints data, exit codes documented in `cli.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.audit import audit
+from cli.ca import ca, init
+from cli.cert import cert, crl
+from cli.context import Context
+from cli.errors import error_payload, exit_code_for
+from cli.policy import policy
+from cli.station import station
+from pki.errors import PkiError
+
+
+class PkictlGroup(click.Group):
+    """Turns the core's typed errors into one-line messages and documented exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PkiError as error:
+            shared = ctx.find_object(Context)
+            if shared is not None and shared.json:
+                click.echo(json.dumps(error_payload(error), indent=2))
+            click.echo(f"error: {error}", err=True)
+            raise click.exceptions.Exit(int(exit_code_for(error))) from None
+
+
+@click.group(cls=PkictlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PKICTL_HOME",
+    default=Path("ca"),
+    show_default=True,
+    help="Home directory of the embedded CA (env PKICTL_HOME).",
+)
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the CA key passphrase "
+    "(else PKICTL_PASSPHRASE, else HOME/secrets/passphrase).",
+)
+@click.version_option(package_name="pkictl")
+@click.pass_context
+def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
+    """pkictl: certificate lifecycle for OCPP 2.0.1 charging networks.
+
+    Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 refused by
+    policy, 5 conflict, 6 not initialized / bad config or policy, 7 integrity check
+    failed, 8 CA key unavailable.
+    """
+    ctx.obj = Context(home=home, passphrase_file=passphrase_file)
+
+
+for command in (init, ca, station, cert, crl, policy, audit):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli.main(prog_name="pkictl")

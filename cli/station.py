@@ -1,0 +1,123 @@
+"""`pkictl station …`: the registry of charging-station identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.context import Context, certificate_view, json_option, run_with_app, station_view
+from cli.output import emit_fields, emit_json, emit_table, note
+from csms.app import App, actor
+from pki.records import CertificateQuery
+
+STATION_COLUMNS = ("id", "serial_number", "secc_id", "security_profile", "created_at")
+
+
+@click.group()
+def station() -> None:
+    """Register and inspect charging stations."""
+
+
+@station.command("add")
+@click.argument("station_id")
+@click.option(
+    "--serial",
+    "serial_number",
+    required=True,
+    help="The station's unique serial number: the CN of its TLS certificate.",
+)
+@click.option("--secc-id", help="ISO 15118 SECC id: the CN of its V2G (SECC) certificate.")
+@click.option(
+    "--security-profile",
+    type=click.IntRange(1, 3),
+    default=3,
+    show_default=True,
+    help="OCPP security profile the station must connect with.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File with the Basic-auth password (profiles 1 and 2; 16-40 characters).",
+)
+@json_option
+@click.pass_obj
+def station_add(
+    ctx: Context,
+    station_id: str,
+    serial_number: str,
+    secc_id: str | None,
+    security_profile: int,
+    password_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Register STATION_ID (the last segment of its OCPP URL)."""
+    password = password_file.read_text(encoding="utf-8").strip() if password_file else None
+
+    async def action(app: App) -> dict[str, object]:
+        registered = await app.stations.register(
+            station_id,
+            serial_number=serial_number,
+            secc_id=secc_id,
+            security_profile=security_profile,
+            password=password,
+            actor=actor(),
+        )
+        return station_view(registered)
+
+    view = run_with_app(ctx, action)
+    if as_json:
+        emit_json(view)
+    else:
+        note(f"registered station {station_id} (serial {serial_number})")
+
+
+@station.command("list")
+@json_option
+@click.pass_obj
+def station_list(ctx: Context, as_json: bool) -> None:
+    """List registered stations."""
+
+    async def action(app: App) -> list[dict[str, object]]:
+        return [station_view(s) for s in await app.stations.list()]
+
+    rows = run_with_app(ctx, action)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, STATION_COLUMNS)
+
+
+@station.command("show")
+@click.argument("station_id")
+@json_option
+@click.pass_obj
+def station_show(ctx: Context, station_id: str, as_json: bool) -> None:
+    """Show a station and the certificates it holds."""
+
+    async def action(app: App) -> dict[str, object]:
+        view = station_view(await app.stations.get(station_id))
+        records = await app.store.find_certificates(CertificateQuery(station_id=station_id))
+        now = app.clock.now()
+        view["certificates"] = [certificate_view(r, now) for r in records]
+        return view
+
+    view = run_with_app(ctx, action)
+    if as_json:
+        emit_json(view)
+        return
+    certificates = view.pop("certificates")
+    emit_fields(view)
+    click.echo("")
+    emit_table(certificates, ("serial", "profile", "status", "not_after"))  # type: ignore[arg-type]
+
+
+@station.command("remove")
+@click.argument("station_id")
+@click.pass_obj
+def station_remove(ctx: Context, station_id: str) -> None:
+    """Deregister a station. Its certificates stay on record; the handshake refuses
+    any connection for an unregistered station id, so no revocation is needed to cut
+    it off (revoke them with `pkictl cert revoke` if its keys may be compromised)."""
+    run_with_app(ctx, lambda app: app.stations.remove(station_id, actor()))
+    note(f"removed station {station_id}")

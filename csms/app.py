@@ -1,0 +1,266 @@
+"""The one composition root: wires policy, store, keys, clock and services together.
+
+Both the CLI and `pkictl serve` obtain everything they use from here.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from csms.home import (
+    CONFIG_FILE,
+    PASSPHRASE_FILE,
+    POLICY_FILE,
+    HomeConfig,
+    HomeError,
+    database_url,
+    load_config,
+    render_config,
+)
+from csms.services.stations import StationService
+from pki.audit import AuditEvent
+from pki.authority import CertificateAuthority
+from pki.clock import Clock
+from pki.errors import KeyAccessError
+from pki.keys.file import FileKeyStore, atomic_write
+from pki.policy import Policy, load_policy, parse_policy
+from pki.records import AuthorityRole
+from pki.store.sql import SqlStore, open_store
+
+POLICY_DIGEST_SETTING = "policy.digest"
+ALLOWED_BEFORE_INIT = {"README.md", ".gitignore"}
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def default_policy_text() -> str:
+    return resources.files("pkictl_policies").joinpath("default.toml").read_text("utf-8")
+
+
+def actor() -> str:
+    """Who is acting, for the audit log: the OS user, or PKICTL_ACTOR when set."""
+    return os.environ.get("PKICTL_ACTOR") or f"cli:{getpass.getuser()}"
+
+
+class PassphraseSource:
+    """Finds the CA key passphrase only when a key is first needed, so read-only commands
+    work without it: PKICTL_PASSPHRASE, then --passphrase-file, then HOME/secrets/passphrase."""
+
+    def __init__(self, home: Path, passphrase_file: Path | None) -> None:
+        self._home = home
+        self._file = passphrase_file
+
+    def available(self) -> bool:
+        return bool(os.environ.get("PKICTL_PASSPHRASE")) or self._candidate() is not None
+
+    def _candidate(self) -> Path | None:
+        if self._file is not None:
+            return self._file
+        default = self._home / PASSPHRASE_FILE
+        return default if default.exists() else None
+
+    def __call__(self) -> bytes:
+        env = os.environ.get("PKICTL_PASSPHRASE")
+        if env:
+            return env.encode()
+        path = self._candidate()
+        if path is None:
+            raise KeyAccessError(
+                "no CA key passphrase: set PKICTL_PASSPHRASE or pass --passphrase-file"
+            )
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KeyAccessError(f"passphrase file {path}: {exc.strerror}") from None
+        if not value:
+            raise KeyAccessError(f"passphrase file {path} is empty")
+        return value.encode()
+
+
+@dataclass
+class App:
+    home: Path
+    config: HomeConfig
+    policy: Policy
+    store: SqlStore
+    clock: Clock
+    ca: CertificateAuthority
+    stations: StationService
+
+    def write_home_file(self, relative: str, data: bytes) -> Path:
+        path = self.home / relative
+        atomic_write(path, data)
+        return path
+
+    async def publish_crl(self, name: str, who: str) -> tuple[x509.CertificateRevocationList, Path]:
+        """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""
+        revocation_list = await self.ca.crl(name, who)
+        path = self.write_home_file(f"crl/{name}.crl", revocation_list.public_bytes(Encoding.DER))
+        return revocation_list, path
+
+
+def _build(
+    *,
+    home: Path,
+    config: HomeConfig,
+    policy: Policy,
+    store: SqlStore,
+    clock: Clock,
+    passphrase: Callable[[], bytes],
+) -> App:
+    keys = FileKeyStore(home / "keys", passphrase)
+    ca = CertificateAuthority(
+        store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
+    )
+    return App(home, config, policy, store, clock, ca, StationService(store, clock))
+
+
+@asynccontextmanager
+async def open_app(
+    home: Path, passphrase_file: Path | None = None, clock: Clock | None = None
+) -> AsyncIterator[App]:
+    """Open an initialized home. A policy file edited since the last run is recorded in
+    the audit log before anything else happens."""
+    config = load_config(home)
+    policy = load_policy(home / POLICY_FILE)
+    store = await open_store(database_url(home, config))
+    clock = clock or SystemClock()
+    try:
+        previous = await store.get_setting(POLICY_DIGEST_SETTING)
+        if previous != policy.digest:
+            await store.set_setting(
+                POLICY_DIGEST_SETTING,
+                policy.digest,
+                AuditEvent(
+                    "policy.changed",
+                    actor(),
+                    "policy",
+                    "ok",
+                    {"from": previous, "to": policy.digest, "file": policy.source},
+                ),
+                clock.now(),
+            )
+        yield _build(
+            home=home,
+            config=config,
+            policy=policy,
+            store=store,
+            clock=clock,
+            passphrase=PassphraseSource(home, passphrase_file),
+        )
+    finally:
+        await store.close()
+
+
+@dataclass(frozen=True)
+class InitResult:
+    authorities: list[dict[str, str]]
+    generated_passphrase: Path | None
+
+
+async def initialize_home(
+    home: Path,
+    config: HomeConfig,
+    *,
+    policy_text: str,
+    policy_source: str,
+    passphrase_file: Path | None = None,
+    clock: Clock | None = None,
+) -> InitResult:
+    """Create the CA hierarchy in a fresh home, all or nothing.
+
+    Everything is built in a staging directory inside the home and moved into place at
+    the end; `pkictl.toml` is written last. A failure leaves the home as it was.
+    """
+    _check_home_is_fresh(home)
+    policy = parse_policy(policy_text, source=policy_source)
+    clock = clock or SystemClock()
+    passphrase_source = PassphraseSource(home, passphrase_file)
+    generated: bytes | None = None
+    if not passphrase_source.available():
+        generated = secrets.token_urlsafe(32).encode()
+    staging = home / f".init-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, mode=0o700)
+    try:
+        if generated is not None:
+            atomic_write(staging / PASSPHRASE_FILE, generated + b"\n", 0o600)
+            (staging / PASSPHRASE_FILE).parent.chmod(0o700)
+        url = database_url(staging, config)
+        store = await open_store(url)
+        try:
+            app = _build(
+                home=staging,
+                config=config,
+                policy=policy,
+                store=store,
+                clock=clock,
+                passphrase=(lambda: generated) if generated is not None else passphrase_source,
+            )
+            who = actor()
+            authorities = await app.ca.initialize(config.hierarchies, who)
+            await store.set_setting(
+                POLICY_DIGEST_SETTING,
+                policy.digest,
+                AuditEvent(
+                    "policy.adopted",
+                    who,
+                    "policy",
+                    "ok",
+                    {"digest": policy.digest, "file": policy_source},
+                ),
+                clock.now(),
+            )
+            for authority in authorities:
+                app.write_home_file(
+                    f"certs/{authority.name}.pem",
+                    authority.certificate().public_bytes(Encoding.PEM),
+                )
+                if authority.role in (AuthorityRole.ROOT, AuthorityRole.INTERMEDIATE):
+                    await app.publish_crl(authority.name, who)
+        finally:
+            await store.close()
+        atomic_write(staging / POLICY_FILE, policy_text.encode())
+        for entry in staging.iterdir():
+            entry.rename(home / entry.name)
+        atomic_write(home / CONFIG_FILE, render_config(config).encode())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.rmdir()
+    summary = [
+        {"name": a.name, "role": a.role.value, "subject": a.certificate().subject.rfc4514_string()}
+        for a in authorities
+    ]
+    return InitResult(summary, home / PASSPHRASE_FILE if generated is not None else None)
+
+
+def _check_home_is_fresh(home: Path) -> None:
+    if (home / CONFIG_FILE).exists():
+        raise HomeError(f"{home} is already an initialized pkictl home; refusing to overwrite it")
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+        return
+    for entry in home.iterdir():
+        if entry.name.startswith(".init-"):
+            shutil.rmtree(entry, ignore_errors=True)  # an interrupted earlier init
+        elif entry.name not in ALLOWED_BEFORE_INIT:
+            raise HomeError(
+                f"{home} holds {entry.name} but no {CONFIG_FILE}: refusing to initialize over "
+                "leftovers of another CA; move them away first"
+            )

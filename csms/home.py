@@ -1,0 +1,128 @@
+"""The pkictl home directory and its `pkictl.toml`.
+
+The home is where the embedded mode keeps everything (keys, certificates, CRLs, the
+SQLite database, the policy in force). Writing the configuration file is the last step
+of `pkictl init`: a home without it is not initialized, whatever else it contains.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pki.authority import CsoIdentity
+from pki.errors import InputError, PkiError
+
+CONFIG_FILE = "pkictl.toml"
+POLICY_FILE = "policy.toml"
+DATABASE_FILE = "pkictl.db"
+PASSPHRASE_FILE = Path("secrets") / "passphrase"
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class HomeError(PkiError):
+    """The home is missing, not initialized, or its configuration is invalid."""
+
+
+@dataclass(frozen=True)
+class HomeConfig:
+    organization: str
+    country: str
+    csms_hosts: tuple[str, ...]
+    base_url: str
+    hierarchies: frozenset[str]
+    database_url: str | None = None
+
+    def identity(self) -> CsoIdentity:
+        return CsoIdentity(self.organization, self.country, self.csms_hosts, self.base_url)
+
+
+def validate_identity(
+    organization: str, country: str, hosts: tuple[str, ...], base_url: str | None
+) -> tuple[str, str, tuple[str, ...], str]:
+    """Check `pkictl init` inputs; returns them normalised, with the default base URL."""
+    organization = organization.strip()
+    if not 0 < len(organization) <= 64:
+        raise InputError("--org: the organization name must be 1 to 64 characters")
+    if not COUNTRY.match(country.upper()):
+        raise InputError(f"--country: {country!r} is not a two-letter ISO 3166 code")
+    if not hosts:
+        raise InputError("--csms-host: at least one host name or IP address is required")
+    for host in hosts:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not HOSTNAME.match(host):
+                raise InputError(
+                    f"--csms-host: {host!r} is not a host name or IP address"
+                ) from None
+    if base_url is None:
+        first = hosts[0]
+        shown = f"[{first}]" if ":" in first else first
+        base_url = f"http://{shown}:8080"
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", base_url):
+        raise InputError(f"--base-url: {base_url!r} is not an http(s) URL")
+    return organization, country.upper(), tuple(dict.fromkeys(hosts)), base_url.rstrip("/")
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_config(config: HomeConfig) -> str:
+    hosts = ", ".join(_toml_string(h) for h in config.csms_hosts)
+    hierarchies = ", ".join(_toml_string(h) for h in sorted(config.hierarchies))
+    lines = [
+        "# pkictl instance configuration, written by `pkictl init`.",
+        "[ca]",
+        f"organization = {_toml_string(config.organization)}",
+        f"country = {_toml_string(config.country)}",
+        f"csms_hosts = [{hosts}]",
+        f"base_url = {_toml_string(config.base_url)}",
+        f"hierarchies = [{hierarchies}]",
+        "",
+        "[database]",
+        '# Default: SQLite at HOME/pkictl.db. PostgreSQL: "postgresql+asyncpg://user@host/db".',
+    ]
+    if config.database_url:
+        lines.append(f"url = {_toml_string(config.database_url)}")
+    return "\n".join(lines) + "\n"
+
+
+def load_config(home: Path) -> HomeConfig:
+    path = home / CONFIG_FILE
+    if not path.exists():
+        raise HomeError(
+            f"{home} is not an initialized pkictl home (no {CONFIG_FILE}); run `pkictl init`"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        ca = data["ca"]
+        return HomeConfig(
+            organization=str(ca["organization"]),
+            country=str(ca["country"]),
+            csms_hosts=tuple(str(h) for h in ca["csms_hosts"]),
+            base_url=str(ca["base_url"]),
+            hierarchies=frozenset(str(h) for h in ca.get("hierarchies", ["cso", "v2g"])),
+            database_url=data.get("database", {}).get("url"),
+        )
+    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise HomeError(f"{path}: invalid configuration: {exc!r}") from exc
+
+
+def database_url(home: Path, config: HomeConfig | None) -> str:
+    """PKICTL_DATABASE_URL, else the configured URL, else SQLite in the home."""
+    override = os.environ.get("PKICTL_DATABASE_URL")
+    if override:
+        return override
+    if config is not None and config.database_url:
+        return config.database_url
+    return f"sqlite+aiosqlite:///{(home / DATABASE_FILE).resolve()}"
