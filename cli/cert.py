@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -60,6 +61,10 @@ def cert_issue(
 ) -> None:
     """Issue a certificate from a station's CSR through the full policy pipeline."""
     csr_pem = csr_file.read_text(encoding="utf-8", errors="replace")
+    if out is not None and not os.access(out.parent.resolve(), os.W_OK):
+        raise click.BadParameter(
+            f"directory {out.parent} is missing or not writable", param_hint="--out"
+        )
 
     async def action(app: App) -> tuple[dict[str, object], bytes]:
         issued = await app.ca.issue_for_station(
@@ -74,7 +79,13 @@ def cert_issue(
 
     view, chain = run_with_app(ctx, action)
     if out is not None:
-        out.write_bytes(chain)
+        try:
+            out.write_bytes(chain)
+        except OSError as exc:  # issued and recorded: hand the chain out anyway
+            click.echo(chain.decode(), nl=False)
+            note(f"error: could not write {out} ({exc.strerror}); the chain is on stdout")
+            note(f"serial {view['serial']}")
+            raise click.exceptions.Exit(1) from None
     if as_json:
         emit_json({**view, "chain_pem": chain.decode(), "out": str(out) if out else None})
     elif out is not None:

@@ -16,10 +16,10 @@ from cli.audit import audit
 from cli.ca import ca, init
 from cli.cert import cert, crl
 from cli.context import Context
-from cli.errors import error_payload, exit_code_for
+from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.policy import policy
 from cli.station import station
-from pki.errors import PkiError
+from pki.errors import IssuanceRefused, PkiError
 
 
 class PkictlGroup(click.Group):
@@ -32,8 +32,14 @@ class PkictlGroup(click.Group):
             shared = ctx.find_object(Context)
             if shared is not None and shared.json:
                 click.echo(json.dumps(error_payload(error), indent=2))
-            click.echo(f"error: {error}", err=True)
+            message = f"error: {error}"
+            if isinstance(error, IssuanceRefused):  # exit code 4: the reason code is printed
+                message += f" (reason: {error.reason.value})"
+            click.echo(message, err=True)
             raise click.exceptions.Exit(int(exit_code_for(error))) from None
+        except OSError as error:  # exit code 1 for an I/O error, with a message, no traceback
+            click.echo(f"error: {error}", err=True)
+            raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
 
 
 @click.group(cls=PkictlGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,6 +5,7 @@ Both the CLI and `pkictl serve` obtain everything they use from here.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import secrets
@@ -24,7 +25,6 @@ from csms.home import (
     PASSPHRASE_FILE,
     POLICY_FILE,
     HomeConfig,
-    HomeError,
     database_url,
     load_config,
     render_config,
@@ -33,7 +33,7 @@ from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import Clock
-from pki.errors import KeyAccessError
+from pki.errors import ConflictError, KeyAccessError
 from pki.keys.file import FileKeyStore, atomic_write
 from pki.policy import Policy, load_policy, parse_policy
 from pki.records import AuthorityRole
@@ -187,8 +187,8 @@ async def initialize_home(
     Everything is built in a staging directory inside the home and moved into place at
     the end; `pkictl.toml` is written last. A failure leaves the home as it was.
     """
-    _check_home_is_fresh(home)
     policy = parse_policy(policy_text, source=policy_source)
+    created_home = _check_home_is_fresh(home)
     clock = clock or SystemClock()
     passphrase_source = PassphraseSource(home, passphrase_file)
     generated: bytes | None = None
@@ -241,6 +241,8 @@ async def initialize_home(
         atomic_write(home / CONFIG_FILE, render_config(config).encode())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created_home:
+            _remove_if_empty(home)
         raise
     staging.rmdir()
     summary = [
@@ -250,17 +252,40 @@ async def initialize_home(
     return InitResult(summary, home / PASSPHRASE_FILE if generated is not None else None)
 
 
-def _check_home_is_fresh(home: Path) -> None:
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: keep whatever else is there
+        directory.rmdir()
+
+
+def _check_home_is_fresh(home: Path) -> bool:
+    """Refuse (a conflict, exit code 5) a home that exists already or holds anything
+    but what init allows; True when the home directory was created here."""
     if (home / CONFIG_FILE).exists():
-        raise HomeError(f"{home} is already an initialized pkictl home; refusing to overwrite it")
+        raise ConflictError(
+            f"{home} is already an initialized pkictl home; refusing to overwrite it"
+        )
     if not home.exists():
         home.mkdir(parents=True, mode=0o700)
-        return
+        return True
     for entry in home.iterdir():
         if entry.name.startswith(".init-"):
+            pid = entry.name.removeprefix(".init-")
+            if pid.isdigit() and _process_alive(int(pid)):
+                raise ConflictError(f"another `pkictl init` (pid {pid}) is initializing {home}")
             shutil.rmtree(entry, ignore_errors=True)  # an interrupted earlier init
         elif entry.name not in ALLOWED_BEFORE_INIT:
-            raise HomeError(
+            raise ConflictError(
                 f"{home} holds {entry.name} but no {CONFIG_FILE}: refusing to initialize over "
                 "leftovers of another CA; move them away first"
             )
+    return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

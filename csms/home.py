@@ -105,17 +105,28 @@ def load_config(home: Path) -> HomeConfig:
         )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-        ca = data["ca"]
-        return HomeConfig(
-            organization=str(ca["organization"]),
-            country=str(ca["country"]),
-            csms_hosts=tuple(str(h) for h in ca["csms_hosts"]),
-            base_url=str(ca["base_url"]),
-            hierarchies=frozenset(str(h) for h in ca.get("hierarchies", ["cso", "v2g"])),
-            database_url=data.get("database", {}).get("url"),
-        )
-    except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise HomeError(f"{path}: invalid configuration: {exc!r}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise HomeError(f"{path}: not valid TOML: {exc}") from None
+    ca = data.get("ca")
+    if not isinstance(ca, dict):
+        raise HomeError(f"{path}: ca: missing table [ca]")
+    for key in ("organization", "country", "csms_hosts", "base_url"):
+        if key not in ca:
+            raise HomeError(f"{path}: ca.{key}: required")
+    if not isinstance(ca["csms_hosts"], list) or not ca["csms_hosts"]:
+        raise HomeError(f"{path}: ca.csms_hosts: must be a non-empty list of host names")
+    database = data.get("database", {})
+    url = database.get("url") if isinstance(database, dict) else None
+    if url is not None and not isinstance(url, str):
+        raise HomeError(f"{path}: database.url: must be a string")
+    return HomeConfig(
+        organization=str(ca["organization"]),
+        country=str(ca["country"]),
+        csms_hosts=tuple(str(h) for h in ca["csms_hosts"]),
+        base_url=str(ca["base_url"]),
+        hierarchies=frozenset(str(h) for h in ca.get("hierarchies", ["cso", "v2g"])),
+        database_url=url,
+    )
 
 
 def database_url(home: Path, config: HomeConfig | None) -> str:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 GENESIS_HASH = "0" * 64
@@ -56,16 +56,24 @@ class AuditHead:
     hash: str
 
 
+def _utc(at: datetime) -> datetime:
+    """The instant in UTC: the store keeps instants, not offsets, so the hash must not
+    depend on the offset ``at`` was given in (or entries fail to verify on reload)."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("audit times must be timezone-aware")
+    return at.astimezone(UTC)
+
+
 def entry_hash(prev_hash: str, seq: int, at: datetime, event: AuditEvent) -> str:
     body = json.dumps(
         {
             "seq": seq,
-            "at": at.isoformat(),
+            "at": _utc(at).isoformat(),
             "action": event.action,
             "actor": event.actor,
             "target": event.target,
             "outcome": event.outcome,
-            "detail": event.detail,
+            "detail": dict(event.detail),  # as stored: any Mapping reads back a dict
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -77,7 +85,20 @@ def entry_hash(prev_hash: str, seq: int, at: datetime, event: AuditEvent) -> str
 def seal(event: AuditEvent, *, at: datetime, previous: AuditHead | None) -> AuditEntry:
     seq = previous.seq + 1 if previous else 1
     prev_hash = previous.hash if previous else GENESIS_HASH
+    at = _utc(at)
     return AuditEntry(seq, at, event, prev_hash, entry_hash(prev_hash, seq, at, event))
+
+
+def seal_chain(
+    events: Iterable[tuple[AuditEvent, datetime]], previous: AuditHead | None
+) -> list[AuditEntry]:
+    """Seal several events in order after ``previous``: one write of a batch."""
+    entries = []
+    for event, at in events:
+        entry = seal(event, at=at, previous=previous)
+        entries.append(entry)
+        previous = AuditHead(entry.seq, entry.hash)
+    return entries
 
 
 def verify_chain(entries: Iterable[AuditEntry], head: AuditHead | None) -> list[str]:

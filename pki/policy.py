@@ -161,7 +161,17 @@ class Policy:
 
 
 def template_fields(template: str) -> list[str]:
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    """The ``{field}`` names of a subject template. Conversions and format specs
+    (``{x!r}``, ``{x:>9}``) are refused: rendering is plain substitution, and a
+    template it cannot render must not reach a certificate literally."""
+    fields = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"{{{name}}} has a conversion or format spec; use plain {{{name}}}")
+        fields.append(name)
+    return fields
 
 
 def load_policy(path: Path) -> Policy:
@@ -316,7 +326,7 @@ class _PolicyParser:
 
     def _check_iso15118(self, profile: Profile, at: str) -> None:
         p256 = KeySpec("ec", curve="secp256r1")
-        keys = [profile.key] if profile.key else []
+        keys = [*([profile.key] if profile.key else []), *profile.server_keys]
         if any(k != p256 for k in keys) or (
             profile.kind == "csr"
             and (

@@ -65,6 +65,9 @@ class CertificateRecord:
     source: CertificateSource
     der: bytes
     fingerprint_sha256: str
+    issuer_name_hash: str
+    """SHA-256 of the DER issuer name: with the serial, what identifies a certificate
+    (the OCSP CertID and OCPP CertificateHashData name it this way)."""
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
 
@@ -109,6 +112,7 @@ class CertificateRecord:
             source=source,
             der=der,
             fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            issuer_name_hash=hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
         )
 
 

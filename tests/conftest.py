@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -105,7 +106,10 @@ def postgres_url() -> str:
         await connection.close()
 
     try:
-        asyncio.run(probe())
+        # In a thread of its own: the fixture is first requested from inside the event
+        # loop of an async fixture, where asyncio.run() cannot start another loop.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, probe()).result()
     except (OSError, TimeoutError, ConnectionError) as exc:
         message = f"PostgreSQL at {url} is unreachable: {exc!r}"
         if os.environ.get("CI") == "true":

@@ -64,11 +64,13 @@ def validity_window(
             f"profile {profile.name}",
             field="days",
         )
-    now = now.replace(microsecond=0)
-    not_before = now - timedelta(seconds=profile.backdate_seconds)
-    not_after = now + timedelta(days=days)
+    whole_seconds = now.replace(microsecond=0)
+    not_before = whole_seconds - timedelta(seconds=profile.backdate_seconds)
+    not_after = whole_seconds + timedelta(days=days)
     if issuer_not_after is not None and not_after > issuer_not_after:
         not_after = issuer_not_after
+    # Against the exact instant, not the truncated one: an issuer whose notAfter fell
+    # earlier in the current second has expired, and must not sign.
     if not_after <= now:
         raise IssuanceRefused(
             ReasonCode.ISSUER_UNAVAILABLE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +27,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     if exclusive and path.exists():
         raise ConflictError(f"{path} exists; refusing to overwrite it")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    # A unique name: a temporary file left by a crash (whose pid the next run, in a
+    # container, may well reuse) must not block every later write.
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -35,7 +38,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, *, exclusive: bool 
             os.fsync(handle.fileno())
         temporary.chmod(mode)
         if exclusive:
-            path.hardlink_to(temporary)  # fails if path appeared meanwhile
+            try:
+                path.hardlink_to(temporary)  # fails if path appeared meanwhile
+            except FileExistsError:
+                raise ConflictError(f"{path} exists; refusing to overwrite it") from None
             temporary.unlink()
         else:
             temporary.replace(path)

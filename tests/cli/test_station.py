@@ -1,0 +1,156 @@
+"""`pkictl station add|list|show|remove`: the registry certificates are bound to."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from cli_test_support import Run, as_json, issue, query, station_csr
+
+ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def password_file(tmp_path: Path, password: str) -> Path:
+    path = tmp_path / f"password-{len(password)}"
+    path.write_text(password + "\n")  # a trailing newline, as editors write it
+    return path
+
+
+def test_add_list_show(pkictl: Run) -> None:
+    added = pkictl("station", "add", "CS001", "--serial", "SN-0001", "--secc-id", "SECC0001")
+    assert "registered station CS001 (serial SN-0001)" in added.stderr
+    pkictl("station", "add", "CS002", "--serial", "SN-0002")
+    listed = as_json(pkictl("station", "list", "--json"))
+    assert [s["id"] for s in listed] == ["CS001", "CS002"]
+    first = listed[0]
+    assert first["serial_number"] == "SN-0001"
+    assert first["secc_id"] == "SECC0001"
+    assert first["security_profile"] == 3  # the default
+    assert first["has_password"] is False
+    assert ISO_Z.match(first["created_at"])
+    assert listed[1]["secc_id"] is None
+    shown = as_json(pkictl("station", "show", "CS001", "--json"))
+    assert shown == {**first, "certificates": []}
+    table = pkictl("station", "list").stdout
+    assert re.search(r"^CS001\s+SN-0001\s+SECC0001\s+3\s", table, re.MULTILINE)
+    assert re.search(r"^CS002\s+SN-0002\s+3\s", table, re.MULTILINE)
+
+
+def test_add_json(pkictl: Run) -> None:
+    view = as_json(pkictl("station", "add", "CS-9:a_b.c", "--serial", "SN 9", "--json"))
+    assert view["id"] == "CS-9:a_b.c"
+    assert view["serial_number"] == "SN 9"
+
+
+def test_list_empty(pkictl: Run) -> None:
+    assert as_json(pkictl("station", "list", "--json")) == []
+    assert "(none)" in pkictl("station", "list").stdout
+
+
+@pytest.mark.parametrize("profile", ["1", "2"])
+def test_basic_auth_profiles_require_a_password_file(pkictl: Run, profile: str) -> None:
+    result = pkictl(
+        "station", "add", "CS001", "--serial", "SN-0001", "--security-profile", profile, expect=2
+    )
+    assert "password-file" in result.stderr
+    assert as_json(pkictl("station", "list", "--json")) == []
+
+
+@pytest.mark.parametrize(("profile", "length"), [("1", 15), ("1", 16), ("2", 40), ("2", 41)])
+def test_password_length_is_enforced(
+    pkictl: Run, home: Path, tmp_path: Path, profile: str, length: int
+) -> None:
+    expect = 0 if 16 <= length <= 40 else 2
+    password = "p" * (length - 4) + "w0rd"
+    result = pkictl(
+        "station", "add", "CS001", "--serial", "SN-0001", "--security-profile", profile,
+        "--password-file", str(password_file(tmp_path, password)), expect=expect,
+    )  # fmt: skip
+    listed = as_json(pkictl("station", "list", "--json"))
+    if expect:
+        assert "password-file" in result.stderr
+        assert "16 to 40" in result.stderr
+        assert listed == []
+        return
+    assert listed[0]["has_password"] is True
+    assert listed[0]["security_profile"] == int(profile)
+    ((stored,),) = query(home, "SELECT password_hash FROM stations WHERE id = 'CS001'")
+    assert stored.startswith("scrypt$")
+    assert password not in stored
+
+
+@pytest.mark.parametrize("station_id", ["bad id!", "a" * 49, "cs/001", ""])
+def test_bad_station_id_exits_2(pkictl: Run, station_id: str) -> None:
+    result = pkictl("station", "add", station_id, "--serial", "SN-0001", expect=2)
+    assert "id:" in result.stderr
+    assert as_json(pkictl("station", "list", "--json")) == []
+
+
+def test_longest_station_id_is_accepted(pkictl: Run) -> None:
+    pkictl("station", "add", "a" * 48, "--serial", "SN-0001")
+    assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["a" * 48]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--security-profile", "4"), "--security-profile"),
+        (("--secc-id", "x" * 65), "secc-id"),
+        (("--secc-id", "bad\tid"), "secc-id"),
+    ],
+)
+def test_other_bad_input_exits_2(pkictl: Run, args: tuple[str, ...], needle: str) -> None:
+    result = pkictl("station", "add", "CS001", "--serial", "SN-0001", *args, expect=2)
+    assert needle in result.stderr
+    assert as_json(pkictl("station", "list", "--json")) == []
+
+
+def test_bad_serial_exits_2(pkictl: Run) -> None:
+    assert "serial" in pkictl("station", "add", "CS001", "--serial", " ", expect=2).stderr
+
+
+def test_duplicate_station_is_a_conflict(pkictl: Run) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    result = pkictl("station", "add", "CS001", "--serial", "SN-0002", expect=5)
+    assert "already registered" in result.stderr
+    assert as_json(pkictl("station", "show", "CS001", "--json"))["serial_number"] == "SN-0001"
+
+
+def test_show_unknown_station_exits_3(pkictl: Run) -> None:
+    assert "CS404" in pkictl("station", "show", "CS404", expect=3).stderr
+
+
+def test_remove(pkictl: Run, tmp_path: Path) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    pkictl("station", "add", "CS002", "--serial", "SN-0002")
+    serial = issue(pkictl, station_csr(tmp_path / "s.csr"))["serial"]
+    assert "removed station CS001" in pkictl("station", "remove", "CS001").stderr
+    assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS002"]
+    pkictl("station", "show", "CS001", expect=3)
+    assert "CS001" in pkictl("station", "remove", "CS001", expect=3).stderr
+    # Its certificates stay on record ...
+    kept = as_json(pkictl("cert", "list", "--station", "CS001", "--json"))
+    assert [c["serial"] for c in kept] == [serial]
+    # ... but nothing more is issued for it.
+    refused = pkictl(
+        "cert", "issue", "--profile", "charging-station", "--csr", str(tmp_path / "s.csr"),
+        "--station", "CS001", "--json", expect=4,
+    )  # fmt: skip
+    assert as_json(refused)["reason"] == "unknown-station"
+    actions = [e["action"] for e in as_json(pkictl("audit", "list", "--json"))]
+    assert actions.count("station.removed") == 1
+
+
+def test_show_lists_the_station_certificates(pkictl: Run, tmp_path: Path) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    pkictl("station", "add", "CS002", "--serial", "SN-0002")
+    first = issue(pkictl, station_csr(tmp_path / "1.csr"))["serial"]
+    second = issue(pkictl, station_csr(tmp_path / "2.csr"))["serial"]
+    issue(pkictl, station_csr(tmp_path / "3.csr", serial="SN-0002"), station_id="CS002")
+    shown = as_json(pkictl("station", "show", "CS001", "--json"))
+    assert sorted(c["serial"] for c in shown["certificates"]) == sorted([first, second])
+    assert {c["station"] for c in shown["certificates"]} == {"CS001"}
+    text = pkictl("station", "show", "CS001").stdout
+    assert first in text
+    assert second in text
