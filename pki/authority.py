@@ -245,15 +245,13 @@ class CertificateAuthority:
             certificate_der=certificate.public_bytes(Encoding.DER),
             created_at=now,
         )
-        return authority, self._record(
-            certificate, profile, None if self_signed else issuer.name, None
-        )
+        return authority, self._record(certificate, profile, issuer, None)
 
     def _record(
         self,
         certificate: x509.Certificate,
         profile: Profile,
-        issuer_ca: str | None,
+        issuer: Issuer,
         station_id: str | None,
     ) -> CertificateRecord:
         return CertificateRecord.from_certificate(
@@ -262,9 +260,10 @@ class CertificateAuthority:
                 certificate.not_valid_before_utc, certificate.not_valid_after_utc, profile.renewal
             ),
             source=CertificateSource.ISSUED,
-            issuer_ca=issuer_ca,
+            issuer_ca=None if issuer.certificate is None else issuer.name,
             profile=profile.name,
             station_id=station_id,
+            issuer_name=issuer.subject,
         )
 
     async def issuer(self, name: str) -> Issuer:
@@ -382,7 +381,7 @@ class CertificateAuthority:
     ) -> tuple[x509.Certificate, CertificateRecord]:
         for attempt in range(1, SERIAL_ATTEMPTS + 1):
             certificate = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
-            record = self._record(certificate, profile, issuer.name, station_id)
+            record = self._record(certificate, profile, issuer, station_id)
             event = AuditEvent(
                 "certificate.issued",
                 actor,

@@ -51,6 +51,21 @@ class Station:
 
 
 @dataclass(frozen=True)
+class IssuerName:
+    """An issuer's name as certificate records keep it. Issuing CAs compute it once
+    instead of parsing it out of every certificate they sign."""
+
+    dn: str
+    hash: str
+    """SHA-256 of the DER name: with the serial, what identifies a certificate (the
+    OCSP CertID and OCPP CertificateHashData name certificates this way)."""
+
+    @classmethod
+    def of(cls, name: x509.Name) -> IssuerName:
+        return cls(name.rfc4514_string(), hashlib.sha256(name.public_bytes()).hexdigest())
+
+
+@dataclass(frozen=True)
 class CertificateRecord:
     serial: int
     issuer_dn: str
@@ -66,8 +81,6 @@ class CertificateRecord:
     der: bytes
     fingerprint_sha256: str
     issuer_name_hash: str
-    """SHA-256 of the DER issuer name: with the serial, what identifies a certificate
-    (the OCSP CertID and OCPP CertificateHashData name it this way)."""
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
 
@@ -96,11 +109,15 @@ class CertificateRecord:
         issuer_ca: str | None,
         profile: str | None,
         station_id: str | None,
+        issuer_name: IssuerName | None = None,
     ) -> CertificateRecord:
+        """``issuer_name`` saves parsing the issuer out of ``certificate`` when the
+        caller knows it (the CA issuing); it must be the certificate's issuer."""
         der = certificate.public_bytes(serialization.Encoding.DER)
+        issuer = issuer_name or IssuerName.of(certificate.issuer)
         return cls(
             serial=certificate.serial_number,
-            issuer_dn=certificate.issuer.rfc4514_string(),
+            issuer_dn=issuer.dn,
             issuer_ca=issuer_ca,
             subject_dn=certificate.subject.rfc4514_string(),
             profile=profile,
@@ -112,7 +129,7 @@ class CertificateRecord:
             source=source,
             der=der,
             fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-            issuer_name_hash=hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
+            issuer_name_hash=issuer.hash,
         )
 
 

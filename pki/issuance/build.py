@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -17,6 +18,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from pki.errors import IssuanceRefused, ReasonCode
 from pki.keys import Signer, describe_public_key
 from pki.policy import Profile
+from pki.records import IssuerName
 
 EKU_OIDS = {
     "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH,
@@ -33,6 +35,32 @@ class Issuer:
     name: str
     certificate: x509.Certificate | None
     signer: Signer
+
+    _extensions: dict[
+        tuple[str, str, RevocationUrls | None, tuple[str, ...]],
+        tuple[Profile, tuple[Extensions, Extensions]],
+    ] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @cached_property
+    def subject(self) -> IssuerName | None:
+        """The name this CA puts in the certificates it signs (None while self-signing)."""
+        return IssuerName.of(self.certificate.subject) if self.certificate else None
+
+    def extensions_for(
+        self,
+        profile: Profile,
+        algorithm: str,
+        urls: RevocationUrls | None,
+        hosts: tuple[str, ...],
+    ) -> tuple[Extensions, Extensions]:
+        """The profile's fixed extensions for this issuer, built once: they are the same
+        for every certificate the issuer signs under that profile."""
+        key = (profile.name, algorithm, urls, hosts)
+        cached = self._extensions.get(key)
+        if cached is None or cached[0] is not profile:
+            cached = (profile, _fixed_extensions(profile, self, algorithm, urls, hosts))
+            self._extensions[key] = cached
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,50 @@ def _alt_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     return names
 
 
+Extensions = tuple[tuple[x509.ExtensionType, bool], ...]
+
+
+def _fixed_extensions(
+    profile: Profile,
+    issuer: Issuer,
+    algorithm: str,
+    urls: RevocationUrls | None,
+    hosts: Sequence[str],
+) -> tuple[Extensions, Extensions]:
+    """The extensions a profile gives every certificate of ``issuer``: those before
+    and those after the per-certificate subjectKeyIdentifier."""
+    before: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=profile.is_ca, path_length=profile.path_length), True),
+        (_key_usage(profile.key_usage_for(algorithm)), True),
+    ]
+    after: list[tuple[x509.ExtensionType, bool]] = []
+    if issuer.certificate is not None:
+        after.append(
+            (x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.signer.public_key()), False)
+        )
+    if profile.extended_key_usage:
+        after.append(
+            (x509.ExtendedKeyUsage([EKU_OIDS[n] for n in profile.extended_key_usage]), False)
+        )
+    if profile.kind == "ocsp-signer":
+        after.append((x509.OCSPNoCheck(), False))
+    if hosts:
+        after.append((x509.SubjectAlternativeName(_alt_names(hosts)), False))
+    if profile.revocation_info and urls is not None and issuer.certificate is not None:
+        ocsp = x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp)
+        )
+        crl = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(urls.crl(issuer.name))],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        after.append((x509.AuthorityInformationAccess([ocsp]), False))
+        after.append((x509.CRLDistributionPoints([crl]), False))
+    return tuple(before), tuple(after)
+
+
 def build_and_sign(
     *,
     profile: Profile,
@@ -118,6 +190,7 @@ def build_and_sign(
 ) -> x509.Certificate:
     issuer_name = issuer.certificate.subject if issuer.certificate else subject
     algorithm = describe_public_key(public_key).split(":")[0]
+    before, after = issuer.extensions_for(profile, algorithm, urls, tuple(hosts))
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -126,51 +199,12 @@ def build_and_sign(
         .serial_number(serial)
         .not_valid_before(validity[0])
         .not_valid_after(validity[1])
-        .add_extension(
-            x509.BasicConstraints(ca=profile.is_ca, path_length=profile.path_length),
-            critical=True,
-        )
-        .add_extension(_key_usage(profile.key_usage_for(algorithm)), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
-    if issuer.certificate is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.signer.public_key()),
-            critical=False,
-        )
-    if profile.extended_key_usage:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([EKU_OIDS[n] for n in profile.extended_key_usage]),
-            critical=False,
-        )
-    if profile.kind == "ocsp-signer":
-        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
-    if hosts:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(_alt_names(hosts)), critical=False
-        )
-    if profile.revocation_info and urls is not None and issuer.certificate is not None:
-        builder = builder.add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(urls.ocsp),
-                    )
-                ]
-            ),
-            critical=False,
-        ).add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(urls.crl(issuer.name))],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
+    for extension, critical in before:
+        builder = builder.add_extension(extension, critical=critical)
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
+    )
+    for extension, critical in after:
+        builder = builder.add_extension(extension, critical=critical)
     return issuer.signer.sign_certificate(builder, profile.signature_hash)

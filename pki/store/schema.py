@@ -85,15 +85,17 @@ certificates = Table(
     Column("status", String(16), nullable=False),
     Column("source", String(16), nullable=False),
     Column("der", LargeBinary, nullable=False),
-    Column("fingerprint_sha256", String(64), nullable=False, unique=True),
+    Column("fingerprint_sha256", String(64), nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revocation_reason", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("issuer_name_hash", "serial_hex", name="uq_certificates_issuer_serial"),
+    # (serial, issuer) identifies a certificate; serial first, so that it also serves
+    # lookups by serial alone (`cert show`, OCSP). Every index costs each issuance a
+    # b-tree update: none is kept that a query does not use.
+    UniqueConstraint("serial_hex", "issuer_name_hash", name="uq_certificates_serial_issuer"),
     Index("ix_certificates_due", "status", "renew_after"),
     Index("ix_certificates_not_after", "not_after"),
     Index("ix_certificates_station", "station_id"),
-    Index("ix_certificates_serial", "serial_hex"),
 )
 
 crl_counters = Table(

@@ -342,7 +342,8 @@ class SqlStore:
             result = await connection.execute(
                 update(certificates)
                 .where(
-                    certificates.c.fingerprint_sha256 == record.fingerprint_sha256,
+                    certificates.c.serial_hex == record.serial_hex,
+                    certificates.c.issuer_name_hash == record.issuer_name_hash,
                     certificates.c.status != CertificateStatus.REVOKED.value,
                 )
                 .values(

@@ -614,7 +614,7 @@ async def test_fast_path_integrity_error_rolls_back_and_releases_the_lock(
     at = datetime.now(UTC)
     record = observed_record(serial=0x77)
     await store.record_certificate(record, AuditEvent("certificate.observed", "test"), at)
-    with pytest.raises(ConflictError):  # same fingerprint: IntegrityError on the insert
+    with pytest.raises(ConflictError):  # same serial and issuer: IntegrityError on the insert
         await store.record_certificate(record, AuditEvent("certificate.observed", "test"), at)
 
     # The failed transaction did not keep the write lock: another writer gets it at once.

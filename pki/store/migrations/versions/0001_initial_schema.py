@@ -72,13 +72,11 @@ def upgrade() -> None:
         sa.Column("revocation_reason", sa.String(length=32), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=False), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("fingerprint_sha256"),
-        sa.UniqueConstraint("issuer_name_hash", "serial_hex", name="uq_certificates_issuer_serial"),
+        sa.UniqueConstraint("serial_hex", "issuer_name_hash", name="uq_certificates_serial_issuer"),
     )
     with op.batch_alter_table("certificates", schema=None) as batch_op:
         batch_op.create_index("ix_certificates_due", ["status", "renew_after"], unique=False)
         batch_op.create_index("ix_certificates_not_after", ["not_after"], unique=False)
-        batch_op.create_index("ix_certificates_serial", ["serial_hex"], unique=False)
         batch_op.create_index("ix_certificates_station", ["station_id"], unique=False)
 
     op.create_table(
