@@ -63,6 +63,7 @@ from pki.store.sqlite_fast import SqliteFastPath, Unavailable, sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+POOL_SIZE = 10
 MAX_BATCH = 256  # rows per group commit: bounds one transaction's size and lock time
 
 
@@ -106,7 +107,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 async def open_store(url: str) -> SqlStore:
     """Open (and migrate) the database at ``url``: sqlite+aiosqlite:// or postgresql+asyncpg://."""
-    engine = create_async_engine(url)
+    # A fixed pool: under a burst (a fleet reconnecting, a renewal campaign) callers
+    # queue for a connection instead of opening and closing overflow connections, which
+    # cost a new server session (PostgreSQL) or a new thread (aiosqlite) each.
+    engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=0, pool_timeout=60)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     try:
