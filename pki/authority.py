@@ -120,7 +120,6 @@ class CertificateAuthority:
         created = self._create_cas(hierarchies, issuers, now)
         created += self._create_ocsp_signers(issuers, now)
         created += self._create_server_certificates(hierarchies, issuers, now)
-        self.forget_authorities()
         await self.store.record_authorities(
             created,
             AuditEvent(
@@ -263,7 +262,7 @@ class CertificateAuthority:
             issuer_ca=None if issuer.certificate is None else issuer.name,
             profile=profile.name,
             station_id=station_id,
-            issuer_name=issuer.subject,
+            issuer_name=issuer.issuer_name,
         )
 
     async def issuer(self, name: str) -> Issuer:

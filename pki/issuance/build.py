@@ -42,8 +42,8 @@ class Issuer:
     ] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @cached_property
-    def subject(self) -> IssuerName | None:
-        """The name this CA puts in the certificates it signs (None while self-signing)."""
+    def issuer_name(self) -> IssuerName | None:
+        """The issuer name of the certificates this CA signs (None while self-signing)."""
         return IssuerName.of(self.certificate.subject) if self.certificate else None
 
     def extensions_for(
