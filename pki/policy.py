@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,10 +79,15 @@ class SubjectTemplate:
     attribute: str
     template: str
 
+    @cached_property
+    def fields(self) -> tuple[str, ...]:
+        """The ``{field}`` names the template uses (parsed once: rendered per issuance)."""
+        return tuple(template_fields(self.template))
+
     def render(self, bindings: Mapping[str, str | None]) -> str | None:
         """The value, or None when a field it needs is not bound (e.g. no SECC id)."""
         values: dict[str, str] = {}
-        for name in template_fields(self.template):
+        for name in self.fields:
             value = bindings.get(name)
             if value is None:
                 return None

@@ -59,6 +59,8 @@ def check_requested_subject(
         oid = ATTRIBUTE_OIDS[template.attribute]
         expected = issued.get_attributes_for_oid(oid)[0].value
         found = [str(a.value) for a in requested.get_attributes_for_oid(oid)]
+        if found == [expected]:
+            continue
         meaning = next(
             (FIELD_MEANING[f] for f in FIELD_MEANING if "{" + f + "}" == template.template),
             repr(expected),
@@ -69,11 +71,10 @@ def check_requested_subject(
                 f"CSR subject has no {template.attribute}; it must be {meaning} ({expected!r})",
                 field=template.attribute,
             )
-        if found != [expected]:
-            raise IssuanceRefused(
-                ReasonCode.SUBJECT_MISMATCH,
-                f"CSR subject {template.attribute} is {', '.join(map(repr, found))}; "
-                f"it must be {meaning} ({expected!r})",
-                field=template.attribute,
-            )
+        raise IssuanceRefused(
+            ReasonCode.SUBJECT_MISMATCH,
+            f"CSR subject {template.attribute} is {', '.join(map(repr, found))}; "
+            f"it must be {meaning} ({expected!r})",
+            field=template.attribute,
+        )
     return issued

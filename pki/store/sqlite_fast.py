@@ -214,12 +214,14 @@ class SqliteFastPath:
         if row is None:
             raise StateError("the audit head row is missing: the database was not migrated")
         seq, hash_ = row
-        for item in batch:
-            if item.record is not None:
-                connection.execute(
-                    self.insert_certificate.sql,
-                    self.insert_certificate.parameters(certificate_values(item.record, item.at)),
-                )
+        connection.executemany(
+            self.insert_certificate.sql,
+            [
+                self.insert_certificate.parameters(certificate_values(item.record, item.at))
+                for item in batch
+                if item.record is not None
+            ],
+        )
         entries = seal_chain(
             [(item.event, item.at) for item in batch], AuditHead(seq, hash_) if seq else None
         )
