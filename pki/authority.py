@@ -24,7 +24,7 @@ from pki.errors import (
     StateError,
 )
 from pki.issuance.build import Issuer, RevocationUrls
-from pki.issuance.pipeline import Draft, issue_for_key, issue_from_csr
+from pki.issuance.pipeline import Draft, Signed, issue_for_key, issue_from_csr
 from pki.keys import KeyStore
 from pki.policy import Policy, Profile
 from pki.records import (
@@ -152,12 +152,12 @@ class CertificateAuthority:
             parent = (
                 issuers[profile.issuer] if profile.issuer else Issuer(profile.name, None, signer)
             )
-            certificate = issue_for_key(
+            signed = issue_for_key(
                 signer.public_key(), self.identity.bindings(), self._draft(profile, parent, now)
             )
-            issuers[profile.name] = Issuer(profile.name, certificate, signer)
+            issuers[profile.name] = Issuer(profile.name, signed.certificate, signer)
             role = AuthorityRole.INTERMEDIATE if profile.issuer else AuthorityRole.ROOT
-            created.append(self._authority(profile.name, role, profile, parent, certificate, now))
+            created.append(self._authority(profile.name, role, profile, parent, signed, now))
         return created
 
     def _create_ocsp_signers(
@@ -171,12 +171,10 @@ class CertificateAuthority:
             assert issuer.certificate is not None
             signer = self.keys.create(f"{name}-ocsp", profile.key)
             bindings = {**self.identity.bindings(), "issuer.cn": _common_name(issuer.certificate)}
-            certificate = issue_for_key(
-                signer.public_key(), bindings, self._draft(profile, issuer, now)
-            )
+            signed = issue_for_key(signer.public_key(), bindings, self._draft(profile, issuer, now))
             created.append(
                 self._authority(
-                    f"{name}-ocsp", AuthorityRole.OCSP_SIGNER, profile, issuer, certificate, now
+                    f"{name}-ocsp", AuthorityRole.OCSP_SIGNER, profile, issuer, signed, now
                 )
             )
         return created
@@ -194,16 +192,14 @@ class CertificateAuthority:
             for spec in profile.server_keys:
                 name = f"{profile.name}-{spec.algorithm}"
                 signer = self.keys.create(name, spec)
-                certificate = issue_for_key(
+                signed = issue_for_key(
                     signer.public_key(),
                     self.identity.bindings(),
                     self._draft(profile, issuer, now),
                     hosts=self.identity.csms_hosts,
                 )
                 created.append(
-                    self._authority(
-                        name, AuthorityRole.CSMS_SERVER, profile, issuer, certificate, now
-                    )
+                    self._authority(name, AuthorityRole.CSMS_SERVER, profile, issuer, signed, now)
                 )
         return created
 
@@ -231,7 +227,7 @@ class CertificateAuthority:
         role: AuthorityRole,
         profile: Profile,
         issuer: Issuer,
-        certificate: x509.Certificate,
+        signed: Signed,
         now: datetime,
     ) -> tuple[Authority, CertificateRecord]:
         self_signed = issuer.certificate is None
@@ -241,18 +237,19 @@ class CertificateAuthority:
             profile=profile.name,
             issuer=None if self_signed else issuer.name,
             key_name=name,
-            certificate_der=certificate.public_bytes(Encoding.DER),
+            certificate_der=signed.certificate.public_bytes(Encoding.DER),
             created_at=now,
         )
-        return authority, self._record(certificate, profile, issuer, None)
+        return authority, self._record(signed, profile, issuer, None)
 
     def _record(
         self,
-        certificate: x509.Certificate,
+        signed: Signed,
         profile: Profile,
         issuer: Issuer,
         station_id: str | None,
     ) -> CertificateRecord:
+        certificate = signed.certificate
         return CertificateRecord.from_certificate(
             certificate,
             renew_after=renewal_due_at(
@@ -263,6 +260,7 @@ class CertificateAuthority:
             profile=profile.name,
             station_id=station_id,
             issuer_name=issuer.issuer_name,
+            subject=signed.subject,
         )
 
     async def issuer(self, name: str) -> Issuer:
@@ -379,8 +377,8 @@ class CertificateAuthority:
         actor: str,
     ) -> tuple[x509.Certificate, CertificateRecord]:
         for attempt in range(1, SERIAL_ATTEMPTS + 1):
-            certificate = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
-            record = self._record(certificate, profile, issuer, station_id)
+            signed = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
+            record = self._record(signed, profile, issuer, station_id)
             event = AuditEvent(
                 "certificate.issued",
                 actor,
@@ -401,7 +399,7 @@ class CertificateAuthority:
                 if attempt == SERIAL_ATTEMPTS:
                     raise
                 continue
-            return certificate, record
+            return signed.certificate, record
         raise AssertionError("unreachable")
 
     # --- revocation -----------------------------------------------------------------

@@ -110,16 +110,17 @@ class CertificateRecord:
         profile: str | None,
         station_id: str | None,
         issuer_name: IssuerName | None = None,
+        subject: x509.Name | None = None,
     ) -> CertificateRecord:
-        """``issuer_name`` saves parsing the issuer out of ``certificate`` when the
-        caller knows it (the CA issuing); it must be the certificate's issuer."""
+        """``issuer_name`` and ``subject`` save parsing them out of ``certificate`` when
+        the caller knows them (the CA issuing); they must be the certificate's own."""
         der = certificate.public_bytes(serialization.Encoding.DER)
         issuer = issuer_name or IssuerName.of(certificate.issuer)
         return cls(
             serial=certificate.serial_number,
             issuer_dn=issuer.dn,
             issuer_ca=issuer_ca,
-            subject_dn=certificate.subject.rfc4514_string(),
+            subject_dn=(certificate.subject if subject is None else subject).rfc4514_string(),
             profile=profile,
             station_id=station_id,
             not_before=certificate.not_valid_before_utc,

@@ -29,9 +29,16 @@ class Draft:
     urls: RevocationUrls | None = None
 
 
-def issue_from_csr(
-    csr_pem: str, bindings: Mapping[str, str | None], draft: Draft
-) -> x509.Certificate:
+@dataclass(frozen=True)
+class Signed:
+    """A certificate fresh from signing, with the subject the profile rendered for it:
+    what the certificate says, without parsing it back out (the record needs it)."""
+
+    certificate: x509.Certificate
+    subject: x509.Name
+
+
+def issue_from_csr(csr_pem: str, bindings: Mapping[str, str | None], draft: Draft) -> Signed:
     """Run every check on a station's CSR, then build, sign and lint."""
     if draft.profile.kind != "csr":
         raise IssuanceRefused(
@@ -53,7 +60,7 @@ def issue_for_key(
     bindings: Mapping[str, str | None],
     draft: Draft,
     hosts: Sequence[str] = (),
-) -> x509.Certificate:
+) -> Signed:
     """Issue for a key the CA generated itself (CAs, OCSP signers, server certificates)."""
     return _finish(draft, render_subject(draft.profile, bindings), public_key, hosts)
 
@@ -63,7 +70,7 @@ def _finish(
     subject: x509.Name,
     public_key: CertificatePublicKeyTypes,
     hosts: Sequence[str],
-) -> x509.Certificate:
+) -> Signed:
     issuer_cert = draft.issuer.certificate
     validity = validity_window(
         draft.profile,
@@ -82,4 +89,4 @@ def _finish(
         hosts=hosts,
     )
     lint_issued(certificate, draft.profile)
-    return certificate
+    return Signed(certificate, subject)
