@@ -1,0 +1,1 @@
+"""Pure state and decisions of the CSMS: no I/O, no clock, tested as tables."""

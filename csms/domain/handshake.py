@@ -1,0 +1,157 @@
+"""Who may open an OCPP connection: the handshake decision as one pure function.
+
+The transport gathers facts (which port, the client certificate TLS already validated
+up to a trusted station CA, the Basic-auth credentials and whether they verified, the
+registered station) and this module decides. No I/O, no clock: the table of cases in
+tests/unit/test_handshake.py is the specification.
+
+Order of the checks for a certificate (OCPP A00.FR.403-408, 429): registered station ->
+not revoked -> within its validity (an expired one only for stations flagged
+allow-expired, then Boot answers Pending and renewal starts at once) -> CN equals the
+registered serial number -> O equals the CSO organization -> the station is configured
+for security profile 3. A station configured for profile 3 is never admitted over
+profile 1 or 2, whatever password it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum, StrEnum
+
+
+class Transport(StrEnum):
+    TLS = "tls"  # wss://, profiles 2 and 3
+    PLAIN = "plain"  # ws://, profile 1 only
+
+
+class Refusal(StrEnum):
+    """Why a connection was refused; stable codes for the event log and metrics."""
+
+    UNKNOWN_STATION = "unknown-station"
+    CERTIFICATE_REQUIRED = "certificate-required"
+    CERTIFICATE_REVOKED = "certificate-revoked"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
+    SERIAL_MISMATCH = "serial-mismatch"
+    ORGANIZATION_MISMATCH = "organization-mismatch"
+    PROFILE_MISMATCH = "profile-mismatch"
+    CREDENTIALS_REQUIRED = "credentials-required"
+    BAD_CREDENTIALS = "bad-credentials"
+
+
+class HttpStatus(IntEnum):
+    SWITCHING_PROTOCOLS = 101
+    UNAUTHORIZED = 401
+    FORBIDDEN = 403
+
+
+@dataclass(frozen=True)
+class PresentedCertificate:
+    """The client certificate, as TLS handed it over after validating its chain."""
+
+    common_names: tuple[str, ...]
+    organizations: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class RegisteredStation:
+    """What the registry says about the station id of the URL."""
+
+    serial_number: str
+    security_profile: int
+    allow_expired: bool = False
+
+
+@dataclass(frozen=True)
+class HandshakeFacts:
+    station: RegisteredStation | None
+    transport: Transport
+    certificate: PresentedCertificate | None
+    credentials_given: bool
+    """An Authorization: Basic header whose user name is the URL's station id."""
+    credentials_valid: bool
+    organization: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: HttpStatus
+    refusal: Refusal | None = None
+    security_profile: int | None = None
+    boot_pending: bool = False
+    """Admitted with an expired certificate: BootNotification is answered Pending and the
+    certificate is renewed before anything else (A00.FR.429)."""
+
+    @property
+    def accepted(self) -> bool:
+        return self.refusal is None
+
+
+# The rules in the order they are checked: the first that holds refuses the connection.
+# (refusal, HTTP status, condition)
+CertificateRule = tuple[
+    Refusal, HttpStatus, Callable[[PresentedCertificate, RegisteredStation, HandshakeFacts], bool]
+]
+PasswordRule = tuple[Refusal, HttpStatus, Callable[[RegisteredStation, HandshakeFacts], bool]]
+
+FORBIDDEN, UNAUTHORIZED = HttpStatus.FORBIDDEN, HttpStatus.UNAUTHORIZED
+
+CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
+    (Refusal.CERTIFICATE_REVOKED, FORBIDDEN, lambda c, s, f: c.revoked),
+    (Refusal.CERTIFICATE_NOT_YET_VALID, FORBIDDEN, lambda c, s, f: f.now < c.not_before),
+    (
+        Refusal.CERTIFICATE_EXPIRED,
+        FORBIDDEN,
+        lambda c, s, f: f.now >= c.not_after and not s.allow_expired,
+    ),
+    (Refusal.SERIAL_MISMATCH, FORBIDDEN, lambda c, s, f: c.common_names != (s.serial_number,)),
+    (
+        Refusal.ORGANIZATION_MISMATCH,
+        FORBIDDEN,
+        lambda c, s, f: c.organizations != (f.organization,),
+    ),
+    (Refusal.PROFILE_MISMATCH, FORBIDDEN, lambda c, s, f: s.security_profile != 3),
+)
+
+PASSWORD_RULES: tuple[PasswordRule, ...] = (
+    (Refusal.CERTIFICATE_REQUIRED, FORBIDDEN, lambda s, f: s.security_profile == 3),
+    (
+        Refusal.PROFILE_MISMATCH,
+        FORBIDDEN,
+        lambda s, f: s.security_profile != _password_profile(f.transport),
+    ),
+    (Refusal.CREDENTIALS_REQUIRED, UNAUTHORIZED, lambda s, f: not f.credentials_given),
+    (Refusal.BAD_CREDENTIALS, UNAUTHORIZED, lambda s, f: not f.credentials_valid),
+)
+
+
+def _password_profile(transport: Transport) -> int:
+    return 1 if transport is Transport.PLAIN else 2
+
+
+def decide(facts: HandshakeFacts) -> Decision:
+    station = facts.station
+    if station is None:
+        # Basic auth answers 401 either way, so an unknown id and a wrong password look
+        # alike to a guesser; a certificate holder learns nothing it could use.
+        status = FORBIDDEN if facts.certificate else UNAUTHORIZED
+        return Decision(status, Refusal.UNKNOWN_STATION)
+    certificate = facts.certificate
+    if certificate is not None:
+        for refusal, status, refuses in CERTIFICATE_RULES:
+            if refuses(certificate, station, facts):
+                return Decision(status, refusal)
+        expired = facts.now >= certificate.not_after  # admitted: only if allow-expired
+        return Decision(HttpStatus.SWITCHING_PROTOCOLS, security_profile=3, boot_pending=expired)
+    for refusal, status, refuses_password in PASSWORD_RULES:
+        if refuses_password(station, facts):
+            return Decision(status, refusal)
+    return Decision(
+        HttpStatus.SWITCHING_PROTOCOLS, security_profile=_password_profile(facts.transport)
+    )

@@ -1,0 +1,78 @@
+"""TLS for the OCPP endpoint, from the policy (OCPP A00.FR.313-321/416-421).
+
+- ``min_version = "1.3"`` (the default): TLS 1.3 only. A TLS 1.2 client is refused at
+  the handshake; there is no fallback to negotiate.
+- ``min_version = "1.2"`` (conformance mode): TLS 1.3, plus for TLS 1.2 exactly the four
+  suites OCPP requires. Two of them are static RSA, so the RSA server certificate is
+  loaded beside the ECDSA one and OpenSSL picks by the suite negotiated.
+
+Client certificates are requested but optional at the TLS layer, so that a station
+without one can still be answered with an HTTP status before the websocket upgrade and
+the refusal recorded. OpenSSL validates a presented chain up to a trusted station CA
+(the anchor: a partial chain) and refuses an untrusted one; it does not judge the validity period: an expired station
+certificate is the handshake decision's to refuse, or to admit for a station allowed to
+renew one (A00.FR.429, `csms.domain.handshake`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+TLS12_OCPP_SUITES = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+)
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME (x509_vfy.h); the ssl module has no name for it.
+VERIFY_NO_CHECK_TIME = 0x200000
+MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True)
+class ServerCredential:
+    """A server certificate chain (leaf first, no root) and its encrypted private key."""
+
+    chain: Path
+    key: Path
+
+
+class TlsConfigError(Exception):
+    """The TLS settings cannot be used; the message says which and why."""
+
+
+def server_context(
+    *,
+    min_version: str,
+    credentials: Sequence[ServerCredential],
+    station_cas_pem: str,
+    passphrase: Callable[[], bytes],
+) -> ssl.SSLContext:
+    if min_version not in MIN_VERSIONS:
+        raise TlsConfigError(f"tls.min_version: {min_version!r} is not one of 1.2, 1.3")
+    if not credentials:
+        raise TlsConfigError("no server certificate to serve")
+    if not station_cas_pem.strip():
+        raise TlsConfigError("no trusted station CA: profile 3 could admit nobody")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = MIN_VERSIONS[min_version]
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    if min_version == "1.2":
+        context.set_ciphers(":".join(TLS12_OCPP_SUITES))  # TLS 1.3 suites are separate
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    for credential in credentials:
+        try:
+            context.load_cert_chain(credential.chain, credential.key, password=passphrase)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsConfigError(
+                f"server certificate {credential.chain} / key {credential.key}: {exc}"
+            ) from None
+    context.load_verify_locations(cadata=station_cas_pem)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    # The station CAs are the trust anchors, not the root above them: the CSO root also
+    # signs the CSMS's server certificates, which must not open a station's session.
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | VERIFY_NO_CHECK_TIME
+    return context

@@ -1,0 +1,283 @@
+"""The OCPP endpoint's TLS, with real handshakes on 127.0.0.1: the 1.3-only default
+refuses TLS 1.2; conformance mode accepts exactly the four OCPP TLS 1.2 suites; client
+certificates are validated up to the station CA but their validity period is left to
+the handshake decision."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from csms.app import default_policy_text, initialize_home, open_app
+from csms.home import HomeConfig
+from csms.transport.tls import (
+    TLS12_OCPP_SUITES,
+    ServerCredential,
+    TlsConfigError,
+    server_context,
+)
+from pki.clock import FixedClock
+
+ORG = "Example CPO"
+PASSPHRASE = "integration-test-passphrase"
+
+
+@dataclass(frozen=True)
+class Pki:
+    home: Path
+    root_pem: Path
+    station_ca_pem: str
+    good: tuple[Path, Path]
+    expired: tuple[Path, Path]
+    foreign: tuple[Path, Path]
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def _csr(key: ec.EllipticCurvePrivateKey, serial: str) -> str:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+        ]
+    )
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def _issue(
+    home: Path, directory: Path, name: str, clock: FixedClock | None
+) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    async with open_app(home, clock=clock) as app:
+        issued = await app.ca.issue_for_station(
+            csr_pem=_csr(key, "SN-0001"), profile_name="charging-station",
+            station_id="CS001", actor="test",
+        )  # fmt: skip
+    chain = directory / f"{name}.pem"
+    chain.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain))
+    return chain, _write_key(directory / f"{name}.key", key)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-0001")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    chain = directory / "foreign.pem"
+    chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return chain, _write_key(directory / "foreign.key", key)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("tls")
+    home = directory / "ca"
+    config = HomeConfig(ORG, "DE", ("localhost", "127.0.0.1"), "http://localhost:8080",
+                        frozenset({"cso"}))  # fmt: skip
+
+    async def build() -> Pki:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PKICTL_PASSPHRASE", PASSPHRASE)
+            await initialize_home(
+                home, config, policy_text=default_policy_text(), policy_source="t"
+            )
+            async with open_app(home) as app:
+                await app.stations.register(
+                    "CS001", serial_number="SN-0001", secc_id=None, security_profile=3,
+                    password=None, actor="test",
+                )  # fmt: skip
+            past = FixedClock(datetime.now(UTC) - timedelta(days=400))
+            return Pki(
+                home=home,
+                root_pem=home / "certs" / "cso-root.pem",
+                station_ca_pem=(home / "certs" / "cso-station-ca.pem").read_text(),
+                good=await _issue(home, directory, "good", None),
+                expired=await _issue(home, directory, "expired", past),
+                foreign=_self_signed(directory),
+            )
+
+    return asyncio.run(build())
+
+
+def server(pki: Pki, min_version: str) -> ssl.SSLContext:
+    return server_context(
+        min_version=min_version,
+        credentials=[
+            ServerCredential(pki.home / "certs" / f"{n}.pem", pki.home / "keys" / f"{n}.key.pem")
+            for n in ("csms-server-ec", "csms-server-rsa")
+        ],
+        station_cas_pem=pki.station_ca_pem,
+        passphrase=PASSPHRASE.encode,
+    )
+
+
+def client(
+    pki: Pki,
+    identity: tuple[Path, Path] | None,
+    *,
+    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
+    ciphers: str | None = None,
+) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=pki.root_pem)
+    context.maximum_version = max_version
+    if ciphers is not None:
+        context.set_ciphers(ciphers)
+    if identity is not None:
+        context.load_cert_chain(*identity)
+    return context
+
+
+@dataclass(frozen=True)
+class Outcome:
+    version: str | None = None
+    cipher: str | None = None
+    peer_cn: str | None = None
+    error: str | None = None
+
+
+async def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> Outcome:
+    """One connection on 127.0.0.1: what the server saw, or why the client failed."""
+    seen: list[Outcome] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        cn = None
+        if der:
+            names = x509.load_der_x509_certificate(der).subject
+            cn = str(names.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+        version, cipher = (
+            writer.get_extra_info("ssl_object").version(),
+            writer.get_extra_info("cipher")[0],
+        )
+        seen.append(Outcome(version, cipher, cn))
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=client_ctx), 5
+        )
+        line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        if line != b"ok\n":
+            return Outcome(error=f"closed: {line!r}")
+    except (ssl.SSLError, ConnectionError) as exc:
+        return Outcome(error=type(exc).__name__ + ": " + str(exc))
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    return seen[0]
+
+
+async def test_default_policy_speaks_tls_1_3_with_a_station_certificate(pki: Pki) -> None:
+    outcome = await handshake(server(pki, "1.3"), client(pki, pki.good))
+    assert outcome == Outcome("TLSv1.3", outcome.cipher, "SN-0001")
+
+
+async def test_default_policy_refuses_tls_1_2(pki: Pki) -> None:
+    outcome = await handshake(
+        server(pki, "1.3"), client(pki, pki.good, max_version=ssl.TLSVersion.TLSv1_2)
+    )
+    assert outcome.error is not None  # the server never saw an established session
+
+
+@pytest.mark.parametrize("suite", TLS12_OCPP_SUITES)
+async def test_conformance_mode_accepts_each_ocpp_tls_1_2_suite(pki: Pki, suite: str) -> None:
+    outcome = await handshake(
+        server(pki, "1.2"),
+        client(pki, pki.good, max_version=ssl.TLSVersion.TLSv1_2, ciphers=suite),
+    )
+    assert outcome == Outcome("TLSv1.2", suite, "SN-0001")
+
+
+async def test_conformance_mode_refuses_other_tls_1_2_suites(pki: Pki) -> None:
+    outcome = await handshake(
+        server(pki, "1.2"),
+        client(
+            pki, pki.good, max_version=ssl.TLSVersion.TLSv1_2,
+            ciphers="ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305",
+        ),
+    )  # fmt: skip
+    assert outcome.error is not None
+
+
+async def test_conformance_mode_still_prefers_tls_1_3(pki: Pki) -> None:
+    outcome = await handshake(server(pki, "1.2"), client(pki, pki.good))
+    assert outcome.version == "TLSv1.3"
+
+
+async def test_a_certificate_from_an_unknown_ca_is_refused(pki: Pki) -> None:
+    outcome = await handshake(server(pki, "1.3"), client(pki, pki.foreign))
+    assert outcome.error is not None
+
+
+async def test_no_client_certificate_reaches_the_http_layer(pki: Pki) -> None:
+    # Answered with an HTTP status before the upgrade, by the handshake decision.
+    outcome = await handshake(server(pki, "1.3"), client(pki, None))
+    assert outcome == Outcome("TLSv1.3", outcome.cipher, None)
+
+
+async def test_an_expired_station_certificate_reaches_the_handshake_decision(pki: Pki) -> None:
+    expired = x509.load_pem_x509_certificate(pki.expired[0].read_bytes())
+    assert expired.not_valid_after_utc < datetime.now(UTC)
+    outcome = await handshake(server(pki, "1.3"), client(pki, pki.expired))
+    assert outcome == Outcome("TLSv1.3", outcome.cipher, "SN-0001")
+
+
+def test_bad_settings_name_what_is_wrong(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(TlsConfigError, match=r"min_version: '1\.1'"):
+        server_context(min_version="1.1", credentials=[], station_cas_pem="x",
+                       passphrase=PASSPHRASE.encode)  # fmt: skip
+    with pytest.raises(TlsConfigError, match="no trusted station CA"):
+        server_context(
+            min_version="1.3",
+            credentials=[ServerCredential(pki.root_pem, tmp_path / "missing.key")],
+            station_cas_pem=" ",
+            passphrase=PASSPHRASE.encode,
+        )
+    with pytest.raises(TlsConfigError, match=r"missing\.key"):
+        server_context(
+            min_version="1.3",
+            credentials=[ServerCredential(pki.root_pem, tmp_path / "missing.key")],
+            station_cas_pem=pki.station_ca_pem,
+            passphrase=PASSPHRASE.encode,
+        )
+    with pytest.raises(TlsConfigError, match="csms-server-ec"):
+        server_context(
+            min_version="1.3",
+            credentials=[
+                ServerCredential(
+                    pki.home / "certs" / "csms-server-ec.pem",
+                    pki.home / "keys" / "csms-server-ec.key.pem",
+                )
+            ],
+            station_cas_pem=pki.station_ca_pem,
+            passphrase=lambda: b"wrong passphrase",
+        )
