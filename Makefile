@@ -21,12 +21,13 @@ $(VENV)/.stamp-dev: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.stamp-run
 
-## run: install, initialize the embedded CA under $(PKICTL_HOME) if absent, show it.
-## (`pkictl serve` joins here once the CSMS lands.)
+## run: install, initialize the embedded CA under $(PKICTL_HOME) if absent, show it,
+## then run the CSMS (`pkictl serve`) until Ctrl-C.
 run: $(VENV)/.stamp-run
 	@test -f $(PKICTL_HOME)/pkictl.toml || $(BIN)/pkictl --home $(PKICTL_HOME) init \
 		--org "$(ORG)" --country $(COUNTRY) --csms-host $(CSMS_HOST)
 	$(BIN)/pkictl --home $(PKICTL_HOME) ca list
+	$(BIN)/pkictl --home $(PKICTL_HOME) serve
 
 ## test: lint, type-check, layering contracts, then the test suite.
 test: lint typecheck imports unit

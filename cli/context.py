@@ -66,6 +66,8 @@ def certificate_view(record: CertificateRecord, now: datetime) -> dict[str, Any]
         "source": record.source.value,
         "revoked_at": iso(record.revoked_at),
         "revocation_reason": record.revocation_reason,
+        "first_seen": iso(record.first_seen),
+        "last_seen": iso(record.last_seen),
         "fingerprint_sha256": record.fingerprint_sha256,
     }
 
@@ -91,5 +93,6 @@ def station_view(station: Station) -> dict[str, Any]:
         "secc_id": station.secc_id,
         "security_profile": station.security_profile,
         "has_password": station.password_hash is not None,
+        "allow_expired": station.allow_expired,
         "created_at": iso(station.created_at),
     }

@@ -18,6 +18,7 @@ from cli.cert import cert, crl
 from cli.context import Context
 from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.policy import policy
+from cli.serve import serve_command
 from cli.station import station
 from pki.errors import IssuanceRefused, PkiError
 
@@ -69,7 +70,7 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
     ctx.obj = Context(home=home, passphrase_file=passphrase_file)
 
 
-for command in (init, ca, station, cert, crl, policy, audit):
+for command in (init, ca, station, cert, crl, policy, audit, serve_command):
     cli.add_command(command)
 
 

@@ -40,6 +40,11 @@ def station() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File with the Basic-auth password (profiles 1 and 2; 16-40 characters).",
 )
+@click.option(
+    "--allow-expired",
+    is_flag=True,
+    help="Admit it with an expired certificate so it can renew (Boot answered Pending).",
+)
 @json_option
 @click.pass_obj
 def station_add(
@@ -49,6 +54,7 @@ def station_add(
     secc_id: str | None,
     security_profile: int,
     password_file: Path | None,
+    allow_expired: bool,
     as_json: bool,
 ) -> None:
     """Register STATION_ID (the last segment of its OCPP URL)."""
@@ -62,6 +68,7 @@ def station_add(
             security_profile=security_profile,
             password=password,
             actor=actor(),
+            allow_expired=allow_expired,
         )
         return station_view(registered)
 

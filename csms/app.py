@@ -5,21 +5,32 @@ Both the CLI and `pkictl serve` obtain everything they use from here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
+import logging
 import os
 import secrets
 import shutil
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as websockets_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
+from csms.domain.handshake import Transport
 from csms.home import (
     CONFIG_FILE,
     PASSPHRASE_FILE,
@@ -29,17 +40,24 @@ from csms.home import (
     load_config,
     render_config,
 )
+from csms.protocol.session import StationSession
+from csms.services.gate import Admission, ConnectionGate
+from csms.services.sessions import SessionService
 from csms.services.stations import StationService
+from csms.transport.endpoint import MAX_FRAME_BYTES, OCPP_SUBPROTOCOL, OcppEndpoint
+from csms.transport.tls import ServerCredential, server_context
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import Clock
 from pki.errors import ConflictError, KeyAccessError
 from pki.keys.file import FileKeyStore, atomic_write
 from pki.policy import Policy, load_policy, parse_policy
-from pki.records import AuthorityRole
+from pki.records import Authority, AuthorityRole
 from pki.store.sql import SqlStore, open_store
 
+LOG = logging.getLogger("pkictl.serve")
 POLICY_DIGEST_SETTING = "policy.digest"
+STATION_PROFILE = "charging-station"
 ALLOWED_BEFORE_INIT = {"README.md", ".gitignore"}
 
 
@@ -101,6 +119,7 @@ class App:
     clock: Clock
     ca: CertificateAuthority
     stations: StationService
+    passphrase: Callable[[], bytes]
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -127,7 +146,7 @@ def _build(
     ca = CertificateAuthority(
         store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
     )
-    return App(home, config, policy, store, clock, ca, StationService(store, clock))
+    return App(home, config, policy, store, clock, ca, StationService(store, clock), passphrase)
 
 
 @asynccontextmanager
@@ -289,3 +308,122 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# --- the running service ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "0.0.0.0"  # noqa: S104 -- a CSMS listens for stations on every interface
+    ocpp_port: int = 8443
+    http_port: int = 8080
+
+
+@dataclass(frozen=True)
+class Listening:
+    ocpp_port: int
+    http_port: int
+
+
+def _station_cas_pem(app: App, authorities: list[Authority]) -> str:
+    """Trust anchors for station client certificates: the CA issuing the
+    charging-station profile (operator-added station CAs join with `trust add`)."""
+    issuer = app.policy.profile(STATION_PROFILE).issuer
+    return "".join(
+        a.certificate().public_bytes(Encoding.PEM).decode() for a in authorities if a.name == issuer
+    )
+
+
+def _tls_context(app: App, authorities: list[Authority]) -> ssl.SSLContext:
+    servers = [a for a in authorities if a.role is AuthorityRole.CSMS_SERVER]
+    return server_context(
+        min_version=app.policy.tls_min_version,
+        credentials=[
+            ServerCredential(
+                app.home / "certs" / f"{a.name}.pem", app.home / "keys" / f"{a.key_name}.key.pem"
+            )
+            for a in servers
+        ],
+        station_cas_pem=_station_cas_pem(app, authorities),
+        passphrase=app.passphrase,
+    )
+
+
+async def serve(
+    app: App,
+    options: ServeOptions,
+    stop: asyncio.Event,
+    on_ready: Callable[[Listening], None] | None = None,
+) -> None:
+    """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
+    stop accepting, close every station connection with 1001 (going away), return."""
+    authorities = await app.store.list_authorities()
+    sessions = SessionService(app.clock)
+    gate = ConnectionGate(
+        store=app.store,
+        clock=app.clock,
+        organization=app.config.organization,
+        observed_renewal=app.policy.profile(STATION_PROFILE).renewal,
+    )
+
+    async def run_session(
+        station_id: str, connection: ServerConnection, admission: Admission
+    ) -> None:
+        decision = admission.decision
+        assert decision.security_profile is not None
+        sessions.connected(
+            station_id,
+            security_profile=decision.security_profile,
+            boot_pending=decision.boot_pending,
+            remote=str(connection.remote_address),
+        )
+        try:
+            await StationSession(station_id, connection, sessions).start()
+        except ConnectionClosed:
+            pass
+        finally:
+            sessions.disconnected(station_id)
+
+    endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
+    async with (
+        websockets_serve(
+            endpoint.handle,
+            options.host,
+            options.ocpp_port,
+            ssl=_tls_context(app, authorities),
+            process_request=endpoint.process_request,
+            subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+            max_size=MAX_FRAME_BYTES,
+            server_header=None,
+        ) as ocpp_server,
+        websockets_serve(
+            _never_upgraded,
+            options.host,
+            options.http_port,
+            process_request=_http_request,
+            server_header=None,
+        ) as http_server,
+    ):
+        if on_ready is not None:
+            on_ready(Listening(_port(ocpp_server), _port(http_server)))
+        await stop.wait()
+        LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+def _port(server: Server) -> int:
+    port: int = next(iter(server.sockets)).getsockname()[1]
+    return port
+
+
+async def _never_upgraded(connection: ServerConnection) -> None:  # pragma: no cover
+    await connection.close()
+
+
+def _http_request(connection: ServerConnection, request: Request) -> Response:
+    """The HTTP port: /health now; OCSP, CRLs and metrics join in later issues."""
+    if urlsplit(request.path).path == "/health":
+        response = connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+        response.headers["Content-Type"] = "application/json"
+        return response
+    return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")

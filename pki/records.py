@@ -48,6 +48,9 @@ class Station:
     security_profile: int
     password_hash: str | None
     created_at: datetime
+    allow_expired: bool = False
+    """Admit this station with an expired certificate, so that it can renew it (OCPP
+    A00.FR.429): its Boot is answered Pending until it has."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class CertificateRecord:
     issuer_name_hash: str
     revoked_at: datetime | None = None
     revocation_reason: str | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    """When a station presented this certificate at the TLS handshake (None: never)."""
 
     @property
     def serial_hex(self) -> str:

@@ -33,6 +33,7 @@ class StationService:
         security_profile: int,
         password: str | None,
         actor: str,
+        allow_expired: bool = False,
     ) -> Station:
         if not STATION_ID_PATTERN.match(station_id):
             raise InputError(
@@ -58,6 +59,7 @@ class StationService:
             security_profile=security_profile,
             password_hash=password_hash,
             created_at=now,
+            allow_expired=allow_expired,
         )
         await self._store.add_station(
             station,
@@ -71,6 +73,7 @@ class StationService:
                     "secc_id": station.secc_id,
                     "security_profile": security_profile,
                     "password": password is not None,
+                    "allow_expired": allow_expired,
                 },
             ),
             now,

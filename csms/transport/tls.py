@@ -9,9 +9,9 @@
 Client certificates are requested but optional at the TLS layer, so that a station
 without one can still be answered with an HTTP status before the websocket upgrade and
 the refusal recorded. OpenSSL validates a presented chain up to a trusted station CA
-(the anchor: a partial chain) and refuses an untrusted one; it does not judge the validity period: an expired station
-certificate is the handshake decision's to refuse, or to admit for a station allowed to
-renew one (A00.FR.429, `csms.domain.handshake`).
+(the anchor: a partial chain) and refuses an untrusted one. It does not judge validity
+periods: an expired station certificate is the handshake decision's to refuse, or to
+admit for a station allowed to renew one (A00.FR.429, `csms.domain.handshake`).
 """
 
 from __future__ import annotations

@@ -41,6 +41,13 @@ class Store(Protocol):
         self, record: CertificateRecord, reason: str, event: AuditEvent, at: datetime
     ) -> CertificateRecord: ...
     async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]: ...
+    async def record_presented(
+        self, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> CertificateRecord:
+        """A station presented this certificate at ``at``: advance first/last seen of the
+        stored one, or store it as observed (with ``event``) if it is unknown. Returns
+        the stored record, whose status tells whether it was revoked."""
+        ...
 
     # CRLs
     async def allocate_crl_number(self, issuer_ca: str) -> int: ...

@@ -50,6 +50,8 @@ CERTIFICATE_COLUMNS = (
     "revoked_at",
     "revocation_reason",
     "created_at",
+    "first_seen",
+    "last_seen",
 )
 
 
@@ -72,6 +74,8 @@ def certificate_values(record: CertificateRecord, at: datetime) -> dict[str, Any
         "revoked_at": record.revoked_at,
         "revocation_reason": record.revocation_reason,
         "created_at": at,
+        "first_seen": record.first_seen,
+        "last_seen": record.last_seen,
     }
 
 
@@ -111,6 +115,8 @@ def to_certificate(row: Row[Any]) -> CertificateRecord:
         issuer_name_hash=row.issuer_name_hash,
         revoked_at=row.revoked_at,
         revocation_reason=row.revocation_reason,
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
     )
 
 
@@ -122,6 +128,7 @@ def to_station(row: Row[Any] | SimpleNamespace) -> Station:
         security_profile=row.security_profile,
         password_hash=row.password_hash,
         created_at=row.created_at,
+        allow_expired=bool(row.allow_expired),
     )
 
 

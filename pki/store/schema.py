@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -54,6 +56,7 @@ stations = Table(
     Column("security_profile", Integer, nullable=False),
     Column("password_hash", String(200), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("allow_expired", Boolean, nullable=False, server_default=false()),
 )
 
 authorities = Table(
@@ -89,6 +92,8 @@ certificates = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
     Column("revocation_reason", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("first_seen", UTCDateTime, nullable=True),
+    Column("last_seen", UTCDateTime, nullable=True),
     # (serial, issuer) identifies a certificate; serial first, so that it also serves
     # lookups by serial alone (`cert show`, OCSP). Every index costs each issuance a
     # b-tree update: none is kept that a query does not use.

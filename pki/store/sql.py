@@ -15,6 +15,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -242,6 +243,7 @@ class SqlStore:
                         security_profile=station.security_profile,
                         password_hash=station.password_hash,
                         created_at=station.created_at,
+                        allow_expired=station.allow_expired,
                     )
                 )
         except IntegrityError:
@@ -364,6 +366,44 @@ class SqlStore:
                 "revocation_reason": reason,
             }
         )
+
+    async def record_presented(
+        self, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> CertificateRecord:
+        for attempt in (1, 2):
+            try:
+                return await self._record_presented(record, event, at)
+            except IntegrityError:
+                if attempt == 2:  # pragma: no cover -- a second race on the same row
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _record_presented(
+        self, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> CertificateRecord:
+        key = (
+            certificates.c.serial_hex == record.serial_hex,
+            certificates.c.issuer_name_hash == record.issuer_name_hash,
+        )
+        async with self._engine.begin() as connection:
+            row = (
+                await connection.execute(select(certificates).where(*key).with_for_update())
+            ).first()
+            if row is None:  # never seen: monitored from now on (a factory certificate)
+                observed = replace(record, first_seen=at, last_seen=at)
+                await connection.execute(
+                    insert(certificates).values(certificate_values(observed, at))
+                )
+                await self._append(connection, event, at)
+                return observed
+            stored = to_certificate(row)
+            seen = replace(stored, first_seen=stored.first_seen or at, last_seen=at)
+            await connection.execute(
+                update(certificates)
+                .where(*key)
+                .values(first_seen=seen.first_seen, last_seen=seen.last_seen)
+            )
+            return seen
 
     async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]:
         async with self._engine.connect() as connection:

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from integration_support import PASSPHRASE, Home, initialized_home
 
-from csms.app import default_policy_text, initialize_home, open_app
-from csms.home import HomeConfig
 from csms.transport.tls import (
     TLS12_OCPP_SUITES,
     ServerCredential,
@@ -27,98 +24,34 @@ from csms.transport.tls import (
 )
 from pki.clock import FixedClock
 
-ORG = "Example CPO"
-PASSPHRASE = "integration-test-passphrase"
-
 
 @dataclass(frozen=True)
 class Pki:
-    home: Path
-    root_pem: Path
+    home: Home
     station_ca_pem: str
     good: tuple[Path, Path]
     expired: tuple[Path, Path]
     foreign: tuple[Path, Path]
 
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
-
-
-def _csr(key: ec.EllipticCurvePrivateKey, serial: str) -> str:
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, serial),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
-        ]
-    )
-    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
-
-
-async def _issue(
-    home: Path, directory: Path, name: str, clock: FixedClock | None
-) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    async with open_app(home, clock=clock) as app:
-        issued = await app.ca.issue_for_station(
-            csr_pem=_csr(key, "SN-0001"), profile_name="charging-station",
-            station_id="CS001", actor="test",
-        )  # fmt: skip
-    chain = directory / f"{name}.pem"
-    chain.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain))
-    return chain, _write_key(directory / f"{name}.key", key)
-
-
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-0001")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    chain = directory / "foreign.pem"
-    chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return chain, _write_key(directory / "foreign.key", key)
+    @property
+    def root_pem(self) -> Path:
+        return self.home.root_pem
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    directory = tmp_path_factory.mktemp("tls")
-    home = directory / "ca"
-    config = HomeConfig(ORG, "DE", ("localhost", "127.0.0.1"), "http://localhost:8080",
-                        frozenset({"cso"}))  # fmt: skip
-
     async def build() -> Pki:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("PKICTL_PASSPHRASE", PASSPHRASE)
-            await initialize_home(
-                home, config, policy_text=default_policy_text(), policy_source="t"
-            )
-            async with open_app(home) as app:
-                await app.stations.register(
-                    "CS001", serial_number="SN-0001", secc_id=None, security_profile=3,
-                    password=None, actor="test",
-                )  # fmt: skip
-            past = FixedClock(datetime.now(UTC) - timedelta(days=400))
-            return Pki(
-                home=home,
-                root_pem=home / "certs" / "cso-root.pem",
-                station_ca_pem=(home / "certs" / "cso-station-ca.pem").read_text(),
-                good=await _issue(home, directory, "good", None),
-                expired=await _issue(home, directory, "expired", past),
-                foreign=_self_signed(directory),
-            )
+        home = await initialized_home(
+            tmp_path_factory.mktemp("tls"), {"CS001": ("SN-0001", 3, False)}
+        )
+        past = FixedClock(datetime.now(UTC) - timedelta(days=400))
+        return Pki(
+            home=home,
+            station_ca_pem=(home.path / "certs" / "cso-station-ca.pem").read_text(),
+            good=await home.issue("good", station="CS001", serial="SN-0001"),
+            expired=await home.issue("expired", station="CS001", serial="SN-0001", clock=past),
+            foreign=home.self_signed("foreign", "SN-0001"),
+        )
 
     return asyncio.run(build())
 
@@ -127,7 +60,9 @@ def server(pki: Pki, min_version: str) -> ssl.SSLContext:
     return server_context(
         min_version=min_version,
         credentials=[
-            ServerCredential(pki.home / "certs" / f"{n}.pem", pki.home / "keys" / f"{n}.key.pem")
+            ServerCredential(
+                pki.home.path / "certs" / f"{n}.pem", pki.home.path / "keys" / f"{n}.key.pem"
+            )
             for n in ("csms-server-ec", "csms-server-rsa")
         ],
         station_cas_pem=pki.station_ca_pem,
@@ -142,13 +77,7 @@ def client(
     max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3,
     ciphers: str | None = None,
 ) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=pki.root_pem)
-    context.maximum_version = max_version
-    if ciphers is not None:
-        context.set_ciphers(ciphers)
-    if identity is not None:
-        context.load_cert_chain(*identity)
-    return context
+    return pki.home.client_context(identity, max_version=max_version, ciphers=ciphers)
 
 
 @dataclass(frozen=True)
@@ -274,8 +203,8 @@ def test_bad_settings_name_what_is_wrong(pki: Pki, tmp_path: Path) -> None:
             min_version="1.3",
             credentials=[
                 ServerCredential(
-                    pki.home / "certs" / "csms-server-ec.pem",
-                    pki.home / "keys" / "csms-server-ec.key.pem",
+                    pki.home.path / "certs" / "csms-server-ec.pem",
+                    pki.home.path / "keys" / "csms-server-ec.key.pem",
                 )
             ],
             station_cas_pem=pki.station_ca_pem,

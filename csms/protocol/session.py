@@ -1,0 +1,44 @@
+"""One station's OCPP 2.0.1 session over the `ocpp` library's message routing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201.enums import Action, RegistrationStatusEnumType
+
+from csms.services.sessions import SessionService
+
+
+def ocpp_time(at: datetime) -> str:
+    """RFC 3339 UTC with a Z, millisecond precision, as OCPP's dateTime wants it."""
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StationSession(ChargePoint):
+    def __init__(self, station_id: str, connection: Any, sessions: SessionService) -> None:
+        super().__init__(station_id, connection)
+        self._sessions = sessions
+
+    @on(Action.boot_notification)
+    async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
+        answer = self._sessions.boot(self.id)
+        status = (
+            RegistrationStatusEnumType.accepted
+            if answer.accepted
+            else RegistrationStatusEnumType.pending
+        )
+        return call_result.BootNotification(
+            current_time=ocpp_time(answer.at), interval=answer.interval, status=status
+        )
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=ocpp_time(self._sessions.heartbeat(self.id)))
+
+    @on(Action.status_notification)
+    async def on_status_notification(self, **_: Any) -> call_result.StatusNotification:
+        self._sessions.heartbeat(self.id)  # stored with the messages issue; seen now
+        return call_result.StatusNotification()

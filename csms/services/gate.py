@@ -1,0 +1,159 @@
+"""Admitting a station's connection: gather the facts, let the decision table decide.
+
+Runs before the websocket upgrade, once per connection attempt. Every certificate a
+station presents is recorded -- as `observed` when the CA did not issue it -- so that
+certificates we never issued (factory certificates) are watched for expiry too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from csms.domain.handshake import (
+    Decision,
+    HandshakeFacts,
+    PresentedCertificate,
+    RegisteredStation,
+    Transport,
+    decide,
+)
+from pki.audit import AuditEvent
+from pki.clock import Clock
+from pki.credentials import verify_password
+from pki.policy import RenewalRule
+from pki.records import CertificateRecord, CertificateSource, CertificateStatus, Station
+from pki.renewal import renewal_due_at
+from pki.store import Store
+
+LOG = logging.getLogger("pkictl.gate")
+
+
+@dataclass(frozen=True)
+class ConnectionRequest:
+    station_id: str
+    transport: Transport
+    peer_certificate_der: bytes | None
+    """The client certificate TLS validated up to a trusted station CA (None: none)."""
+    basic_auth: tuple[str, str] | None
+    """User name and password of an Authorization: Basic header."""
+    remote: str
+
+
+@dataclass(frozen=True)
+class Admission:
+    decision: Decision
+    station: Station | None
+    certificate: CertificateRecord | None
+
+
+class ConnectionGate:
+    def __init__(
+        self, *, store: Store, clock: Clock, organization: str, observed_renewal: RenewalRule
+    ) -> None:
+        """``observed_renewal``: when a certificate we did not issue becomes due."""
+        self._store = store
+        self._clock = clock
+        self._organization = organization
+        self._observed_renewal = observed_renewal
+
+    async def admit(self, request: ConnectionRequest) -> Admission:
+        now = self._clock.now()
+        station = await self._store.get_station(request.station_id)
+        stored = None
+        presented = None
+        if request.peer_certificate_der is not None:
+            certificate = x509.load_der_x509_certificate(request.peer_certificate_der)
+            stored = await self._record_presented(certificate, station, request)
+            presented = PresentedCertificate(
+                common_names=_values(certificate, NameOID.COMMON_NAME),
+                organizations=_values(certificate, NameOID.ORGANIZATION_NAME),
+                not_before=certificate.not_valid_before_utc,
+                not_after=certificate.not_valid_after_utc,
+                revoked=stored.status is CertificateStatus.REVOKED,
+            )
+        decision = decide(
+            HandshakeFacts(
+                station=_registered(station),
+                transport=request.transport,
+                certificate=presented,
+                credentials_given=request.basic_auth is not None,
+                credentials_valid=await self._password_ok(request, station, presented),
+                organization=self._organization,
+                now=now,
+            )
+        )
+        if decision.accepted:
+            LOG.info(
+                "station %s admitted from %s (profile %s%s)",
+                request.station_id,
+                request.remote,
+                decision.security_profile,
+                ", expired certificate: Boot pending" if decision.boot_pending else "",
+            )
+        else:
+            LOG.warning(
+                "station %s refused from %s: %s",
+                request.station_id,
+                request.remote,
+                decision.refusal,
+            )
+        return Admission(decision, station, stored)
+
+    async def _record_presented(
+        self, certificate: x509.Certificate, station: Station | None, request: ConnectionRequest
+    ) -> CertificateRecord:
+        record = CertificateRecord.from_certificate(
+            certificate,
+            renew_after=renewal_due_at(
+                certificate.not_valid_before_utc,
+                certificate.not_valid_after_utc,
+                self._observed_renewal,
+            ),
+            source=CertificateSource.OBSERVED,
+            issuer_ca=None,
+            profile=None,
+            station_id=station.id if station else None,
+        )
+        event = AuditEvent(
+            "certificate.observed",
+            f"station:{request.station_id}",
+            f"serial:{record.serial_hex}",
+            "ok",
+            {
+                "issuer": record.issuer_dn,
+                "subject": record.subject_dn,
+                "not_after": record.not_after.isoformat(),
+                "remote": request.remote,
+            },
+        )
+        return await self._store.record_presented(record, event, self._clock.now())
+
+    async def _password_ok(
+        self,
+        request: ConnectionRequest,
+        station: Station | None,
+        presented: PresentedCertificate | None,
+    ) -> bool:
+        """Checked only when the decision needs it: scrypt is slow on purpose, and runs
+        off the event loop."""
+        if request.basic_auth is None or station is None or presented is not None:
+            return False
+        user, password = request.basic_auth
+        if user != station.id or station.password_hash is None:
+            return False
+        return await asyncio.to_thread(verify_password, password, station.password_hash)
+
+
+def _values(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
+    return tuple(str(a.value) for a in certificate.subject.get_attributes_for_oid(oid))
+
+
+def _registered(station: Station | None) -> RegisteredStation | None:
+    if station is None:
+        return None
+    return RegisteredStation(station.serial_number, station.security_profile, station.allow_expired)

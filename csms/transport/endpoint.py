@@ -1,0 +1,112 @@
+"""The OCPP websocket endpoint: every refusal is an HTTP answer before the upgrade.
+
+`wss://HOST:PORT/ocpp/STATION_ID` (or `/STATION_ID`), subprotocol `ocpp2.0.1`
+required. The request handler gathers the facts (URL, client certificate, Basic
+credentials) and the connection gate decides; only admitted stations get a websocket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import weakref
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from csms.domain.handshake import HttpStatus, Transport
+from csms.services.gate import Admission, ConnectionGate, ConnectionRequest
+from pki.records import STATION_ID_PATTERN
+
+OCPP_SUBPROTOCOL = "ocpp2.0.1"
+MAX_FRAME_BYTES = 64 * 1024
+
+SessionRunner = Callable[[str, ServerConnection, Admission], Awaitable[None]]
+
+
+def station_id_from_path(path: str) -> str | None:
+    """The station id of `/ocpp/ID` or `/ID`; None for any other path."""
+    segments = [unquote(s) for s in urlsplit(path).path.split("/")[1:]]
+    if len(segments) == 2 and segments[0] == "ocpp":
+        candidate = segments[1]
+    elif len(segments) == 1:
+        candidate = segments[0]
+    else:
+        return None
+    return candidate if STATION_ID_PATTERN.match(candidate) else None
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """User and password of an `Authorization: Basic` header; None if absent or unusable."""
+    if header is None:
+        return None
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+def offered_subprotocols(request: Request) -> list[str]:
+    return [
+        item.strip()
+        for header in request.headers.get_all("Sec-WebSocket-Protocol")
+        for item in header.split(",")
+    ]
+
+
+class OcppEndpoint:
+    def __init__(self, gate: ConnectionGate, run_session: SessionRunner, transport: Transport):
+        self._gate = gate
+        self._run_session = run_session
+        self._transport = transport
+        # Weak: a connection whose upgrade fails after admission must not linger here.
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, tuple[str, Admission]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        station_id = station_id_from_path(request.path)
+        if station_id is None:
+            return connection.respond(
+                HTTPStatus.NOT_FOUND,
+                "connect to /ocpp/STATION_ID (id: 1-48 of A-Z a-z 0-9 . _ : -)\n",
+            )
+        if OCPP_SUBPROTOCOL not in offered_subprotocols(request):
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST,
+                f"the websocket subprotocol {OCPP_SUBPROTOCOL} is required\n",
+            )
+        ssl_object = connection.transport.get_extra_info("ssl_object")
+        peer = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        remote = connection.remote_address
+        admission = await self._gate.admit(
+            ConnectionRequest(
+                station_id=station_id,
+                transport=self._transport,
+                peer_certificate_der=peer or None,
+                basic_auth=basic_credentials(request.headers.get("Authorization")),
+                remote=f"{remote[0]}:{remote[1]}" if remote else "unknown",
+            )
+        )
+        decision = admission.decision
+        if not decision.accepted:
+            response = connection.respond(decision.status, f"{decision.refusal}\n")
+            if decision.status is HttpStatus.UNAUTHORIZED:
+                response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
+            return response
+        self._admitted[connection] = (station_id, admission)
+        return None
+
+    async def handle(self, connection: ServerConnection) -> None:
+        station_id, admission = self._admitted.pop(connection)
+        await self._run_session(station_id, connection, admission)

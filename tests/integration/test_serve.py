@@ -1,0 +1,243 @@
+"""`pkictl serve` end to end on 127.0.0.1: a real OCPP 2.0.1 client (the `ocpp`
+library's ChargePoint over websockets) with real client certificates against the real
+service (composition root, TLS, handshake gate, sessions, database)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import signal
+import ssl
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import websockets
+from integration_support import (
+    STATION_PASSWORD,
+    Home,
+    Identity,
+    initialized_home,
+    passphrase_file,
+)
+from ocpp.v201 import ChargePoint, call
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidMessage, InvalidStatus
+
+from csms.app import Listening, ServeOptions, open_app, serve
+from pki.clock import FixedClock
+from pki.records import CertificateQuery, CertificateSource
+
+STATIONS = {
+    "CS001": ("SN-0001", 3, False),
+    "CS002": ("SN-0002", 3, True),  # may renew an expired certificate (A00.FR.429)
+    "CS003": ("SN-0003", 2, False),
+}
+
+
+@dataclass(frozen=True)
+class Fleet:
+    home: Home
+    good: Identity
+    expired: Identity
+    expired_allowed: Identity
+    revoked: Identity
+    foreign: Identity
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    async def build() -> Fleet:
+        home = await initialized_home(tmp_path_factory.mktemp("serve"), STATIONS)
+        past = FixedClock(datetime.now(UTC) - timedelta(days=400))
+        revoked = await home.issue("revoked", station="CS001", serial="SN-0001")
+        async with open_app(home.path, passphrase_file(home.directory)) as app:
+            records = await app.store.find_certificates(CertificateQuery(station_id="CS001"))
+            await app.ca.revoke(records[-1].serial, "keyCompromise", "test")
+        return Fleet(
+            home=home,
+            good=await home.issue("good", station="CS001", serial="SN-0001"),
+            expired=await home.issue("expired", station="CS001", serial="SN-0001", clock=past),
+            expired_allowed=await home.issue(
+                "expired2", station="CS002", serial="SN-0002", clock=past
+            ),
+            revoked=revoked,
+            foreign=home.self_signed("foreign", "SN-0001"),
+        )
+
+    return asyncio.run(build())
+
+
+@dataclass
+class Running:
+    fleet: Fleet
+    ports: Listening
+    stop: asyncio.Event
+
+    def url(self, station_id: str) -> str:
+        return f"wss://127.0.0.1:{self.ports.ocpp_port}/ocpp/{station_id}"
+
+    async def connect(
+        self,
+        station_id: str,
+        identity: Identity | None,
+        *,
+        password: str | None = None,
+        subprotocols: tuple[str, ...] = ("ocpp2.0.1",),
+    ) -> ClientConnection:
+        headers = {}
+        if password is not None:
+            token = base64.b64encode(f"{station_id}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return await websockets.connect(
+            self.url(station_id),
+            ssl=self.fleet.home.client_context(identity),
+            subprotocols=list(subprotocols),  # type: ignore[arg-type]
+            additional_headers=headers,
+            open_timeout=5,
+        )
+
+    async def refused_with(self, station_id: str, identity: Identity | None, **kw: object) -> int:
+        with pytest.raises(InvalidStatus) as refused:
+            await self.connect(station_id, identity, **kw)  # type: ignore[arg-type]
+        return refused.value.response.status_code
+
+
+@pytest.fixture
+async def service(fleet: Fleet) -> AsyncIterator[Running]:
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
+        task = asyncio.create_task(
+            serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+        )
+        ports = await asyncio.wait_for(ready, 10)
+        try:
+            yield Running(fleet, ports, stop)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
+async def boot(connection: ClientConnection, station_id: str) -> tuple[str, int]:
+    station = ChargePoint(station_id, connection)
+    listener = asyncio.create_task(station.start())
+    try:
+        answer = await station.call(
+            call.BootNotification(
+                charging_station={"model": "Test", "vendor_name": "pkictl"}, reason="PowerUp"
+            )
+        )
+        await station.call(call.Heartbeat())
+    finally:
+        listener.cancel()
+    return answer.status, answer.interval
+
+
+async def test_profile_3_station_boots_and_its_certificate_is_recorded(service: Running) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        assert connection.subprotocol == "ocpp2.0.1"
+        assert await boot(connection, "CS001") == ("Accepted", 300)
+    async with open_app(service.fleet.home.path) as app:
+        records = await app.store.find_certificates(CertificateQuery(station_id="CS001"))
+    seen = [r for r in records if r.last_seen is not None]
+    assert len(seen) == 1
+    assert seen[0].source is CertificateSource.ISSUED
+    assert seen[0].first_seen is not None
+    assert seen[0].first_seen >= before
+
+
+async def test_expired_certificate_of_an_allowed_station_boots_pending(service: Running) -> None:
+    async with await service.connect("CS002", service.fleet.expired_allowed) as connection:
+        assert await boot(connection, "CS002") == ("Pending", 60)
+
+
+@pytest.mark.parametrize(
+    ("station_id", "identity", "status"),
+    [
+        ("CS001", "expired", 403),
+        ("CS001", "revoked", 403),
+        ("CS002", "good", 403),  # CN is CS001's serial
+        ("CS001", None, 403),  # profile 3 needs a certificate
+        ("CS999", "good", 403),  # not registered
+        ("CS003", "good", 403),  # registered for profile 2
+    ],
+)
+async def test_profile_3_refusals_answer_before_the_upgrade(
+    service: Running, station_id: str, identity: str | None, status: int
+) -> None:
+    chosen = getattr(service.fleet, identity) if identity else None
+    assert await service.refused_with(station_id, chosen) == status
+
+
+async def test_certificate_from_an_unknown_ca_fails_the_tls_handshake(service: Running) -> None:
+    # TLS 1.3: the client finishes its side, then the server's alert cuts the connection
+    # before any HTTP response.
+    with pytest.raises((InvalidMessage, ssl.SSLError, ConnectionError)):
+        async with await service.connect("CS001", service.fleet.foreign):
+            pass
+
+
+async def test_profile_2_password(service: Running) -> None:
+    async with await service.connect("CS003", None, password=STATION_PASSWORD) as connection:
+        assert await boot(connection, "CS003") == ("Accepted", 300)
+    assert await service.refused_with("CS003", None, password="not-the-password-at-all") == 401
+    assert await service.refused_with("CS003", None) == 401
+
+
+async def test_profile_3_station_with_a_password_is_refused(service: Running) -> None:
+    assert await service.refused_with("CS001", None, password=STATION_PASSWORD) == 403
+
+
+async def test_the_ocpp_subprotocol_is_required(service: Running) -> None:
+    assert await service.refused_with("CS001", service.fleet.good, subprotocols=("ocpp1.6",)) == 400
+
+
+async def test_stopping_drains_connections_with_going_away(service: Running) -> None:
+    connection = await service.connect("CS001", service.fleet.good)
+    service.stop.set()
+    await asyncio.wait_for(connection.wait_closed(), 10)
+    assert connection.close_code == 1001
+
+
+async def test_health(service: Running) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.ports.http_port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    body = await asyncio.wait_for(reader.read(64), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b'{"status": "ok"}\n'
+
+
+async def test_the_pkictl_serve_command_drains_on_sigterm_and_exits_0(fleet: Fleet) -> None:
+    pkictl = Path(sys.executable).parent / "pkictl"
+    process = await asyncio.create_subprocess_exec(
+        str(pkictl), "--home", str(fleet.home.path),
+        "--passphrase-file", str(passphrase_file(fleet.home.directory)),
+        "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        banner = b""
+        while b"pkictl serve: OCPP on" not in banner:
+            banner = await asyncio.wait_for(process.stderr.readline(), 20)
+            assert banner, "pkictl serve exited before listening"
+        port = int(re.search(rb"wss://127\.0\.0\.1:(\d+)/", banner).group(1))  # type: ignore[union-attr]
+        running = Running(fleet, Listening(port, 0), asyncio.Event())
+        connection = await running.connect("CS001", fleet.good)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(connection.wait_closed(), 10)
+        assert connection.close_code == 1001
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
