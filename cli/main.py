@@ -17,6 +17,7 @@ from cli.ca import ca, init
 from cli.cert import cert, crl
 from cli.context import Context
 from cli.errors import ExitCode, error_payload, exit_code_for
+from cli.events import events
 from cli.policy import policy
 from cli.serve import serve_command
 from cli.station import station
@@ -70,7 +71,7 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
     ctx.obj = Context(home=home, passphrase_file=passphrase_file)
 
 
-for command in (init, ca, station, cert, crl, policy, audit, serve_command):
+for command in (init, ca, station, cert, crl, policy, audit, events, serve_command):
     cli.add_command(command)
 
 

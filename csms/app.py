@@ -42,6 +42,7 @@ from csms.home import (
 )
 from csms.protocol.session import StationSession
 from csms.services.gate import Admission, ConnectionGate
+from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
 from csms.transport.endpoint import MAX_FRAME_BYTES, OCPP_SUBPROTOCOL, OcppEndpoint
@@ -360,6 +361,7 @@ async def serve(
     stop accepting, close every station connection with 1001 (going away), return."""
     authorities = await app.store.list_authorities()
     sessions = SessionService(app.clock)
+    security_events = SecurityEvents(app.store, app.clock)
     gate = ConnectionGate(
         store=app.store,
         clock=app.clock,
@@ -379,7 +381,7 @@ async def serve(
             remote=str(connection.remote_address),
         )
         try:
-            await StationSession(station_id, connection, sessions).start()
+            await StationSession(station_id, connection, sessions, security_events).start()
         except ConnectionClosed:
             pass
         finally:

@@ -39,12 +39,16 @@ class Refusal(StrEnum):
     PROFILE_MISMATCH = "profile-mismatch"
     CREDENTIALS_REQUIRED = "credentials-required"
     BAD_CREDENTIALS = "bad-credentials"
+    RATE_LIMITED = "rate-limited"
+    """Too many refusals from the address lately: decided before any fact is gathered
+    (`csms.domain.limits`), never by `decide`."""
 
 
 class HttpStatus(IntEnum):
     SWITCHING_PROTOCOLS = 101
     UNAUTHORIZED = 401
     FORBIDDEN = 403
+    TOO_MANY_REQUESTS = 429
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
+from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 
 
@@ -18,9 +19,16 @@ def ocpp_time(at: datetime) -> str:
 
 
 class StationSession(ChargePoint):
-    def __init__(self, station_id: str, connection: Any, sessions: SessionService) -> None:
+    def __init__(
+        self,
+        station_id: str,
+        connection: Any,
+        sessions: SessionService,
+        security_events: SecurityEvents,
+    ) -> None:
         super().__init__(station_id, connection)
         self._sessions = sessions
+        self._security_events = security_events
 
     @on(Action.boot_notification)
     async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
@@ -42,3 +50,10 @@ class StationSession(ChargePoint):
     async def on_status_notification(self, **_: Any) -> call_result.StatusNotification:
         self._sessions.heartbeat(self.id)  # stored with the messages issue; seen now
         return call_result.StatusNotification()
+
+    @on(Action.security_event_notification)
+    async def on_security_event_notification(
+        self, type: str, timestamp: str, tech_info: str | None = None, **_: Any
+    ) -> call_result.SecurityEventNotification:
+        await self._security_events.record(self.id, type, timestamp, tech_info)
+        return call_result.SecurityEventNotification()

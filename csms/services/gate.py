@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -17,11 +18,14 @@ from cryptography.x509.oid import NameOID
 from csms.domain.handshake import (
     Decision,
     HandshakeFacts,
+    HttpStatus,
     PresentedCertificate,
+    Refusal,
     RegisteredStation,
     Transport,
     decide,
 )
+from csms.domain.limits import FailureLimiter
 from pki.audit import AuditEvent
 from pki.clock import Clock
 from pki.credentials import verify_password
@@ -31,6 +35,8 @@ from pki.renewal import renewal_due_at
 from pki.store import Store
 
 LOG = logging.getLogger("pkictl.gate")
+REFUSED_ACTION = "connection.refused"
+OBSERVED_ACTION = "certificate.observed"
 
 
 @dataclass(frozen=True)
@@ -53,16 +59,28 @@ class Admission:
 
 class ConnectionGate:
     def __init__(
-        self, *, store: Store, clock: Clock, organization: str, observed_renewal: RenewalRule
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        organization: str,
+        observed_renewal: RenewalRule,
+        limiter: FailureLimiter | None = None,
     ) -> None:
         """``observed_renewal``: when a certificate we did not issue becomes due."""
         self._store = store
         self._clock = clock
         self._organization = organization
         self._observed_renewal = observed_renewal
+        self._limiter = limiter or FailureLimiter()
 
     async def admit(self, request: ConnectionRequest) -> Admission:
         now = self._clock.now()
+        address = request.remote.rpartition(":")[0] or request.remote
+        if self._limiter.blocked(address, now):
+            return Admission(
+                Decision(HttpStatus.TOO_MANY_REQUESTS, Refusal.RATE_LIMITED), None, None
+            )
         station = await self._store.get_station(request.station_id)
         stored = None
         presented = None
@@ -96,13 +114,38 @@ class ConnectionGate:
                 ", expired certificate: Boot pending" if decision.boot_pending else "",
             )
         else:
-            LOG.warning(
-                "station %s refused from %s: %s",
-                request.station_id,
-                request.remote,
-                decision.refusal,
-            )
+            self._limiter.failed(address, now)
+            await self._record_refusal(request, decision, stored, now)
         return Admission(decision, station, stored)
+
+    async def _record_refusal(
+        self,
+        request: ConnectionRequest,
+        decision: Decision,
+        certificate: CertificateRecord | None,
+        now: datetime,
+    ) -> None:
+        """Logged, and kept in the audit log (`pkictl events list`): a refused station is
+        either misconfigured or someone else."""
+        LOG.warning(
+            "station %s refused from %s: %s", request.station_id, request.remote, decision.refusal
+        )
+        await self._store.append_audit(
+            AuditEvent(
+                REFUSED_ACTION,
+                f"remote:{request.remote}",
+                f"station:{request.station_id}",
+                "refused",
+                {
+                    "reason": str(decision.refusal),
+                    "http_status": int(decision.status),
+                    "transport": str(request.transport),
+                    "remote": request.remote,
+                    "certificate_serial": certificate.serial_hex if certificate else None,
+                },
+            ),
+            now,
+        )
 
     async def _record_presented(
         self, certificate: x509.Certificate, station: Station | None, request: ConnectionRequest
@@ -120,11 +163,12 @@ class ConnectionGate:
             station_id=station.id if station else None,
         )
         event = AuditEvent(
-            "certificate.observed",
+            OBSERVED_ACTION,
+            f"remote:{request.remote}",
             f"station:{request.station_id}",
-            f"serial:{record.serial_hex}",
             "ok",
             {
+                "serial": record.serial_hex,
                 "issuer": record.issuer_dn,
                 "subject": record.subject_dn,
                 "not_after": record.not_after.isoformat(),

@@ -459,14 +459,23 @@ class SqlStore:
     async def append_audit(self, event: AuditEvent, at: datetime) -> AuditEntry:
         return await self._submit(PendingWrite(None, event, at))
 
-    async def audit_entries(self, limit: int | None = None) -> list[AuditEntry]:
-        statement = select(audit_log).order_by(audit_log.c.seq)
+    async def audit_entries(
+        self,
+        limit: int | None = None,
+        *,
+        actions: Sequence[str] | None = None,
+        target: str | None = None,
+    ) -> list[AuditEntry]:
+        statement = select(audit_log)
+        if actions is not None:
+            statement = statement.where(audit_log.c.action.in_(actions))
+        if target is not None:
+            statement = statement.where(audit_log.c.target == target)
         if limit is not None:
-            statement = select(audit_log).order_by(audit_log.c.seq.desc()).limit(limit)
+            statement = statement.order_by(audit_log.c.seq.desc()).limit(limit)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
-        entries = [to_audit_entry(r) for r in rows]
-        return sorted(entries, key=lambda e: e.seq)
+        return sorted((to_audit_entry(r) for r in rows), key=lambda e: e.seq)
 
     async def audit_head(self) -> AuditHead | None:
         async with self._engine.connect() as connection:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import signal
 import ssl
@@ -14,9 +15,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
+from click.testing import CliRunner
 from integration_support import (
     STATION_PASSWORD,
     Home,
@@ -28,6 +31,7 @@ from ocpp.v201 import ChargePoint, call
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
+from cli.main import cli
 from csms.app import Listening, ServeOptions, open_app, serve
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource
@@ -241,3 +245,49 @@ async def test_the_pkictl_serve_command_drains_on_sigterm_and_exits_0(fleet: Fle
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def pkictl_json(home: Home, *args: str) -> Any:
+    result = CliRunner().invoke(
+        cli, ["--home", str(home.path), *args, "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def test_refusals_are_kept_as_events_with_their_reason(service: Running) -> None:
+    assert await service.refused_with("CS002", service.fleet.good) == 403
+    events = await asyncio.to_thread(
+        pkictl_json, service.fleet.home, "events", "list", "--station", "CS002", "--limit", "1"
+    )
+    assert [(e["event"], e["what"], e["station"]) for e in events] == [
+        ("connection.refused", "serial-mismatch", "CS002")
+    ]
+    assert events[0]["detail"]["http_status"] == 403
+    assert events[0]["remote"].startswith("127.0.0.1:")
+
+
+async def test_repeated_refusals_from_one_address_are_throttled(service: Running) -> None:
+    for _ in range(10):
+        assert await service.refused_with("CS003", None, password="wrong-wrong-wrong!") == 401
+    assert await service.refused_with("CS003", None, password=STATION_PASSWORD) == 429
+
+
+async def test_security_events_are_stored_and_critical_ones_flagged(service: Running) -> None:
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        station = ChargePoint("CS001", connection)
+        listener = asyncio.create_task(station.start())
+        try:
+            for event_type in ("TamperDetectionActivated", "SomeVendorEvent"):
+                await station.call(
+                    call.SecurityEventNotification(
+                        type=event_type, timestamp="2026-11-26T12:00:00Z", tech_info="lid"
+                    )
+                )
+        finally:
+            listener.cancel()
+    events = await asyncio.to_thread(
+        pkictl_json, service.fleet.home, "events", "list", "--station", "CS001"
+    )
+    reported = [(e["what"], e["critical"]) for e in events if e["event"] == "security.event"]
+    assert reported[-2:] == [("TamperDetectionActivated", True), ("SomeVendorEvent", False)]
