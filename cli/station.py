@@ -7,11 +7,30 @@ from pathlib import Path
 import click
 
 from cli.context import Context, certificate_view, json_option, run_with_app, station_view
-from cli.output import emit_fields, emit_json, emit_table, note
+from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor
+from csms.services.sessions import SessionRecord
 from pki.records import CertificateQuery
 
-STATION_COLUMNS = ("id", "serial_number", "secc_id", "security_profile", "created_at")
+STATION_COLUMNS = (
+    "id", "serial_number", "secc_id", "security_profile", "online", "last_seen",
+    "certificate_serial", "certificate_not_after",
+)  # fmt: skip
+
+
+def with_session(view: dict[str, object], session: SessionRecord | None) -> dict[str, object]:
+    """The station's connection state as `pkictl serve` last wrote it (None: never)."""
+    return {
+        **view,
+        "online": session.online if session else False,
+        "last_seen": iso(session.last_seen) if session else None,
+        "connected_at": iso(session.connected_at) if session else None,
+        "remote": session.remote if session else None,
+        "connected_profile": session.security_profile if session else None,
+        "boot_pending": session.boot_pending if session else False,
+        "certificate_serial": session.certificate_serial if session else None,
+        "certificate_not_after": iso(session.certificate_not_after) if session else None,
+    }
 
 
 @click.group()
@@ -83,10 +102,13 @@ def station_add(
 @json_option
 @click.pass_obj
 def station_list(ctx: Context, as_json: bool) -> None:
-    """List registered stations."""
+    """List registered stations, online or not, with the certificate each presented."""
 
     async def action(app: App) -> list[dict[str, object]]:
-        return [station_view(s) for s in await app.stations.list()]
+        sessions = {s.station_id: s for s in await app.session_store.list()}
+        return [
+            with_session(station_view(s), sessions.get(s.id)) for s in await app.stations.list()
+        ]
 
     rows = run_with_app(ctx, action)
     if as_json:
@@ -103,7 +125,10 @@ def station_show(ctx: Context, station_id: str, as_json: bool) -> None:
     """Show a station and the certificates it holds."""
 
     async def action(app: App) -> dict[str, object]:
-        view = station_view(await app.stations.get(station_id))
+        sessions = {s.station_id: s for s in await app.session_store.list()}
+        view = with_session(
+            station_view(await app.stations.get(station_id)), sessions.get(station_id)
+        )
         records = await app.store.find_certificates(CertificateQuery(station_id=station_id))
         now = app.clock.now()
         view["certificates"] = [certificate_view(r, now) for r in records]

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from csms.db.sessions import SqlSessionStore
 from csms.domain.handshake import Transport
 from csms.home import (
     CONFIG_FILE,
@@ -45,7 +46,12 @@ from csms.services.gate import Admission, ConnectionGate
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
-from csms.transport.endpoint import MAX_FRAME_BYTES, OCPP_SUBPROTOCOL, OcppEndpoint
+from csms.transport.endpoint import (
+    MAX_FRAME_BYTES,
+    OCPP_SUBPROTOCOL,
+    OcppEndpoint,
+    remote_of,
+)
 from csms.transport.tls import ServerCredential, server_context
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
@@ -121,6 +127,7 @@ class App:
     ca: CertificateAuthority
     stations: StationService
     passphrase: Callable[[], bytes]
+    session_store: SqlSessionStore
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -147,7 +154,10 @@ def _build(
     ca = CertificateAuthority(
         store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
     )
-    return App(home, config, policy, store, clock, ca, StationService(store, clock), passphrase)
+    return App(
+        home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
+        SqlSessionStore(store.engine),
+    )  # fmt: skip
 
 
 @asynccontextmanager
@@ -360,7 +370,8 @@ async def serve(
     """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
     stop accepting, close every station connection with 1001 (going away), return."""
     authorities = await app.store.list_authorities()
-    sessions = SessionService(app.clock)
+    sessions = SessionService(app.session_store, app.clock)
+    await sessions.start()
     security_events = SecurityEvents(app.store, app.clock)
     gate = ConnectionGate(
         store=app.store,
@@ -374,18 +385,21 @@ async def serve(
     ) -> None:
         decision = admission.decision
         assert decision.security_profile is not None
-        sessions.connected(
+        certificate = admission.certificate
+        await sessions.connected(
             station_id,
             security_profile=decision.security_profile,
             boot_pending=decision.boot_pending,
-            remote=str(connection.remote_address),
+            remote=remote_of(connection),
+            certificate_serial=certificate.serial_hex if certificate else None,
+            certificate_not_after=certificate.not_after if certificate else None,
         )
         try:
             await StationSession(station_id, connection, sessions, security_events).start()
         except ConnectionClosed:
             pass
         finally:
-            sessions.disconnected(station_id)
+            await sessions.disconnected(station_id)
 
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
     async with (

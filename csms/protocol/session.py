@@ -32,7 +32,7 @@ class StationSession(ChargePoint):
 
     @on(Action.boot_notification)
     async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
-        answer = self._sessions.boot(self.id)
+        answer = await self._sessions.boot(self.id)
         status = (
             RegistrationStatusEnumType.accepted
             if answer.accepted
@@ -44,16 +44,18 @@ class StationSession(ChargePoint):
 
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=ocpp_time(self._sessions.heartbeat(self.id)))
+        session = await self._sessions.seen(self.id)
+        return call_result.Heartbeat(current_time=ocpp_time(session.last_seen))
 
     @on(Action.status_notification)
     async def on_status_notification(self, **_: Any) -> call_result.StatusNotification:
-        self._sessions.heartbeat(self.id)  # stored with the messages issue; seen now
+        await self._sessions.seen(self.id)  # the status itself is stored in a later slice
         return call_result.StatusNotification()
 
     @on(Action.security_event_notification)
     async def on_security_event_notification(
         self, type: str, timestamp: str, tech_info: str | None = None, **_: Any
     ) -> call_result.SecurityEventNotification:
+        await self._sessions.seen(self.id)
         await self._security_events.record(self.id, type, timestamp, tech_info)
         return call_result.SecurityEventNotification()

@@ -1,19 +1,49 @@
 """Who is connected, and how their BootNotification is answered.
 
-In memory for now: the connection registry moves to the database with the multi-node
-issue. A station admitted with an expired certificate (A00.FR.429) is answered Pending
-until it has renewed; everyone else Accepted.
+A station admitted with an expired certificate (A00.FR.429) is answered Pending until
+it has renewed; everyone else Accepted. Sessions are kept in memory for the messages
+and written through to the database for `pkictl station list` -- `last_seen` at most
+once a minute per station, so heartbeats do not turn into a write each.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from pki.clock import Clock
 
 HEARTBEAT_INTERVAL_S = 300
 PENDING_RETRY_S = 60
+SEEN_WRITE_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    station_id: str
+    online: bool
+    security_profile: int
+    remote: str
+    boot_pending: bool
+    certificate_serial: str | None
+    certificate_not_after: datetime | None
+    connected_at: datetime
+    last_seen: datetime
+
+
+class SessionStore(Protocol):
+    async def save(self, record: SessionRecord) -> None:
+        """Insert or replace the station's session row."""
+        ...
+
+    async def seen(self, station_id: str, at: datetime) -> None: ...
+    async def offline(self, station_id: str, at: datetime) -> None: ...
+    async def all_offline(self, at: datetime) -> None:
+        """At start: sessions a previous run of this node left marked online are over."""
+        ...
+
+    async def list(self) -> list[SessionRecord]: ...
 
 
 @dataclass(frozen=True)
@@ -23,46 +53,58 @@ class BootAnswer:
     at: datetime
 
 
-@dataclass
-class OnlineStation:
-    station_id: str
-    security_profile: int
-    boot_pending: bool
-    remote: str
-    connected_at: datetime
-    last_seen: datetime
-
-
 class SessionService:
-    def __init__(self, clock: Clock, heartbeat_interval: int = HEARTBEAT_INTERVAL_S) -> None:
+    def __init__(
+        self, store: SessionStore, clock: Clock, heartbeat_interval: int = HEARTBEAT_INTERVAL_S
+    ) -> None:
+        self._store = store
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
-        self._online: dict[str, OnlineStation] = {}
+        self._online: dict[str, SessionRecord] = {}
+        self._written: dict[str, datetime] = {}
 
-    def connected(
-        self, station_id: str, *, security_profile: int, boot_pending: bool, remote: str
+    async def start(self) -> None:
+        await self._store.all_offline(self._clock.now())
+
+    async def connected(
+        self,
+        station_id: str,
+        *,
+        security_profile: int,
+        boot_pending: bool,
+        remote: str,
+        certificate_serial: str | None,
+        certificate_not_after: datetime | None,
     ) -> None:
         now = self._clock.now()
-        self._online[station_id] = OnlineStation(
-            station_id, security_profile, boot_pending, remote, now, now
-        )
+        record = SessionRecord(
+            station_id, True, security_profile, remote, boot_pending,
+            certificate_serial, certificate_not_after, now, now,
+        )  # fmt: skip
+        self._online[station_id] = record
+        self._written[station_id] = now
+        await self._store.save(record)
 
-    def disconnected(self, station_id: str) -> None:
+    async def disconnected(self, station_id: str) -> None:
         self._online.pop(station_id, None)
+        self._written.pop(station_id, None)
+        await self._store.offline(station_id, self._clock.now())
 
-    def online(self) -> list[OnlineStation]:
+    def online(self) -> list[SessionRecord]:
         return sorted(self._online.values(), key=lambda s: s.station_id)
 
-    def boot(self, station_id: str) -> BootAnswer:
-        station = self._seen(station_id)
-        if station.boot_pending:
-            return BootAnswer(False, PENDING_RETRY_S, station.last_seen)
-        return BootAnswer(True, self._heartbeat_interval, station.last_seen)
+    async def boot(self, station_id: str) -> BootAnswer:
+        session = await self.seen(station_id)
+        if session.boot_pending:
+            return BootAnswer(False, PENDING_RETRY_S, session.last_seen)
+        return BootAnswer(True, self._heartbeat_interval, session.last_seen)
 
-    def heartbeat(self, station_id: str) -> datetime:
-        return self._seen(station_id).last_seen
-
-    def _seen(self, station_id: str) -> OnlineStation:
-        station = self._online[station_id]
-        station.last_seen = self._clock.now()
-        return station
+    async def seen(self, station_id: str) -> SessionRecord:
+        """A message from the station: it is alive now."""
+        now = self._clock.now()
+        session = replace(self._online[station_id], last_seen=now)
+        self._online[station_id] = session
+        if now - self._written.get(station_id, now) >= SEEN_WRITE_INTERVAL:
+            self._written[station_id] = now
+            await self._store.seen(station_id, now)
+        return session

@@ -54,6 +54,12 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (user, password) if colon else None
 
 
+def remote_of(connection: ServerConnection) -> str:
+    """`host:port` of the peer, for logs and events."""
+    address = connection.remote_address
+    return f"{address[0]}:{address[1]}" if address else "unknown"
+
+
 def offered_subprotocols(request: Request) -> list[str]:
     return [
         item.strip()
@@ -88,14 +94,13 @@ class OcppEndpoint:
             )
         ssl_object = connection.transport.get_extra_info("ssl_object")
         peer = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        remote = connection.remote_address
         admission = await self._gate.admit(
             ConnectionRequest(
                 station_id=station_id,
                 transport=self._transport,
                 peer_certificate_der=peer or None,
                 basic_auth=basic_credentials(request.headers.get("Authorization")),
-                remote=f"{remote[0]}:{remote[1]}" if remote else "unknown",
+                remote=remote_of(connection),
             )
         )
         decision = admission.decision

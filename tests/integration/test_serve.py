@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import websockets
 from click.testing import CliRunner
+from cryptography import x509
 from integration_support import (
     STATION_PASSWORD,
     Home,
@@ -291,3 +292,29 @@ async def test_security_events_are_stored_and_critical_ones_flagged(service: Run
     )
     reported = [(e["what"], e["critical"]) for e in events if e["event"] == "security.event"]
     assert reported[-2:] == [("TamperDetectionActivated", True), ("SomeVendorEvent", False)]
+
+
+async def test_station_list_shows_who_is_online_with_which_certificate(service: Running) -> None:
+    good = x509.load_pem_x509_certificate(service.fleet.good[0].read_bytes())
+
+    def cs001() -> dict[str, Any]:
+        rows = pkictl_json(service.fleet.home, "station", "list")
+        found: dict[str, Any] = next(r for r in rows if r["id"] == "CS001")
+        return found
+
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        assert await boot(connection, "CS001") == ("Accepted", 300)
+        online = await asyncio.to_thread(cs001)
+    assert online["online"] is True
+    assert online["connected_profile"] == 3
+    assert online["certificate_serial"] == f"{good.serial_number:x}"
+    assert online["certificate_not_after"] == good.not_valid_after_utc.strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    for _ in range(50):  # the server notices the close a moment later
+        offline = await asyncio.to_thread(cs001)
+        if not offline["online"]:
+            break
+        await asyncio.sleep(0.1)
+    assert offline["online"] is False
+    assert offline["last_seen"] is not None

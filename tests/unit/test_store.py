@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import inspect, text
 
+import csms.db.schema  # noqa: F401 -- registers the CSMS's tables on the shared metadata
 from pki.audit import AuditEvent, verify_chain
 from pki.authority import CertificateAuthority, IssuedCertificate
 from pki.clock import FixedClock

@@ -1,0 +1,65 @@
+"""SessionStore on SQLAlchemy: the `station_sessions` table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from csms.db.schema import station_sessions
+from csms.services.sessions import SessionRecord
+
+
+class SqlSessionStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def save(self, record: SessionRecord) -> None:
+        values = asdict(record)
+        dialect_insert = (
+            postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        )
+        upsert = (
+            dialect_insert(station_sessions)
+            .values(values)
+            .on_conflict_do_update(index_elements=[station_sessions.c.station_id], set_=values)
+        )
+        async with self._engine.begin() as connection:
+            await connection.execute(upsert)
+
+    async def seen(self, station_id: str, at: datetime) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(station_sessions)
+                .where(station_sessions.c.station_id == station_id)
+                .values(last_seen=at)
+            )
+
+    async def offline(self, station_id: str, at: datetime) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(station_sessions)
+                .where(station_sessions.c.station_id == station_id)
+                .values(online=False, last_seen=at)
+            )
+
+    async def all_offline(self, at: datetime) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(station_sessions)
+                .where(station_sessions.c.online.is_(True))
+                .values(online=False)
+            )
+
+    async def list(self) -> list[SessionRecord]:
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(station_sessions).order_by(station_sessions.c.station_id)
+                )
+            ).all()
+        return [SessionRecord(**row._asdict()) for row in rows]
