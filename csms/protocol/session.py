@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ocpp.exceptions import NotImplementedError, NotSupportedError
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
@@ -18,6 +19,9 @@ def ocpp_time(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+KNOWN_ACTIONS = frozenset(a.value for a in Action)
+
+
 class StationSession(ChargePoint):
     def __init__(
         self,
@@ -29,6 +33,20 @@ class StationSession(ChargePoint):
         super().__init__(station_id, connection)
         self._sessions = sessions
         self._security_events = security_events
+
+    async def _handle_call(self, msg: Any) -> Any:
+        """OCPP-J's error codes for actions we do not handle, which the `ocpp` library
+        swaps: NotImplemented for an action OCPP 2.0.1 does not know, NotSupported for
+        one it knows that this CSMS does not handle (yet)."""
+        if msg.action not in self.route_map:
+            error = (
+                NotSupportedError(description="Requested Action is recognized but not supported")
+                if msg.action in KNOWN_ACTIONS
+                else NotImplementedError(description="Requested Action is not known by receiver")
+            )
+            await self._send(msg.create_call_error(error).to_json())
+            return None
+        return await super()._handle_call(msg)
 
     @on(Action.boot_notification)
     async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:

@@ -318,3 +318,50 @@ async def test_station_list_shows_who_is_online_with_which_certificate(service: 
         await asyncio.sleep(0.1)
     assert offline["online"] is False
     assert offline["last_seen"] is not None
+
+
+async def raw_call(connection: ClientConnection, frame: str) -> list[Any] | None:
+    """Send one raw frame; the reply, or None if none came within a second."""
+    await connection.send(frame)
+    try:
+        reply = await asyncio.wait_for(connection.recv(), 1)
+    except TimeoutError:
+        return None
+    parsed: list[Any] = json.loads(reply)
+    return parsed
+
+
+async def test_bad_messages_get_errors_and_the_connection_survives(service: Running) -> None:
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        unknown = await raw_call(connection, '[2,"m1","NoSuchAction",{}]')
+        assert unknown is not None
+        assert unknown[:3] == [4, "m1", "NotImplemented"]
+        known = await raw_call(connection, '[2,"m1b","GetDisplayMessages",{"requestId":1}]')
+        assert known is not None
+        assert known[:3] == [4, "m1b", "NotSupported"]
+        invalid = await raw_call(connection, '[2,"m2","Heartbeat",{"unexpected": 1}]')
+        assert invalid is not None
+        assert invalid[0] == 4
+        assert invalid[2] in (
+            "FormatViolation",
+            "OccurrenceConstraintViolation",
+            "TypeConstraintViolation",
+        )
+        wrong_type = await raw_call(
+            connection,
+            '[2,"m3","BootNotification",{"reason":"PowerUp","chargingStation":{"model":5,"vendorName":"v"}}]',
+        )
+        assert wrong_type is not None
+        assert wrong_type[:3] == [4, "m3", "TypeConstraintViolation"]
+        await raw_call(connection, "this is not json")  # no id to answer to: ignored
+        alive = await raw_call(connection, '[2,"m4","Heartbeat",{}]')
+        assert alive is not None
+        assert alive[:2] == [3, "m4"]
+        assert "currentTime" in alive[2]
+
+
+async def test_frames_over_64_kib_close_the_connection_with_1009(service: Running) -> None:
+    connection = await service.connect("CS001", service.fleet.good)
+    await connection.send('[2,"big","DataTransfer",{"vendorId":"x","data":"' + "a" * 70_000 + '"}]')
+    await asyncio.wait_for(connection.wait_closed(), 5)
+    assert connection.close_code == 1009
