@@ -21,6 +21,8 @@ from cli.events import events
 from cli.policy import policy
 from cli.serve import serve_command
 from cli.station import station
+from cli.tokens import token
+from cli.tx import tx
 from pki.errors import IssuanceRefused, PkiError
 
 
@@ -71,7 +73,9 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
     ctx.obj = Context(home=home, passphrase_file=passphrase_file)
 
 
-for command in (init, ca, station, cert, crl, policy, audit, events, serve_command):
+for command in (
+    init, ca, station, cert, crl, policy, audit, events, token, tx, serve_command,
+):  # fmt: skip
     cli.add_command(command)
 
 

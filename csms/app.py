@@ -31,6 +31,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from csms.db.sessions import SqlSessionStore
+from csms.db.tokens import SqlTokenStore
+from csms.db.transactions import SqlTransactionStore
 from csms.domain.handshake import Transport
 from csms.home import (
     CONFIG_FILE,
@@ -41,11 +43,13 @@ from csms.home import (
     load_config,
     render_config,
 )
-from csms.protocol.session import StationSession
+from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
+from csms.services.tokens import TokenService
+from csms.services.transactions import TransactionService
 from csms.transport.endpoint import (
     MAX_FRAME_BYTES,
     OCPP_SUBPROTOCOL,
@@ -128,6 +132,8 @@ class App:
     stations: StationService
     passphrase: Callable[[], bytes]
     session_store: SqlSessionStore
+    tokens: TokenService
+    transactions: TransactionService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -157,6 +163,8 @@ def _build(
     return App(
         home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
         SqlSessionStore(store.engine),
+        TokenService(SqlTokenStore(store.engine), store, clock),
+        TransactionService(SqlTransactionStore(store.engine), clock),
     )  # fmt: skip
 
 
@@ -372,7 +380,9 @@ async def serve(
     authorities = await app.store.list_authorities()
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
-    security_events = SecurityEvents(app.store, app.clock)
+    services = SessionServices(
+        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions
+    )
     gate = ConnectionGate(
         store=app.store,
         clock=app.clock,
@@ -395,7 +405,7 @@ async def serve(
             certificate_not_after=certificate.not_after if certificate else None,
         )
         try:
-            await StationSession(station_id, connection, sessions, security_events).start()
+            await StationSession(station_id, connection, services).start()
         except ConnectionClosed:
             pass
         finally:

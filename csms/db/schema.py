@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Integer, String, Table
+from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
 
 from pki.store.schema import UTCDateTime, metadata
 
@@ -18,4 +18,59 @@ station_sessions = Table(
     Column("certificate_not_after", UTCDateTime, nullable=True),
     Column("connected_at", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
+)
+
+id_tokens = Table(
+    "id_tokens",
+    metadata,
+    Column("id_token", String(255), primary_key=True),
+    Column("type", String(20), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+    Column("id_token", String(255), nullable=True),
+    Column("evse_id", Integer, nullable=True),
+    Column("connector_id", Integer, nullable=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("stopped_reason", String(32), nullable=True),
+    Column("meter_start_wh", Float, nullable=True),
+    Column("meter_stop_wh", Float, nullable=True),
+    Column("events", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+transaction_events = Table(
+    "transaction_events",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("transaction_id", String(36), primary_key=True),
+    Column("seq_no", Integer, primary_key=True),
+    Column("event_type", String(16), nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("trigger_reason", String(32), nullable=False),
+    Column("offline", Boolean, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+meter_samples = Table(
+    "meter_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("transaction_id", String(36), nullable=True),
+    Column("evse_id", Integer, nullable=True),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("measurand", String(64), nullable=False),
+    Column("phase", String(8), nullable=True),
+    Column("value", Float, nullable=False),
+    Column("unit", String(16), nullable=True),
+    Index("ix_meter_samples_transaction", "station_id", "transaction_id"),
 )

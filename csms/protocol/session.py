@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
+from csms.services.tokens import TokenService
+from csms.services.transactions import TransactionService
 
 
 def ocpp_time(at: datetime) -> str:
@@ -22,17 +25,23 @@ def ocpp_time(at: datetime) -> str:
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
 
 
+@dataclass(frozen=True)
+class SessionServices:
+    """What a station's messages are delegated to."""
+
+    sessions: SessionService
+    security_events: SecurityEvents
+    tokens: TokenService
+    transactions: TransactionService
+
+
 class StationSession(ChargePoint):
-    def __init__(
-        self,
-        station_id: str,
-        connection: Any,
-        sessions: SessionService,
-        security_events: SecurityEvents,
-    ) -> None:
+    def __init__(self, station_id: str, connection: Any, services: SessionServices) -> None:
         super().__init__(station_id, connection)
-        self._sessions = sessions
-        self._security_events = security_events
+        self._sessions = services.sessions
+        self._security_events = services.security_events
+        self._tokens = services.tokens
+        self._transactions = services.transactions
 
     async def _handle_call(self, msg: Any) -> Any:
         """OCPP-J's error codes for actions we do not handle, which the `ocpp` library
@@ -77,3 +86,27 @@ class StationSession(ChargePoint):
         await self._sessions.seen(self.id)
         await self._security_events.record(self.id, type, timestamp, tech_info)
         return call_result.SecurityEventNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+        await self._sessions.seen(self.id)
+        status = await self._tokens.status(id_token["id_token"], id_token["type"])
+        return call_result.Authorize(id_token_info={"status": status.value})
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(self, **payload: Any) -> call_result.TransactionEvent:
+        await self._sessions.seen(self.id)
+        await self._transactions.event(self.id, payload)
+        id_token = payload.get("id_token")
+        if id_token is None:
+            return call_result.TransactionEvent()
+        status = await self._tokens.status(id_token["id_token"], id_token["type"])
+        return call_result.TransactionEvent(id_token_info={"status": status.value})
+
+    @on(Action.meter_values)
+    async def on_meter_values(
+        self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any
+    ) -> call_result.MeterValues:
+        await self._sessions.seen(self.id)
+        await self._transactions.meter_values(self.id, evse_id, meter_value)
+        return call_result.MeterValues()

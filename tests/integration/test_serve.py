@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import json
 import re
 import signal
@@ -365,3 +367,76 @@ async def test_frames_over_64_kib_close_the_connection_with_1009(service: Runnin
     await connection.send('[2,"big","DataTransfer",{"vendorId":"x","data":"' + "a" * 70_000 + '"}]')
     await asyncio.wait_for(connection.wait_closed(), 5)
     assert connection.close_code == 1009
+
+
+def pkictl_text(home: Home, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--home", str(home.path), *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def tx_event(
+    event_type: str, seq_no: int, at: str, wh: float, **extra: Any
+) -> call.TransactionEvent:
+    return call.TransactionEvent(
+        event_type=event_type,
+        timestamp=at,
+        trigger_reason={"Started": "Authorized", "Updated": "MeterValuePeriodic"}.get(
+            event_type, "StopAuthorized"
+        ),
+        seq_no=seq_no,
+        transaction_info={"transaction_id": "TX-1", **extra.pop("info", {})},
+        meter_value=[{"timestamp": at, "sampled_value": [{"value": wh}]}],
+        **extra,
+    )
+
+
+async def test_a_transaction_is_stored_once_even_when_replayed(service: Running) -> None:
+    home = service.fleet.home
+    await asyncio.to_thread(pkictl_text, home, "token", "add", "04A2B3C4")
+    await asyncio.to_thread(pkictl_text, home, "token", "add", "0BADC0DE")
+    await asyncio.to_thread(pkictl_text, home, "token", "block", "0BADC0DE")
+    token = {"id_token": "04A2B3C4", "type": "ISO14443"}
+    events = [
+        tx_event("Started", 0, "2026-11-26T10:00:00Z", 1000.0, id_token=token,
+                 evse={"id": 1, "connector_id": 1}),
+        *(tx_event("Updated", n, f"2026-11-26T10:{n:02d}:00Z", 1000.0 + 500 * n)
+          for n in range(1, 4)),
+        tx_event("Ended", 4, "2026-11-26T10:30:00Z", 3250.0, id_token=token,
+                 info={"stopped_reason": "Local"}),
+    ]  # fmt: skip
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        station = ChargePoint("CS001", connection)
+        listener = asyncio.create_task(station.start())
+        try:
+            authorized = await station.call(call.Authorize(id_token=token))
+            blocked = await station.call(
+                call.Authorize(id_token={"id_token": "0BADC0DE", "type": "ISO14443"})
+            )
+            unknown = await station.call(
+                call.Authorize(id_token={"id_token": "FFFF", "type": "ISO14443"})
+            )
+            answers = [await station.call(e) for e in events]
+            for replayed in (events[2], events[4], events[0]):  # offline queue sent again
+                await station.call(replayed)
+        finally:
+            listener.cancel()
+    assert [authorized.id_token_info["status"], blocked.id_token_info["status"],
+            unknown.id_token_info["status"]] == ["Accepted", "Blocked", "Unknown"]  # fmt: skip
+    assert answers[0].id_token_info == {"status": "Accepted"}
+
+    listed = await asyncio.to_thread(pkictl_json, home, "tx", "list", "--station", "CS001")
+    assert len(listed) == 1
+    assert listed[0] == {
+        "station_id": "CS001", "transaction_id": "TX-1", "id_token": "04A2B3C4",
+        "evse_id": 1, "connector_id": 1, "started_at": "2026-11-26T10:00:00Z",
+        "ended_at": "2026-11-26T10:30:00Z", "stopped_reason": "Local",
+        "meter_start_wh": 1000.0, "meter_stop_wh": 3250.0, "energy_wh": 2250.0, "events": 5,
+    }  # fmt: skip
+    exported = await asyncio.to_thread(pkictl_text, home, "tx", "export", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [(r["transaction_id"], r["energy_wh"], r["events"]) for r in rows] == [
+        ("TX-1", "2250.0", "5")
+    ]
+    as_json = await asyncio.to_thread(pkictl_text, home, "tx", "export", "--format", "json")
+    assert json.loads(as_json) == listed
