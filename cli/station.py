@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -9,6 +10,7 @@ import click
 from cli.context import Context, certificate_view, json_option, run_with_app, station_view
 from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor
+from csms.services.reports import Report
 from csms.services.sessions import SessionRecord
 from pki.records import CertificateQuery
 
@@ -153,3 +155,29 @@ def station_remove(ctx: Context, station_id: str) -> None:
     it off (revoke them with `pkictl cert revoke` if its keys may be compromised)."""
     run_with_app(ctx, lambda app: app.stations.remove(station_id, actor()))
     note(f"removed station {station_id}")
+
+
+@station.command("reports")
+@click.argument("station_id")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+@click.pass_obj
+def station_reports(ctx: Context, station_id: str, limit: int, as_json: bool) -> None:
+    """What the station reported (StatusNotification, NotifyEvent, NotifyReport,
+    FirmwareStatusNotification, LogStatusNotification), oldest first."""
+
+    async def action(app: App) -> list[Report]:
+        await app.stations.get(station_id)  # NotFound (exit 3) for an unknown id
+        return await app.reports.list(station_id, limit)
+
+    rows = [
+        {"at": iso(r.received_at), "action": r.action, "payload": json.loads(r.payload)}
+        for r in run_with_app(ctx, action)
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(
+            [{**r, "payload": json.dumps(r["payload"], sort_keys=True)} for r in rows],
+            ("at", "action", "payload"),
+        )

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from csms.db.reports import SqlReportStore
 from csms.db.sessions import SqlSessionStore
 from csms.db.tokens import SqlTokenStore
 from csms.db.transactions import SqlTransactionStore
@@ -45,6 +46,7 @@ from csms.home import (
 )
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
+from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
@@ -134,6 +136,7 @@ class App:
     session_store: SqlSessionStore
     tokens: TokenService
     transactions: TransactionService
+    reports: ReportService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -165,6 +168,7 @@ def _build(
         SqlSessionStore(store.engine),
         TokenService(SqlTokenStore(store.engine), store, clock),
         TransactionService(SqlTransactionStore(store.engine), clock),
+        ReportService(SqlReportStore(store.engine), clock),
     )  # fmt: skip
 
 
@@ -381,7 +385,7 @@ async def serve(
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
     services = SessionServices(
-        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions
+        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions, app.reports
     )
     gate = ConnectionGate(
         store=app.store,

@@ -74,3 +74,14 @@ meter_samples = Table(
     Column("unit", String(16), nullable=True),
     Index("ix_meter_samples_transaction", "station_id", "transaction_id"),
 )
+
+station_reports = Table(
+    "station_reports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+    Index("ix_station_reports_station", "station_id", "id"),
+)

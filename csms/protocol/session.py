@@ -11,6 +11,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
 
+from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.services.tokens import TokenService
@@ -33,6 +34,7 @@ class SessionServices:
     security_events: SecurityEvents
     tokens: TokenService
     transactions: TransactionService
+    reports: ReportService
 
 
 class StationSession(ChargePoint):
@@ -42,6 +44,7 @@ class StationSession(ChargePoint):
         self._security_events = services.security_events
         self._tokens = services.tokens
         self._transactions = services.transactions
+        self._reports = services.reports
 
     async def _handle_call(self, msg: Any) -> Any:
         """OCPP-J's error codes for actions we do not handle, which the `ocpp` library
@@ -74,10 +77,36 @@ class StationSession(ChargePoint):
         session = await self._sessions.seen(self.id)
         return call_result.Heartbeat(current_time=ocpp_time(session.last_seen))
 
+    async def _report(self, action: Action, payload: dict[str, Any]) -> None:
+        await self._sessions.seen(self.id)
+        await self._reports.received(self.id, action.value, payload)
+
     @on(Action.status_notification)
-    async def on_status_notification(self, **_: Any) -> call_result.StatusNotification:
-        await self._sessions.seen(self.id)  # the status itself is stored in a later slice
+    async def on_status_notification(self, **payload: Any) -> call_result.StatusNotification:
+        await self._report(Action.status_notification, payload)
         return call_result.StatusNotification()
+
+    @on(Action.notify_event)
+    async def on_notify_event(self, **payload: Any) -> call_result.NotifyEvent:
+        await self._report(Action.notify_event, payload)
+        return call_result.NotifyEvent()
+
+    @on(Action.notify_report)
+    async def on_notify_report(self, **payload: Any) -> call_result.NotifyReport:
+        await self._report(Action.notify_report, payload)
+        return call_result.NotifyReport()
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(
+        self, **payload: Any
+    ) -> call_result.FirmwareStatusNotification:
+        await self._report(Action.firmware_status_notification, payload)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    async def on_log_status_notification(self, **payload: Any) -> call_result.LogStatusNotification:
+        await self._report(Action.log_status_notification, payload)
+        return call_result.LogStatusNotification()
 
     @on(Action.security_event_notification)
     async def on_security_event_notification(

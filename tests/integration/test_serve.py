@@ -440,3 +440,40 @@ async def test_a_transaction_is_stored_once_even_when_replayed(service: Running)
     ]
     as_json = await asyncio.to_thread(pkictl_text, home, "tx", "export", "--format", "json")
     assert json.loads(as_json) == listed
+
+
+async def test_reports_are_stored_as_received(service: Running) -> None:
+    at = "2026-11-26T11:00:00Z"
+    messages = [
+        call.StatusNotification(
+            timestamp=at, connector_status="Occupied", evse_id=1, connector_id=1
+        ),
+        call.NotifyEvent(
+            generated_at=at, seq_no=0,
+            event_data=[{
+                "event_id": 7, "timestamp": at, "trigger": "Delta", "actual_value": "Faulted",
+                "event_notification_type": "HardWiredNotification",
+                "component": {"name": "Connector"}, "variable": {"name": "Problem"},
+            }],
+        ),
+        call.NotifyReport(request_id=3, generated_at=at, seq_no=0),
+        call.FirmwareStatusNotification(status="Installed"),
+        call.LogStatusNotification(status="Uploaded"),
+    ]  # fmt: skip
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        station = ChargePoint("CS001", connection)
+        listener = asyncio.create_task(station.start())
+        try:
+            for message in messages:
+                await station.call(message)
+        finally:
+            listener.cancel()
+    reports = await asyncio.to_thread(
+        pkictl_json, service.fleet.home, "station", "reports", "CS001", "--limit", "5"
+    )
+    assert [r["action"] for r in reports] == [
+        "StatusNotification", "NotifyEvent", "NotifyReport", "FirmwareStatusNotification",
+        "LogStatusNotification",
+    ]  # fmt: skip
+    assert reports[0]["payload"]["connector_status"] == "Occupied"
+    assert reports[1]["payload"]["event_data"][0]["actual_value"] == "Faulted"

@@ -1,0 +1,37 @@
+"""ReportStore on SQLAlchemy: the `station_reports` table."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from csms.db.schema import station_reports
+from csms.services.reports import Report
+
+
+class SqlReportStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, report: Report) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert(station_reports).values(
+                    station_id=report.station_id,
+                    action=report.action,
+                    received_at=report.received_at,
+                    payload=report.payload,
+                )
+            )
+
+    async def list(self, station_id: str, limit: int) -> list[Report]:
+        async with self._engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(station_reports)
+                    .where(station_reports.c.station_id == station_id)
+                    .order_by(station_reports.c.id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [Report(r.station_id, r.action, r.received_at, r.payload) for r in reversed(rows)]
