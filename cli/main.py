@@ -18,6 +18,7 @@ from cli.cert import cert, crl
 from cli.context import Context
 from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.events import events
+from cli.outbox import outbox
 from cli.policy import policy
 from cli.serve import serve_command
 from cli.station import station
@@ -74,7 +75,7 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
 
 
 for command in (
-    init, ca, station, cert, crl, policy, audit, events, token, tx, serve_command,
+    init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, serve_command,
 ):  # fmt: skip
     cli.add_command(command)
 

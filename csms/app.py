@@ -15,7 +15,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from http import HTTPStatus
 from importlib import resources
@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from csms.db.outbox import SqlOutboxStore
 from csms.db.reports import SqlReportStore
 from csms.db.sessions import SqlSessionStore
 from csms.db.tokens import SqlTokenStore
@@ -46,6 +47,7 @@ from csms.home import (
 )
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
+from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
 from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
@@ -137,6 +139,7 @@ class App:
     tokens: TokenService
     transactions: TransactionService
     reports: ReportService
+    outbox: Outbox
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -169,6 +172,7 @@ def _build(
         TokenService(SqlTokenStore(store.engine), store, clock),
         TransactionService(SqlTransactionStore(store.engine), clock),
         ReportService(SqlReportStore(store.engine), clock),
+        Outbox(SqlOutboxStore(store.engine), clock),
     )  # fmt: skip
 
 
@@ -341,6 +345,10 @@ class ServeOptions:
     host: str = "0.0.0.0"  # noqa: S104 -- a CSMS listens for stations on every interface
     ocpp_port: int = 8443
     http_port: int = 8080
+    response_timeout: float = RESPONSE_TIMEOUT_S
+    """Seconds a station has to answer a call from the outbox."""
+    outbox_poll_interval: float = POLL_INTERVAL_S
+    """How often a connected station's outbox is checked for calls queued elsewhere."""
 
 
 @dataclass(frozen=True)
@@ -384,6 +392,12 @@ async def serve(
     authorities = await app.store.list_authorities()
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
+    outbox = replace(
+        app.outbox,
+        response_timeout=options.response_timeout,
+        poll_interval=options.outbox_poll_interval,
+    )
+    await outbox.start()
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions, app.reports
     )
@@ -408,11 +422,15 @@ async def serve(
             certificate_serial=certificate.serial_hex if certificate else None,
             certificate_not_after=certificate.not_after if certificate else None,
         )
+        session = StationSession(station_id, connection, services)
+        delivery = asyncio.create_task(outbox.deliver(station_id, session.send))
         try:
-            await StationSession(station_id, connection, services).start()
+            await session.start()
         except ConnectionClosed:
             pass
         finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
             await sessions.disconnected(station_id)
 
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)

@@ -85,3 +85,20 @@ station_reports = Table(
     Column("payload", Text, nullable=False),
     Index("ix_station_reports_station", "station_id", "id"),
 )
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("action", String(48), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Index("ix_outbox_station_state", "station_id", "state", "id"),
+)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.exceptions import NotImplementedError, NotSupportedError
+from ocpp.charge_point import remove_nones
+from ocpp.exceptions import NotImplementedError, NotSupportedError, OCPPError
 from ocpp.routing import on
-from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
+from websockets.exceptions import ConnectionClosed
 
+from csms.services.outbox import CallRejected, StationGone
 from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
@@ -45,6 +48,21 @@ class StationSession(ChargePoint):
         self._tokens = services.tokens
         self._transactions = services.transactions
         self._reports = services.reports
+
+    async def send(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """The outbox's Sender for this station: one CSMS-initiated call."""
+        try:
+            request = getattr(call, action)(**payload)
+        except (AttributeError, TypeError) as exc:
+            raise CallRejected(f"cannot build {action} from {payload}: {exc}") from None
+        try:
+            result = await self.call(request, suppress=False)
+        except OCPPError as error:
+            raise CallRejected(f"{error.code}: {error.description}") from None
+        except ConnectionClosed:
+            raise StationGone(self.id) from None
+        answer: dict[str, Any] = remove_nones(asdict(result))  # as the station sent it
+        return answer
 
     async def _handle_call(self, msg: Any) -> Any:
         """OCPP-J's error codes for actions we do not handle, which the `ocpp` library

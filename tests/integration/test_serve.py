@@ -30,7 +30,9 @@ from integration_support import (
     initialized_home,
     passphrase_file,
 )
-from ocpp.v201 import ChargePoint, call
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
@@ -120,7 +122,12 @@ async def service(fleet: Fleet) -> AsyncIterator[Running]:
     ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
         task = asyncio.create_task(
-            serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+            serve(
+                app,
+                ServeOptions("127.0.0.1", 0, 0, response_timeout=1.0, outbox_poll_interval=0.1),
+                stop,
+                ready.set_result,
+            )
         )
         ports = await asyncio.wait_for(ready, 10)
         try:
@@ -477,3 +484,100 @@ async def test_reports_are_stored_as_received(service: Running) -> None:
     ]  # fmt: skip
     assert reports[0]["payload"]["connector_status"] == "Occupied"
     assert reports[1]["payload"]["event_data"][0]["actual_value"] == "Faulted"
+
+
+class SimulatedStation(ChargePoint):  # type: ignore[misc]
+    """Answers TriggerMessage; answers GetVariables too late; has no GetLog handler;
+    hangs up on Reset (a station rebooting mid-call)."""
+
+    @on(Action.trigger_message)
+    async def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
+        return call_result.TriggerMessage(status="Accepted")
+
+    @on(Action.get_variables)
+    async def on_get_variables(self, **_: Any) -> Any:
+        await asyncio.sleep(1.5)  # the service's response timeout is 1 s
+        return call_result.GetVariables(get_variable_result=[])
+
+    @on(Action.reset)
+    async def on_reset(self, **_: Any) -> Any:
+        await self._connection.close()
+        return call_result.Reset(status="Accepted")
+
+
+async def enqueue(home: Home, action: str, payload: dict[str, Any]) -> int:
+    """As the CLI or another node would: through a separate App on the same database."""
+    async with open_app(home.path) as app:
+        return await app.outbox.enqueue("CS001", action, payload)
+
+
+async def outbox_item(home: Home, item_id: int, state: str) -> dict[str, Any]:
+    for _ in range(100):
+        rows = await asyncio.to_thread(pkictl_json, home, "outbox", "list", "--station", "CS001")
+        found = next(r for r in rows if r["id"] == item_id)
+        if found["state"] == state:
+            return found  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"outbox #{item_id} never reached {state}: {found}")
+
+
+async def run_station(
+    service: Running, station_class: type = SimulatedStation
+) -> tuple[ClientConnection, asyncio.Task[None]]:
+    connection = await service.connect("CS001", service.fleet.good)
+    return connection, asyncio.create_task(station_class("CS001", connection).start())
+
+
+async def test_the_outbox_delivers_answers_and_keeps_the_outcome(service: Running) -> None:
+    home = service.fleet.home
+    queued = await enqueue(home, "TriggerMessage", {"requested_message": "Heartbeat"})
+    assert (await outbox_item(home, queued, "queued"))["attempts"] == 0  # station offline
+    connection, listener = await run_station(service)
+    try:
+        answered = await outbox_item(home, queued, "answered")
+        assert answered["response"] == {"status": "Accepted"}
+        assert answered["attempts"] == 1
+        slow = await enqueue(home, "GetVariables", {"get_variable_data": [
+            {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "OrganizationName"}}
+        ]})  # fmt: skip
+        get_log = {"log": {"remote_location": "https://x/y"}, "log_type": "SecurityLog",
+                   "request_id": 1}  # fmt: skip
+        unhandled = await enqueue(home, "GetLog", get_log)
+        after = await enqueue(home, "TriggerMessage", {"requested_message": "StatusNotification"})
+        timed_out = await outbox_item(home, slow, "timed_out")
+        assert timed_out["error"] == "no answer within 1 s"
+        failed = await outbox_item(home, unhandled, "failed")
+        assert failed["error"].startswith("NotImplemented") or failed["error"].startswith(
+            "NotSupported"
+        )
+        assert (await outbox_item(home, after, "answered"))["response"] == {"status": "Accepted"}
+        invalid = await enqueue(home, "TriggerMessage", {"no_such_field": 1})
+        assert (
+            "cannot build TriggerMessage" in (await outbox_item(home, invalid, "failed"))["error"]
+        )
+    finally:
+        listener.cancel()
+        await connection.close()
+
+
+async def test_a_call_cut_off_by_a_disconnect_is_sent_again_on_reconnect(service: Running) -> None:
+    home = service.fleet.home
+    reset = await enqueue(home, "Reset", {"type": "Immediate"})
+    connection, listener = await run_station(service)
+    await asyncio.wait_for(connection.wait_closed(), 5)  # the station hung up mid-call
+    listener.cancel()
+    assert (await outbox_item(home, reset, "queued"))["attempts"] == 1
+
+    class Polite(SimulatedStation):
+        @on(Action.reset)
+        async def on_reset(self, **_: Any) -> Any:
+            return call_result.Reset(status="Accepted")
+
+    connection, listener = await run_station(service, Polite)
+    try:
+        answered = await outbox_item(home, reset, "answered")
+        assert answered["attempts"] == 2
+        assert answered["response"] == {"status": "Accepted"}
+    finally:
+        listener.cancel()
+        await connection.close()

@@ -1,0 +1,101 @@
+"""OutboxStore on SQLAlchemy: the `outbox` table. State changes are conditional updates
+(WHERE state = the expected one), so two deliverers never both send a call."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from csms.db.schema import outbox
+from csms.domain.outbox import CallState
+from csms.services.outbox import OutboxItem
+
+
+class SqlOutboxStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, station_id: str, action: str, payload: str, at: datetime) -> int:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                insert(outbox)
+                .values(
+                    station_id=station_id, action=action, payload=payload,
+                    state=CallState.QUEUED.value, attempts=0, created_at=at,
+                )
+                .returning(outbox.c.id)
+            )  # fmt: skip
+            item_id: int = result.scalar_one()
+        return item_id
+
+    async def oldest_queued(self, station_id: str) -> OutboxItem | None:
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(outbox)
+                    .where(outbox.c.station_id == station_id, outbox.c.state == CallState.QUEUED)
+                    .order_by(outbox.c.id)
+                    .limit(1)
+                )
+            ).first()
+        return _item(row) if row else None
+
+    async def move(
+        self,
+        item_id: int,
+        from_state: CallState,
+        to_state: CallState,
+        at: datetime,
+        *,
+        response: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {"state": to_state.value}
+        if to_state is CallState.SENT:
+            values.update(sent_at=at, attempts=outbox.c.attempts + 1)
+        elif to_state is not CallState.QUEUED:
+            values.update(finished_at=at, response=response, error=error)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(outbox.c.id == item_id, outbox.c.state == from_state.value)
+                .values(values)
+            )
+        return bool(result.rowcount)
+
+    async def requeue_sent(self) -> int:
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(outbox.c.state == CallState.SENT.value)
+                .values(state=CallState.QUEUED.value)
+            )
+        return int(result.rowcount)
+
+    async def list(self, station_id: str | None, limit: int) -> list[OutboxItem]:
+        statement = select(outbox).order_by(outbox.c.id.desc()).limit(limit)
+        if station_id is not None:
+            statement = statement.where(outbox.c.station_id == station_id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [_item(r) for r in reversed(rows)]
+
+
+def _item(row: Row[Any]) -> OutboxItem:
+    return OutboxItem(
+        id=row.id,
+        station_id=row.station_id,
+        action=row.action,
+        payload=json.loads(row.payload),
+        state=CallState(row.state),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+        finished_at=row.finished_at,
+        response=json.loads(row.response) if row.response else None,
+        error=row.error,
+    )

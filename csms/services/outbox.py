@@ -1,0 +1,175 @@
+"""Calls from the CSMS to stations, through a durable outbox.
+
+Services that need a station to do something (TriggerMessage, CertificateSigned, ...)
+see only `CallMaker.enqueue`: the call is written to the database and delivered when
+the station is connected -- at once if it is, when it comes back if not, again after a
+restart of the CSMS if it was in flight. One call in flight per station; each ends
+answered, failed (CALLERROR) or timed out, with the answer kept.
+
+Delivery is woken in-process when a call is queued on this node, and polls otherwise
+(a call queued by the CLI or another node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from csms.domain.outbox import CallEvent, CallState, advance
+from pki.clock import Clock
+
+LOG = logging.getLogger("pkictl.outbox")
+RESPONSE_TIMEOUT_S = 30.0
+POLL_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    station_id: str
+    action: str
+    payload: dict[str, Any]
+    state: CallState
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    response: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class OutboxStore(Protocol):
+    async def add(self, station_id: str, action: str, payload: str, at: datetime) -> int: ...
+    async def oldest_queued(self, station_id: str) -> OutboxItem | None: ...
+    async def move(
+        self,
+        item_id: int,
+        from_state: CallState,
+        to_state: CallState,
+        at: datetime,
+        *,
+        response: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Change the item's state if it is still in ``from_state``; False otherwise."""
+        ...
+
+    async def requeue_sent(self) -> int:
+        """At start: calls a previous run left in flight are sent again."""
+        ...
+
+    async def list(self, station_id: str | None, limit: int) -> list[OutboxItem]: ...
+
+
+class CallMaker(Protocol):
+    """The narrow way services ask a station to do something."""
+
+    async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int: ...
+
+
+class CallRejected(Exception):
+    """The station answered CALLERROR."""
+
+
+class StationGone(Exception):
+    """The connection closed before the answer came."""
+
+
+Sender = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Sends one call (action, snake_case payload) and returns the answer's payload."""
+
+
+@dataclass
+class Outbox:
+    store: OutboxStore
+    clock: Clock
+    response_timeout: float = RESPONSE_TIMEOUT_S
+    poll_interval: float = POLL_INTERVAL_S
+    _wake: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int:
+        item_id = await self.store.add(
+            station_id, action, json.dumps(dict(payload), sort_keys=True), self.clock.now()
+        )
+        wake = self._wake.get(station_id)
+        if wake is not None:
+            wake.set()
+        return item_id
+
+    async def list(self, station_id: str | None = None, limit: int = 50) -> list[OutboxItem]:
+        return await self.store.list(station_id, limit)
+
+    async def start(self) -> None:
+        requeued = await self.store.requeue_sent()
+        if requeued:
+            LOG.info("%d calls left in flight by the previous run are queued again", requeued)
+
+    async def deliver(self, station_id: str, send: Sender) -> None:
+        """Deliver the station's queued calls, one at a time, until it disconnects."""
+        wake = self._wake.setdefault(station_id, asyncio.Event())
+        try:
+            while True:
+                wake.clear()  # before looking: a call queued meanwhile sets it again
+                item = await self.store.oldest_queued(station_id)
+                if item is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    continue
+                if not await self._call(item, send):
+                    return
+        finally:
+            self._wake.pop(station_id, None)
+
+    async def _call(self, item: OutboxItem, send: Sender) -> bool:
+        """One delivery; False when the station went away meanwhile."""
+        if not await self._move(item, CallEvent.SEND):
+            return True  # another deliverer took it
+        try:
+            response = await asyncio.wait_for(
+                send(item.action, item.payload), self.response_timeout
+            )
+        except StationGone:
+            await self._move(item, CallEvent.DISCONNECT, from_state=CallState.SENT)
+            return False
+        except asyncio.CancelledError:  # the session ended mid-call: send it again later
+            await self._move(item, CallEvent.DISCONNECT, from_state=CallState.SENT)
+            raise
+        except CallRejected as rejected:
+            LOG.warning(
+                "station %s rejected %s #%d: %s", item.station_id, item.action, item.id, rejected
+            )
+            await self._move(
+                item, CallEvent.CALL_ERROR, from_state=CallState.SENT, error=str(rejected)
+            )
+        except TimeoutError:
+            LOG.warning("station %s did not answer %s #%d", item.station_id, item.action, item.id)
+            await self._move(
+                item, CallEvent.TIMEOUT, from_state=CallState.SENT,
+                error=f"no answer within {self.response_timeout:g} s",
+            )  # fmt: skip
+        else:
+            await self._move(
+                item, CallEvent.ANSWER, from_state=CallState.SENT,
+                response=json.dumps(response, sort_keys=True, default=str),
+            )  # fmt: skip
+        return True
+
+    async def _move(
+        self,
+        item: OutboxItem,
+        event: CallEvent,
+        *,
+        from_state: CallState | None = None,
+        response: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        state = from_state or item.state
+        return await self.store.move(
+            item.id, state, advance(state, event), self.clock.now(), response=response, error=error
+        )
