@@ -10,7 +10,7 @@ import click
 
 from cli.context import Context
 from cli.output import note
-from csms.app import Listening, ServeOptions, open_app, serve
+from csms.app import Listening, ServeOptions, open_app, serve, serve_options
 
 
 @click.command("serve")
@@ -23,32 +23,41 @@ from csms.app import Listening, ServeOptions, open_app, serve
 @click.option(
     "--ocpp-port",
     type=click.IntRange(0, 65535),
-    default=8443,
-    show_default=True,
-    help="OCPP websocket port (wss, mutual TLS); 0 picks a free port.",
+    help=f"OCPP websocket port (wss, mutual TLS) [default: {ServeOptions.ocpp_port}]; 0: any.",
 )
 @click.option(
     "--http-port",
     type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="HTTP port (/health); 0 picks a free port.",
+    help=f"HTTP port (/health) [default: {ServeOptions.http_port}]; 0: any free port.",
+)
+@click.option(
+    "--plain-port",
+    type=click.IntRange(0, 65535),
+    help="ws:// port for security profile 1 stations (Basic auth, no TLS) [default: off].",
 )
 @click.pass_obj
-def serve_command(ctx: Context, host: str, ocpp_port: int, http_port: int) -> None:
+def serve_command(
+    ctx: Context,
+    host: str | None,
+    ocpp_port: int | None,
+    http_port: int | None,
+    plain_port: int | None,
+) -> None:
     """Run the CSMS until SIGTERM or Ctrl-C, then drain and exit 0.
 
     Stations connect to wss://HOST:OCPP_PORT/ocpp/STATION_ID with subprotocol ocpp2.0.1
     and their client certificate; the TLS version follows the policy (tls.min_version).
+    Options not given come from the [serve] table of pkictl.toml, then the defaults.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    def ready(listening: Listening) -> None:
+    def ready(listening: Listening, host: str) -> None:
+        plain = f", profile 1 on ws://{host}:{listening.plain_port}" if listening.plain_port else ""
         note(
             f"pkictl serve: OCPP on wss://{host}:{listening.ocpp_port}/ocpp/STATION_ID, "
-            f"HTTP on http://{host}:{listening.http_port}/health"
+            f"HTTP on http://{host}:{listening.http_port}/health{plain}"
         )
 
     async def run() -> None:
@@ -57,7 +66,11 @@ def serve_command(ctx: Context, host: str, ocpp_port: int, http_port: int) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with open_app(ctx.home, ctx.passphrase_file) as app:
-            await serve(app, ServeOptions(host, ocpp_port, http_port), stop, ready)
+            options = serve_options(
+                app.config, host=host, ocpp_port=ocpp_port, http_port=http_port,
+                plain_port=plain_port,
+            )  # fmt: skip
+            await serve(app, options, stop, lambda listening: ready(listening, options.host))
         note("pkictl serve: drained, bye")
 
     asyncio.run(run())

@@ -345,6 +345,8 @@ class ServeOptions:
     host: str = "0.0.0.0"  # noqa: S104 -- a CSMS listens for stations on every interface
     ocpp_port: int = 8443
     http_port: int = 8080
+    plain_port: int | None = None
+    """ws:// for security profile 1 stations (Basic auth, no TLS); off when None."""
     response_timeout: float = RESPONSE_TIMEOUT_S
     """Seconds a station has to answer a call from the outbox."""
     outbox_poll_interval: float = POLL_INTERVAL_S
@@ -355,6 +357,17 @@ class ServeOptions:
 class Listening:
     ocpp_port: int
     http_port: int
+    plain_port: int | None = None
+
+
+def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions:
+    """Command-line values, else pkictl.toml's [serve] table, else the defaults."""
+    chosen = {
+        key: given[key] if given.get(key) is not None else config.serve[key]
+        for key in ("host", "ocpp_port", "http_port", "plain_port")
+        if given.get(key) is not None or key in config.serve
+    }
+    return ServeOptions(**chosen)  # type: ignore[arg-type]
 
 
 def _station_cas_pem(app: App, authorities: list[Authority]) -> str:
@@ -434,27 +447,45 @@ async def serve(
             await sessions.disconnected(station_id)
 
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
-    async with (
-        websockets_serve(
-            endpoint.handle,
-            options.host,
-            options.ocpp_port,
-            ssl=_tls_context(app, authorities),
-            process_request=endpoint.process_request,
-            subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
-            max_size=MAX_FRAME_BYTES,
-            server_header=None,
-        ) as ocpp_server,
-        websockets_serve(
-            _never_upgraded,
-            options.host,
-            options.http_port,
-            process_request=_http_request,
-            server_header=None,
-        ) as http_server,
-    ):
+    async with contextlib.AsyncExitStack() as servers:
+        ocpp_server = await servers.enter_async_context(
+            websockets_serve(
+                endpoint.handle,
+                options.host,
+                options.ocpp_port,
+                ssl=_tls_context(app, authorities),
+                process_request=endpoint.process_request,
+                subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+                max_size=MAX_FRAME_BYTES,
+                server_header=None,
+            )
+        )
+        http_server = await servers.enter_async_context(
+            websockets_serve(
+                _never_upgraded,
+                options.host,
+                options.http_port,
+                process_request=_http_request,
+                server_header=None,
+            )
+        )
+        plain_port = None
+        if options.plain_port is not None:
+            plain = OcppEndpoint(gate, run_session, Transport.PLAIN)
+            plain_server = await servers.enter_async_context(
+                websockets_serve(
+                    plain.handle,
+                    options.host,
+                    options.plain_port,
+                    process_request=plain.process_request,
+                    subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+                    max_size=MAX_FRAME_BYTES,
+                    server_header=None,
+                )
+            )
+            plain_port = _port(plain_server)
         if on_ready is not None:
-            on_ready(Listening(_port(ocpp_server), _port(http_server)))
+            on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 

@@ -12,7 +12,8 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pki.authority import CsoIdentity
@@ -40,6 +41,8 @@ class HomeConfig:
     base_url: str
     hierarchies: frozenset[str]
     database_url: str | None = None
+    serve: Mapping[str, str | int] = field(default_factory=dict)
+    """The optional [serve] table: host, ocpp_port, http_port, plain_port."""
 
     def identity(self) -> CsoIdentity:
         return CsoIdentity(self.organization, self.country, self.csms_hosts, self.base_url)
@@ -94,6 +97,15 @@ def render_config(config: HomeConfig) -> str:
     ]
     if config.database_url:
         lines.append(f"url = {_toml_string(config.database_url)}")
+    lines += [
+        "",
+        "[serve]",
+        "# Defaults of `pkictl serve` (its options override them):",
+        '# host = "0.0.0.0"',
+        "# ocpp_port = 8443    # wss, mutual TLS (security profiles 2 and 3)",
+        "# http_port = 8080    # /health",
+        "# plain_port = 8081   # ws:// for security profile 1 stations; off unless set",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +138,27 @@ def load_config(home: Path) -> HomeConfig:
         base_url=str(ca["base_url"]),
         hierarchies=frozenset(str(h) for h in ca.get("hierarchies", ["cso", "v2g"])),
         database_url=url,
+        serve=_serve_table(path, data.get("serve", {})),
     )
+
+
+SERVE_KEYS = {"host": str, "ocpp_port": int, "http_port": int, "plain_port": int}
+
+
+def _serve_table(path: Path, table: object) -> dict[str, str | int]:
+    if not isinstance(table, dict):
+        raise HomeError(f"{path}: serve: must be a table")
+    for key, value in table.items():
+        kind = SERVE_KEYS.get(key)
+        if kind is None:
+            raise HomeError(f"{path}: serve.{key}: unknown key (known: {', '.join(SERVE_KEYS)})")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise HomeError(
+                f"{path}: serve.{key}: must be {'a string' if kind is str else 'a number'}"
+            )
+        if isinstance(value, int) and not 0 <= value <= 65535:
+            raise HomeError(f"{path}: serve.{key}: {value} is not a port number")
+    return dict(table)
 
 
 def database_url(home: Path, config: HomeConfig | None) -> str:

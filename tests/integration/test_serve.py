@@ -45,6 +45,7 @@ STATIONS = {
     "CS001": ("SN-0001", 3, False),
     "CS002": ("SN-0002", 3, True),  # may renew an expired certificate (A00.FR.429)
     "CS003": ("SN-0003", 2, False),
+    "CS004": ("SN-0004", 1, False),
 }
 
 
@@ -581,3 +582,33 @@ async def test_a_call_cut_off_by_a_disconnect_is_sent_again_on_reconnect(service
     finally:
         listener.cancel()
         await connection.close()
+
+
+async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
+        options = ServeOptions("127.0.0.1", 0, 0, plain_port=0)
+        task = asyncio.create_task(serve(app, options, stop, ready.set_result))
+        try:
+            port = (await asyncio.wait_for(ready, 10)).plain_port
+
+            def plain(station_id: str, password: str) -> Any:
+                token = base64.b64encode(f"{station_id}:{password}".encode()).decode()
+                return websockets.connect(
+                    f"ws://127.0.0.1:{port}/ocpp/{station_id}",
+                    subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+                    additional_headers={"Authorization": f"Basic {token}"},
+                    open_timeout=5,
+                )
+
+            async with plain("CS004", STATION_PASSWORD) as connection:
+                assert await boot(connection, "CS004") == ("Accepted", 300)
+            for station_id, status in (("CS004", 401), ("CS003", 403), ("CS001", 403)):
+                password = "wrong password, wrong" if status == 401 else STATION_PASSWORD
+                with pytest.raises(InvalidStatus) as refused:
+                    await plain(station_id, password)
+                assert refused.value.response.status_code == status, station_id
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

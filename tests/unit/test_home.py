@@ -1,0 +1,49 @@
+"""pkictl.toml: the [serve] table, and command-line values over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from csms.app import ServeOptions, serve_options
+from csms.home import HomeConfig, HomeError, load_config, render_config
+
+CONFIG = HomeConfig("Example CPO", "DE", ("csms.example.com",), "http://x:8080", frozenset({"cso"}))
+
+
+def write(home: Path, serve_table: str) -> Path:
+    home.mkdir(exist_ok=True)
+    (home / "pkictl.toml").write_text(render_config(CONFIG) + serve_table, encoding="utf-8")
+    return home
+
+
+def test_the_rendered_config_reads_back_with_serve_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+    assert config == CONFIG
+    assert serve_options(config) == ServeOptions()
+
+
+def test_serve_table_then_command_line(tmp_path: Path) -> None:
+    # render_config ends with a commented [serve] table: append keys to it.
+    config = load_config(
+        write(tmp_path, 'host = "127.0.0.1"\nocpp_port = 9443\nplain_port = 9081\n')
+    )
+    assert serve_options(config) == ServeOptions("127.0.0.1", 9443, 8080, 9081)
+    assert serve_options(config, ocpp_port=7443, host=None) == ServeOptions(
+        "127.0.0.1", 7443, 8080, 9081
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("ocpp_prot = 1\n", "serve.ocpp_prot: unknown key"),
+        ('ocpp_port = "8443"\n', "serve.ocpp_port: must be a number"),
+        ("http_port = 70000\n", "serve.http_port: 70000 is not a port number"),
+        ("plain_port = true\n", "serve.plain_port: must be a number"),
+    ],
+)
+def test_bad_serve_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(HomeError, match=message):
+        load_config(write(tmp_path, table))
