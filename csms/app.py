@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import shutil
-import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -60,7 +59,7 @@ from csms.transport.endpoint import (
     OcppEndpoint,
     remote_of,
 )
-from csms.transport.tls import ServerCredential, server_context
+from csms.transport.tls import ReloadingContext, ServerCredential, server_context
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import Clock
@@ -379,18 +378,25 @@ def _station_cas_pem(app: App, authorities: list[Authority]) -> str:
     )
 
 
-def _tls_context(app: App, authorities: list[Authority]) -> ssl.SSLContext:
-    servers = [a for a in authorities if a.role is AuthorityRole.CSMS_SERVER]
-    return server_context(
-        min_version=app.policy.tls_min_version,
-        credentials=[
-            ServerCredential(
-                app.home / "certs" / f"{a.name}.pem", app.home / "keys" / f"{a.key_name}.key.pem"
-            )
-            for a in servers
-        ],
-        station_cas_pem=_station_cas_pem(app, authorities),
-        passphrase=app.passphrase,
+def _tls_context(app: App, authorities: list[Authority]) -> ReloadingContext:
+    """The OCPP endpoint's TLS context; a renewed server certificate written to the
+    home (certs/NAME.pem, keys/NAME.key.pem) is served to new connections."""
+    credentials = [
+        ServerCredential(
+            app.home / "certs" / f"{a.name}.pem", app.home / "keys" / f"{a.key_name}.key.pem"
+        )
+        for a in authorities
+        if a.role is AuthorityRole.CSMS_SERVER
+    ]
+    station_cas = _station_cas_pem(app, authorities)
+    return ReloadingContext(
+        lambda: server_context(
+            min_version=app.policy.tls_min_version,
+            credentials=credentials,
+            station_cas_pem=station_cas,
+            passphrase=app.passphrase,
+        ),
+        [path for credential in credentials for path in (credential.chain, credential.key)],
     )
 
 
@@ -453,7 +459,7 @@ async def serve(
                 endpoint.handle,
                 options.host,
                 options.ocpp_port,
-                ssl=_tls_context(app, authorities),
+                ssl=_tls_context(app, authorities).context,
                 process_request=endpoint.process_request,
                 subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                 max_size=MAX_FRAME_BYTES,

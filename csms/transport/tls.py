@@ -16,7 +16,9 @@ admit for a station allowed to renew one (A00.FR.429, `csms.domain.handshake`).
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ TLS12_OCPP_SUITES = (
 )
 # OpenSSL's X509_V_FLAG_NO_CHECK_TIME (x509_vfy.h); the ssl module has no name for it.
 VERIFY_NO_CHECK_TIME = 0x200000
+LOG = logging.getLogger("pkictl.tls")
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -76,3 +79,60 @@ def server_context(
     # signs the CSMS's server certificates, which must not open a station's session.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | VERIFY_NO_CHECK_TIME
     return context
+
+
+class ReloadingContext:
+    """A server context that picks up a renewed server certificate without a restart.
+
+    At each new handshake (OpenSSL's servername callback, which runs for every
+    ClientHello) it looks -- at most once per ``check_interval`` -- whether the watched
+    certificate or key files changed, builds a fresh context if so, and hands the new
+    connection to the newest one. Established connections keep what they negotiated. A
+    broken new file is logged and the last good context stays in service.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], ssl.SSLContext],
+        watched: Sequence[Path],
+        *,
+        check_interval: float = 5.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._build = build
+        self._watched = tuple(watched)
+        self._check_interval = check_interval
+        self._monotonic = monotonic
+        self._stamps = self._stat()
+        self._checked = monotonic()
+        self.context = build()
+        self.context.sni_callback = self._on_client_hello
+        self._current = self.context
+
+    def _stat(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self._watched:
+            try:
+                status = path.stat()
+            except OSError:
+                stamps.append((0, 0))
+            else:
+                stamps.append((status.st_mtime_ns, status.st_size))
+        return tuple(stamps)
+
+    def _on_client_hello(
+        self, ssl_object: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext
+    ) -> None:
+        now = self._monotonic()
+        if now - self._checked >= self._check_interval:
+            self._checked = now
+            stamps = self._stat()
+            if stamps != self._stamps:
+                self._stamps = stamps
+                try:
+                    self._current = self._build()
+                    LOG.info("server certificate reloaded for new connections")
+                except TlsConfigError as exc:
+                    LOG.error("server certificate not reloaded, keeping the old one: %s", exc)
+        if self._current is not self.context:
+            ssl_object.context = self._current

@@ -6,6 +6,8 @@ the handshake decision."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import shutil
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,16 +15,20 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from integration_support import PASSPHRASE, Home, initialized_home
 
 from csms.transport.tls import (
     TLS12_OCPP_SUITES,
+    ReloadingContext,
     ServerCredential,
     TlsConfigError,
     server_context,
 )
 from pki.clock import FixedClock
+from pki.keys.file import FileKeyStore
 
 
 @dataclass(frozen=True)
@@ -210,3 +216,79 @@ def test_bad_settings_name_what_is_wrong(pki: Pki, tmp_path: Path) -> None:
             station_cas_pem=pki.station_ca_pem,
             passphrase=lambda: b"wrong passphrase",
         )
+
+
+def _renewed_server_certificate(pki: Pki, directory: Path) -> tuple[Path, Path, int]:
+    """A new csms-server-ec certificate and key, signed by the CSO root, written as the
+    renewal will write them; (certificate file, key file, serial)."""
+    root_key = FileKeyStore(pki.home.path / "keys", PASSPHRASE.encode()).open("cso-root")
+    root = x509.load_pem_x509_certificate(pki.root_pem.read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(root.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        ), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    )  # fmt: skip
+    certificate = root_key.sign_certificate(builder, "sha256")
+    chain, key_file = directory / "server.pem", directory / "server.key.pem"
+    chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
+    )
+    return chain, key_file, certificate.serial_number
+
+
+async def _server_serial(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> int:
+    async def on_connect(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+async def test_a_renewed_server_certificate_is_served_without_a_restart(
+    pki: Pki, tmp_path: Path
+) -> None:
+    live = tmp_path / "live"
+    live.mkdir()
+    chain, key = live / "csms-server-ec.pem", live / "csms-server-ec.key.pem"
+    shutil.copy(pki.home.path / "certs" / "csms-server-ec.pem", chain)
+    shutil.copy(pki.home.path / "keys" / "csms-server-ec.key.pem", key)
+    original = x509.load_pem_x509_certificate(chain.read_bytes()).serial_number
+    reloading = ReloadingContext(
+        lambda: server_context(
+            min_version="1.3", credentials=[ServerCredential(chain, key)],
+            station_cas_pem=pki.station_ca_pem, passphrase=PASSPHRASE.encode,
+        ),
+        [chain, key],
+        check_interval=0,
+    )  # fmt: skip
+    client_ctx = client(pki, pki.good)
+    assert await _server_serial(reloading.context, client_ctx) == original
+
+    new_chain, new_key, renewed = _renewed_server_certificate(pki, tmp_path)
+    new_key.replace(key)
+    new_chain.replace(chain)
+    assert await _server_serial(reloading.context, client_ctx) == renewed
+
+    chain.write_text("not a certificate")  # a broken file: the last good one stays
+    assert await _server_serial(reloading.context, client_ctx) == renewed
