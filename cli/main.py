@@ -23,6 +23,7 @@ from cli.policy import policy
 from cli.serve import serve_command
 from cli.station import station
 from cli.tokens import token
+from cli.trust import trust
 from cli.tx import tx
 from pki.errors import IssuanceRefused, PkiError
 
@@ -75,7 +76,8 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
 
 
 for command in (
-    init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, serve_command,
+    init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, trust,
+    serve_command,
 ):  # fmt: skip
     cli.add_command(command)
 

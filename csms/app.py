@@ -53,6 +53,7 @@ from csms.services.sessions import SessionService
 from csms.services.stations import StationService
 from csms.services.tokens import TokenService
 from csms.services.transactions import TransactionService
+from csms.services.trust import TrustService
 from csms.transport.endpoint import (
     MAX_FRAME_BYTES,
     OCPP_SUBPROTOCOL,
@@ -66,7 +67,7 @@ from pki.clock import Clock
 from pki.errors import ConflictError, KeyAccessError
 from pki.keys.file import FileKeyStore, atomic_write
 from pki.policy import Policy, load_policy, parse_policy
-from pki.records import Authority, AuthorityRole
+from pki.records import Authority, AuthorityRole, TrustAnchor, TrustRole
 from pki.store.sql import SqlStore, open_store
 
 LOG = logging.getLogger("pkictl.serve")
@@ -139,6 +140,7 @@ class App:
     transactions: TransactionService
     reports: ReportService
     outbox: Outbox
+    trust: TrustService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -172,6 +174,7 @@ def _build(
         TransactionService(SqlTransactionStore(store.engine), clock),
         ReportService(SqlReportStore(store.engine), clock),
         Outbox(SqlOutboxStore(store.engine), clock),
+        TrustService(store, clock),
     )  # fmt: skip
 
 
@@ -369,16 +372,19 @@ def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions
     return ServeOptions(**chosen)  # type: ignore[arg-type]
 
 
-def _station_cas_pem(app: App, authorities: list[Authority]) -> str:
+def _station_cas_pem(app: App, authorities: list[Authority], added: list[TrustAnchor]) -> str:
     """Trust anchors for station client certificates: the CA issuing the
-    charging-station profile (operator-added station CAs join with `trust add`)."""
+    charging-station profile, and the station CAs the operator added (`trust add`)."""
     issuer = app.policy.profile(STATION_PROFILE).issuer
+    ours = [a.certificate() for a in authorities if a.name == issuer]
     return "".join(
-        a.certificate().public_bytes(Encoding.PEM).decode() for a in authorities if a.name == issuer
+        c.public_bytes(Encoding.PEM).decode() for c in [*ours, *(t.certificate() for t in added)]
     )
 
 
-def _tls_context(app: App, authorities: list[Authority]) -> ReloadingContext:
+def _tls_context(
+    app: App, authorities: list[Authority], added: list[TrustAnchor]
+) -> ReloadingContext:
     """The OCPP endpoint's TLS context; a renewed server certificate written to the
     home (certs/NAME.pem, keys/NAME.key.pem) is served to new connections."""
     credentials = [
@@ -388,7 +394,7 @@ def _tls_context(app: App, authorities: list[Authority]) -> ReloadingContext:
         for a in authorities
         if a.role is AuthorityRole.CSMS_SERVER
     ]
-    station_cas = _station_cas_pem(app, authorities)
+    station_cas = _station_cas_pem(app, authorities, added)
     return ReloadingContext(
         lambda: server_context(
             min_version=app.policy.tls_min_version,
@@ -459,7 +465,9 @@ async def serve(
                 endpoint.handle,
                 options.host,
                 options.ocpp_port,
-                ssl=_tls_context(app, authorities).context,
+                ssl=_tls_context(
+                    app, authorities, await app.trust.list(TrustRole.STATION_CA)
+                ).context,
                 process_request=endpoint.process_request,
                 subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                 max_size=MAX_FRAME_BYTES,

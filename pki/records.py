@@ -165,3 +165,24 @@ class CertificateQuery:
     expiring_before: datetime | None = None
     serial: int | None = None
     limit: int | None = None
+
+
+class TrustRole(StrEnum):
+    STATION_CA = "station-ca"
+    """Issues station TLS client certificates we did not issue (a factory CA)."""
+
+
+@dataclass(frozen=True)
+class TrustAnchor:
+    """A CA certificate the operator trusts for a role; we hold no key for it."""
+
+    role: TrustRole
+    der: bytes
+    added_at: datetime
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    @property
+    def fingerprint_sha256(self) -> str:
+        return hashlib.sha256(self.der).hexdigest()

@@ -10,7 +10,14 @@ from typing import Protocol
 
 from pki.audit import AuditEntry, AuditEvent, AuditHead
 from pki.crl import RevokedEntry
-from pki.records import Authority, CertificateQuery, CertificateRecord, Station
+from pki.records import (
+    Authority,
+    CertificateQuery,
+    CertificateRecord,
+    Station,
+    TrustAnchor,
+    TrustRole,
+)
 
 
 class Store(Protocol):
@@ -48,6 +55,13 @@ class Store(Protocol):
         stored one, or store it as observed (with ``event``) if it is unknown. Returns
         the stored record, whose status tells whether it was revoked."""
         ...
+
+    # trust anchors the operator adds
+    async def add_trust_anchor(self, anchor: TrustAnchor, event: AuditEvent, at: datetime) -> None:
+        """ConflictError if the certificate is trusted already."""
+        ...
+
+    async def trust_anchors(self, role: TrustRole | None = None) -> list[TrustAnchor]: ...
 
     # CRLs
     async def allocate_crl_number(self, issuer_ca: str) -> int: ...

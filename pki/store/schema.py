@@ -147,3 +147,14 @@ settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+trust_anchors = Table(
+    "trust_anchors",
+    metadata,
+    Column("fingerprint_sha256", String(64), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("subject_dn", Text, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+)

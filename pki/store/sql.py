@@ -39,6 +39,8 @@ from pki.records import (
     CertificateRecord,
     CertificateStatus,
     Station,
+    TrustAnchor,
+    TrustRole,
 )
 from pki.serials import serial_hex
 from pki.store.rows import (
@@ -59,6 +61,7 @@ from pki.store.schema import (
     crls,
     settings,
     stations,
+    trust_anchors,
 )
 from pki.store.sqlite_fast import SqliteFastPath, Unavailable, sqlite_file
 
@@ -424,6 +427,35 @@ class SqlStore:
         return [
             RevokedEntry(int(r.serial_hex, 16), r.revoked_at, r.revocation_reason) for r in rows
         ]
+
+    # --- trust anchors --------------------------------------------------------------
+
+    async def add_trust_anchor(self, anchor: TrustAnchor, event: AuditEvent, at: datetime) -> None:
+        certificate = anchor.certificate()
+        try:
+            async with self._write(event, at) as connection:
+                await connection.execute(
+                    insert(trust_anchors).values(
+                        fingerprint_sha256=anchor.fingerprint_sha256,
+                        role=anchor.role.value,
+                        subject_dn=certificate.subject.rfc4514_string(),
+                        not_after=certificate.not_valid_after_utc,
+                        der=anchor.der,
+                        added_at=anchor.added_at,
+                    )
+                )
+        except IntegrityError:
+            raise ConflictError(
+                f"{certificate.subject.rfc4514_string()} is trusted already"
+            ) from None
+
+    async def trust_anchors(self, role: TrustRole | None = None) -> list[TrustAnchor]:
+        statement = select(trust_anchors).order_by(trust_anchors.c.added_at)
+        if role is not None:
+            statement = statement.where(trust_anchors.c.role == role.value)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [TrustAnchor(TrustRole(r.role), r.der, r.added_at) for r in rows]
 
     # --- CRLs -----------------------------------------------------------------------
 

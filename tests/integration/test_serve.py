@@ -23,12 +23,18 @@ import pytest
 import websockets
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 from integration_support import (
+    ORG,
     STATION_PASSWORD,
     Home,
     Identity,
     initialized_home,
     passphrase_file,
+    write_key,
 )
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
@@ -612,3 +618,90 @@ async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+def factory_pki(directory: Path) -> tuple[Path, Identity]:
+    """A manufacturer's factory CA and a station certificate it issued for CS001."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACME Factory CA")])
+    now = datetime.now(UTC)
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-0001"),
+                                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG)]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=60))
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    ca_file = directory / "factory-ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(Encoding.PEM))
+    chain = directory / "factory-leaf.pem"
+    chain.write_bytes(leaf.public_bytes(Encoding.PEM))
+    return ca_file, (chain, write_key(directory / "factory-leaf.key", key))
+
+
+async def test_a_trusted_factory_ca_admits_its_station_certificates(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    factory_ca, factory_leaf = factory_pki(tmp_path)
+    runner = CliRunner()
+
+    def pkictl(*args: str) -> Any:
+        return runner.invoke(cli, ["--home", str(fleet.home.path), *args])
+
+    async def one_connection() -> None:
+        stop = asyncio.Event()
+        ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+        async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
+            task = asyncio.create_task(
+                serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+            )
+            try:
+                running = Running(fleet, await asyncio.wait_for(ready, 10), stop)
+                async with await running.connect("CS001", factory_leaf) as connection:
+                    assert await boot(connection, "CS001") == ("Accepted", 300)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 10)
+
+    with pytest.raises((InvalidMessage, ssl.SSLError, ConnectionError)):
+        await one_connection()  # not trusted yet: the TLS handshake fails
+
+    not_a_ca = await asyncio.to_thread(
+        pkictl, "trust", "add", "--role", "station-ca", str(factory_leaf[0])
+    )
+    assert not_a_ca.exit_code == 2
+    assert "not a CA certificate" in not_a_ca.stderr
+    not_pem = await asyncio.to_thread(
+        pkictl, "trust", "add", "--role", "station-ca", str(factory_leaf[1])
+    )
+    assert not_pem.exit_code == 2
+    assert "not a PEM certificate" in not_pem.stderr
+    added = await asyncio.to_thread(pkictl, "trust", "add", "--role", "station-ca", str(factory_ca))
+    assert added.exit_code == 0, added.output
+    again = await asyncio.to_thread(pkictl, "trust", "add", "--role", "station-ca", str(factory_ca))
+    assert again.exit_code == 5
+    assert "trusted already" in again.stderr
+
+    await one_connection()
+    certificates = await asyncio.to_thread(
+        pkictl_json, fleet.home, "cert", "list", "--station", "CS001"
+    )
+    factory = [c for c in certificates if c["issuer"] == "CN=ACME Factory CA"]
+    assert [(c["source"], c["subject"]) for c in factory] == [("observed", f"O={ORG},CN=SN-0001")]
+    assert factory[0]["first_seen"] is not None
+    events = await asyncio.to_thread(
+        pkictl_json, fleet.home, "events", "list", "--station", "CS001"
+    )
+    assert any(
+        e["event"] == "certificate.observed" and "ACME" not in str(e["what"]) for e in events
+    )
