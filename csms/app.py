@@ -433,9 +433,16 @@ async def serve(
         observed_renewal=app.policy.profile(STATION_PROFILE).renewal,
     )
 
+    live: dict[str, ServerConnection] = {}
+
     async def run_session(
         station_id: str, connection: ServerConnection, admission: Admission
     ) -> None:
+        previous = live.get(station_id)
+        live[station_id] = connection
+        if previous is not None:  # a rebooted station is back before its old socket died
+            LOG.info("station %s reconnected: closing its previous connection", station_id)
+            await previous.close(1000, "replaced by a new connection")
         decision = admission.decision
         assert decision.security_profile is not None
         certificate = admission.certificate
@@ -456,7 +463,9 @@ async def serve(
         finally:
             delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
-            await sessions.disconnected(station_id)
+            if live.get(station_id) is connection:
+                del live[station_id]
+                await sessions.disconnected(station_id)
 
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
     async with contextlib.AsyncExitStack() as servers:

@@ -112,7 +112,7 @@ class Outbox:
 
     async def deliver(self, station_id: str, send: Sender) -> None:
         """Deliver the station's queued calls, one at a time, until it disconnects."""
-        wake = self._wake.setdefault(station_id, asyncio.Event())
+        wake = self._wake[station_id] = asyncio.Event()
         try:
             while True:
                 wake.clear()  # before looking: a call queued meanwhile sets it again
@@ -124,7 +124,8 @@ class Outbox:
                 if not await self._call(item, send):
                     return
         finally:
-            self._wake.pop(station_id, None)
+            if self._wake.get(station_id) is wake:  # not a newer connection's
+                del self._wake[station_id]
 
     async def _call(self, item: OutboxItem, send: Sender) -> bool:
         """One delivery; False when the station went away meanwhile."""

@@ -704,3 +704,14 @@ async def test_a_trusted_factory_ca_admits_its_station_certificates(
     )
     observed = [e for e in events if e["event"] == "certificate.observed"]
     assert [e["detail"]["issuer"] for e in observed][-1:] == ["CN=ACME Factory CA"]
+
+
+async def test_a_second_connection_of_a_station_replaces_the_first(service: Running) -> None:
+    first = await service.connect("CS001", service.fleet.good)
+    second = await service.connect("CS001", service.fleet.good)
+    await asyncio.wait_for(first.wait_closed(), 5)
+    assert (first.close_code, first.close_reason) == (1000, "replaced by a new connection")
+    assert await boot(second, "CS001") == ("Accepted", 300)
+    rows = await asyncio.to_thread(pkictl_json, service.fleet.home, "station", "list")
+    assert next(r for r in rows if r["id"] == "CS001")["online"] is True
+    await second.close()
