@@ -60,7 +60,12 @@ from csms.transport.endpoint import (
     OcppEndpoint,
     remote_of,
 )
-from csms.transport.tls import ReloadingContext, ServerCredential, server_context
+from csms.transport.tls import (
+    ReloadingContext,
+    ServerCredential,
+    bound_tls_read_buffers,
+    server_context,
+)
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import Clock
@@ -414,6 +419,7 @@ async def serve(
 ) -> None:
     """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
     stop accepting, close every station connection with 1001 (going away), return."""
+    bound_tls_read_buffers()
     authorities = await app.store.list_authorities()
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()

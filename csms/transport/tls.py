@@ -16,6 +16,7 @@ admit for a station allowed to renew one (A00.FR.429, `csms.domain.handshake`).
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import logging
 import ssl
 import time
@@ -136,3 +137,16 @@ class ReloadingContext:
                     LOG.error("server certificate not reloaded, keeping the old one: %s", exc)
         if self._current is not self.context:
             ssl_object.context = self._current
+
+
+# asyncio gives every TLS connection a 256 KiB read buffer (SSLProtocol.max_size), the
+# bulk of what an idle station costs. A TLS record is at most 16 KiB plus overhead, and
+# OCPP frames are capped at 64 KiB: a 16 KiB buffer costs a few more reads per large
+# frame and nothing else.
+TLS_READ_BUFFER = 16 * 1024
+
+
+def bound_tls_read_buffers() -> None:
+    """Make asyncio's per-connection TLS read buffer TLS_READ_BUFFER bytes (process-wide:
+    there is no per-server setting)."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER

@@ -27,6 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, delete, event, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -68,6 +69,7 @@ from pki.store.sqlite_fast import SqliteFastPath, Unavailable, sqlite_file
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_SIZE = 10
+SQLITE_POOL_SIZE = 1  # SQLite has one writer: more connections only contend and back off
 MAX_BATCH = 256  # rows per group commit: bounds one transaction's size and lock time
 
 
@@ -114,7 +116,8 @@ async def open_store(url: str) -> SqlStore:
     # A fixed pool: under a burst (a fleet reconnecting, a renewal campaign) callers
     # queue for a connection instead of opening and closing overflow connections, which
     # cost a new server session (PostgreSQL) or a new thread (aiosqlite) each.
-    engine = create_async_engine(url, pool_size=POOL_SIZE, max_overflow=0, pool_timeout=60)
+    size = SQLITE_POOL_SIZE if make_url(url).get_backend_name() == "sqlite" else POOL_SIZE
+    engine = create_async_engine(url, pool_size=size, max_overflow=0, pool_timeout=60)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     try:

@@ -1,0 +1,368 @@
+"""Station fleet on loopback: memory per idle mutual-TLS station, and handshake rates.
+
+Setup (not timed): a temporary pkictl home (CSO hierarchy), N registered stations, a
+station certificate each (real keys, real CSRs, issued by the CA), and `pkictl serve` as
+a subprocess on 127.0.0.1 with free ports.
+
+Scenarios (one JSON line each on stdout; progress on stderr):
+
+* ``idle`` -- N stations connect (TLS 1.3 with their certificate, websocket upgrade
+  through the handshake gate, one BootNotification) and stay connected. Result: the
+  server process's resident memory growth per connection (VmRSS, KiB). Target <= 64 KiB.
+* ``handshakes`` -- for ``--duration`` seconds, ``--concurrency`` clients connect and
+  disconnect in a loop, in three alternating rounds against: `openssl s_server` with the
+  same server certificate and station CA (TLS only: the baseline), `pkictl serve` (TLS
+  only), and `pkictl serve` (TLS + websocket upgrade + admission, what a station does).
+  Result: handshakes/s of each, and the ratios against the baseline. Target >= 0.5.
+
+Loopback only, bounded in time; everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import websockets
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from csms.app import default_policy_text, initialize_home, open_app
+from csms.home import HomeConfig
+
+ORG = "Bench CPO"
+PASSPHRASE = "bench-fleet-passphrase"  # noqa: S105 -- a throwaway CA in a temp dir
+IDLE_TARGET_KIB = 64
+HANDSHAKE_TARGET = 0.5
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    home: Path
+    directory: Path
+    identities: list[tuple[str, ssl.SSLContext]]  # station id, client context
+
+
+def _csr(key: ec.EllipticCurvePrivateKey, serial: str) -> str:
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, serial),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+        ]
+    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def build_fleet(directory: Path, stations: int) -> Fleet:
+    home = directory / "ca"
+    os.environ["PKICTL_PASSPHRASE"] = PASSPHRASE
+    config = HomeConfig(ORG, "DE", ("localhost", "127.0.0.1"), "http://localhost:8080",
+                        frozenset({"cso"}))  # fmt: skip
+    await initialize_home(home, config, policy_text=default_policy_text(), policy_source="bench")
+    identities = []
+    async with open_app(home) as app:
+        root = home / "certs" / "cso-root.pem"
+
+        async def one(index: int) -> tuple[str, ssl.SSLContext]:
+            station_id, serial = f"CS{index:05d}", f"SN{index:05d}"
+            await app.stations.register(
+                station_id, serial_number=serial, secc_id=None, security_profile=3,
+                password=None, actor="bench",
+            )  # fmt: skip
+            key = ec.generate_private_key(ec.SECP256R1())
+            issued = await app.ca.issue_for_station(
+                csr_pem=_csr(key, serial), profile_name="charging-station",
+                station_id=station_id, actor="bench",
+            )  # fmt: skip
+            chain = directory / f"{station_id}.pem"
+            chain.write_bytes(
+                b"".join(c.public_bytes(serialization.Encoding.PEM) for c in issued.chain)
+            )
+            key_file = directory / f"{station_id}.key"
+            key_file.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            context = ssl.create_default_context(cafile=root)
+            context.load_cert_chain(chain, key_file)
+            return station_id, context
+
+        for start in range(0, stations, 100):
+            identities += await asyncio.gather(
+                *(one(i) for i in range(start, min(start + 100, stations)))
+            )
+    return Fleet(home, directory, identities)
+
+
+@contextlib.asynccontextmanager
+async def pkictl_serve(fleet: Fleet) -> Any:
+    pkictl = Path(sys.executable).parent / "pkictl"
+    process = await asyncio.create_subprocess_exec(
+        str(pkictl), "--home", str(fleet.home), "serve", "--host", "127.0.0.1",
+        "--ocpp-port", "0", "--http-port", "0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        line = b""
+        while b"pkictl serve: OCPP on" not in line:
+            line = await asyncio.wait_for(process.stderr.readline(), 30)
+            if not line:
+                raise RuntimeError("pkictl serve exited before listening")
+        match = re.search(rb"wss://127\.0\.0\.1:(\d+)/", line)
+        assert match is not None
+        drain = asyncio.create_task(_drain(process.stderr))
+        yield process, int(match.group(1))
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 20)
+            except TimeoutError:
+                process.kill()
+        with contextlib.suppress(NameError):
+            drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+BOOT = json.dumps(
+    [2, "b", "BootNotification",
+     {"reason": "PowerUp", "chargingStation": {"model": "Bench", "vendorName": "pkictl"}}]
+)  # fmt: skip
+
+
+async def connect_and_boot(port: int, station_id: str, context: ssl.SSLContext) -> Any:
+    connection = await websockets.connect(
+        f"wss://127.0.0.1:{port}/ocpp/{station_id}",
+        ssl=context,
+        subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+        open_timeout=30,
+        ping_interval=None,
+    )
+    await connection.send(BOOT)
+    reply = json.loads(await asyncio.wait_for(connection.recv(), 30))
+    if reply[0] != 3 or reply[2]["status"] != "Accepted":
+        raise RuntimeError(f"{station_id}: boot answered {reply}")
+    return connection
+
+
+async def idle(fleet: Fleet) -> dict[str, Any]:
+    async with pkictl_serve(fleet) as (process, port):
+        warm = [await connect_and_boot(port, s, c) for s, c in fleet.identities[:20]]
+        for connection in warm:
+            await connection.close()
+        await asyncio.sleep(1)
+        before = rss_kib(process.pid)
+        connections = []
+        started = time.perf_counter()
+        for start in range(0, len(fleet.identities), 50):
+            batch = fleet.identities[start : start + 50]
+            connections += await asyncio.gather(*(connect_and_boot(port, s, c) for s, c in batch))
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(2)
+        after = rss_kib(process.pid)
+        for connection in connections:
+            await connection.close()
+    per_connection = (after - before) / len(connections)
+    return {
+        "bench": "fleet.idle",
+        "stations": len(connections),
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": round(per_connection, 1),
+        "target_kib": IDLE_TARGET_KIB,
+        "pass": per_connection <= IDLE_TARGET_KIB,
+        "connect_and_boot_per_s": round(len(connections) / elapsed, 1),
+    }
+
+
+async def tls_only(port: int, context: ssl.SSLContext) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        await writer.wait_closed()
+
+
+async def admitted(port: int, station_id: str, context: ssl.SSLContext) -> None:
+    connection = await websockets.connect(
+        f"wss://127.0.0.1:{port}/ocpp/{station_id}", ssl=context,
+        subprotocols=["ocpp2.0.1"], open_timeout=30,  # type: ignore[list-item]
+    )  # fmt: skip
+    await connection.close()
+
+
+async def rate(
+    attempt: Callable[[int], Awaitable[None]], duration: float, concurrency: int
+) -> float:
+    deadline = time.perf_counter() + duration
+    done = 0
+
+    async def client(offset: int) -> None:
+        nonlocal done
+        index = offset
+        while time.perf_counter() < deadline:
+            await attempt(index)
+            done += 1
+            index += concurrency
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def openssl_server(fleet: Fleet) -> Any:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-quiet", "-naccept", "1000000",
+        "-cert", str(fleet.home / "certs" / "csms-server-ec.pem"),
+        "-key", str(fleet.home / "keys" / "csms-server-ec.key.pem"), "-pass", f"pass:{PASSPHRASE}",
+        "-CAfile", str(fleet.home / "certs" / "cso-station-ca.pem"), "-Verify", "1",
+        "-partial_chain", "-tls1_3",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("openssl s_server did not start")
+        yield port
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def handshakes(
+    fleet: Fleet, duration: float, concurrency: int, rounds: int
+) -> dict[str, Any]:
+    ids = fleet.identities
+
+    def pick(index: int) -> tuple[str, ssl.SSLContext]:
+        return ids[index % len(ids)]
+
+    rates: dict[str, list[float]] = {"openssl": [], "pkictl_tls": [], "pkictl_admitted": []}
+    async with pkictl_serve(fleet) as (_, port), openssl_server(fleet) as openssl_port:
+        for round_ in range(rounds):
+            rates["openssl"].append(
+                await rate(lambda i: tls_only(openssl_port, pick(i)[1]), duration, concurrency)
+            )
+            rates["pkictl_tls"].append(
+                await rate(lambda i: tls_only(port, pick(i)[1]), duration, concurrency)
+            )
+            rates["pkictl_admitted"].append(
+                await rate(lambda i: admitted(port, *pick(i)), duration, concurrency)
+            )
+            log(
+                f"round {round_ + 1}/{rounds}: "
+                + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
+            )
+    tls_ratio = statistics.median(
+        p / b for p, b in zip(rates["pkictl_tls"], rates["openssl"], strict=True)
+    )
+    admitted_ratio = statistics.median(
+        p / b for p, b in zip(rates["pkictl_admitted"], rates["openssl"], strict=True)
+    )
+    return {
+        "bench": "fleet.handshakes",
+        "concurrency": concurrency,
+        "duration_s": duration,
+        "rounds": rounds,
+        "per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+        "ratio_tls_only": round(tls_ratio, 3),
+        "ratio_admitted": round(admitted_ratio, 3),
+        "target": HANDSHAKE_TARGET,
+        "pass": admitted_ratio >= HANDSHAKE_TARGET,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fleet",
+        description="Memory per idle mutual-TLS station and handshake rates of pkictl serve "
+        "beside openssl s_server, on loopback; one JSON line per result.",
+    )
+    parser.add_argument("--stations", type=int, default=1000, help="fleet size (default 1000)")
+    parser.add_argument("--scenario", choices=("idle", "handshakes", "all"), default="all")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per rate round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rate rounds")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients in the rate rounds")
+    args = parser.parse_args(argv)
+    if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
+        parser.error("--stations, --duration, --rounds and --concurrency must be positive")
+    return args
+
+
+async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]:
+    log(f"setup: {args.stations} stations with certificates in {directory}")
+    fleet = await build_fleet(directory, args.stations)
+    results = []
+    if args.scenario in ("idle", "all"):
+        results.append(await idle(fleet))
+        print(json.dumps(results[-1]), flush=True)
+    if args.scenario in ("handshakes", "all"):
+        results.append(await handshakes(fleet, args.duration, args.concurrency, args.rounds))
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    directory = Path(tempfile.mkdtemp(prefix="pkictl-fleet-"))
+    try:
+        results = asyncio.run(run(args, directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0 if all(r["pass"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
