@@ -6,12 +6,11 @@ from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import station_sessions
 from csms.services.sessions import SessionRecord
+from pki.store.sql import upsert
 
 
 class SqlSessionStore:
@@ -20,16 +19,11 @@ class SqlSessionStore:
 
     async def save(self, record: SessionRecord) -> None:
         values = asdict(record)
-        dialect_insert = (
-            postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        )
-        upsert = (
-            dialect_insert(station_sessions)
-            .values(values)
-            .on_conflict_do_update(index_elements=[station_sessions.c.station_id], set_=values)
+        statement = upsert(self._engine.dialect, station_sessions, values).on_conflict_do_update(
+            index_elements=[station_sessions.c.station_id], set_=values
         )
         async with self._engine.begin() as connection:
-            await connection.execute(upsert)
+            await connection.execute(statement)
 
     async def seen(self, station_id: str, at: datetime) -> None:
         async with self._engine.begin() as connection:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import id_tokens
 from csms.services.tokens import IdToken, TokenStatus
+from pki.store.sql import upsert
 
 
 class SqlTokenStore:
@@ -35,19 +34,12 @@ class SqlTokenStore:
             "status": token.status.value,
             "created_at": token.created_at,
         }
-        dialect_insert = (
-            postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        )
-        upsert = (
-            dialect_insert(id_tokens)
-            .values(values)
-            .on_conflict_do_update(
-                index_elements=[id_tokens.c.id_token, id_tokens.c.type],
-                set_={"status": token.status.value},
-            )
+        statement = upsert(self._engine.dialect, id_tokens, values).on_conflict_do_update(
+            index_elements=[id_tokens.c.id_token, id_tokens.c.type],
+            set_={"status": token.status.value},
         )
         async with self._engine.begin() as connection:
-            await connection.execute(upsert)
+            await connection.execute(statement)
 
     async def list(self) -> list[IdToken]:
         async with self._engine.connect() as connection:

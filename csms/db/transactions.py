@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from csms.db.schema import meter_samples, transaction_events, transactions
 from csms.domain.metering import Sample, register_wh
 from csms.services.transactions import TransactionEventRecord, TransactionSummary
+from pki.store.sql import upsert
 
 
 class SqlTransactionStore:
@@ -83,13 +82,8 @@ class SqlTransactionStore:
             "events": (existing.events if existing else 0) + 1,
             "updated_at": event.received_at,
         }
-        dialect_insert = (
-            postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
-        )
         await connection.execute(
-            dialect_insert(transactions)
-            .values(values)
-            .on_conflict_do_update(
+            upsert(connection.dialect, transactions, values).on_conflict_do_update(
                 index_elements=[transactions.c.station_id, transactions.c.transaction_id],
                 set_=values,
             )

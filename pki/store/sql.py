@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -24,7 +24,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, delete, event, insert, select, update
+from sqlalchemy import Connection, Dialect, Table, delete, event, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -71,6 +71,13 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_SIZE = 10
 SQLITE_POOL_SIZE = 1  # SQLite has one writer: more connections only contend and back off
 MAX_BATCH = 256  # rows per group commit: bounds one transaction's size and lock time
+
+
+def upsert(dialect: Dialect, table: Table, values: Mapping[str, Any]) -> Any:
+    """INSERT ... ON CONFLICT for SQLite or PostgreSQL (both spell it alike): the caller
+    adds `.on_conflict_do_update(...)`."""
+    insert_ = postgresql_insert if dialect.name == "postgresql" else sqlite_insert
+    return insert_(table).values(dict(values))
 
 
 def _alembic_config(connection: Connection) -> Config:
@@ -465,12 +472,8 @@ class SqlStore:
     async def allocate_crl_number(self, issuer_ca: str) -> int:
         """The next CRL number of ``issuer_ca``, strictly increasing across processes:
         one upsert, so two first callers cannot both insert the counter row."""
-        dialect_insert = (
-            postgresql_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        )
-        upsert = (
-            dialect_insert(crl_counters)
-            .values(issuer_ca=issuer_ca, last_number=1)
+        statement = (
+            upsert(self._engine.dialect, crl_counters, {"issuer_ca": issuer_ca, "last_number": 1})
             .on_conflict_do_update(
                 index_elements=[crl_counters.c.issuer_ca],
                 set_={"last_number": crl_counters.c.last_number + 1},
@@ -478,7 +481,7 @@ class SqlStore:
             .returning(crl_counters.c.last_number)
         )
         async with self._engine.begin() as connection:
-            number: int = (await connection.execute(upsert)).scalar_one()
+            number: int = (await connection.execute(statement)).scalar_one()
         return number
 
     async def record_crl(
