@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,6 +64,28 @@ class StationSession(ChargePoint):
             raise StationGone(self.id) from None
         answer: dict[str, Any] = remove_nones(asdict(result))  # as the station sent it
         return answer
+
+    async def route_message(self, raw_msg: str) -> Any:
+        """A frame that is not an OCPP-J message is answered RpcFrameworkError (OCPP-J
+        4.3), with MessageId "-1" when none can be read; the `ocpp` library would only log
+        it. The connection stays open."""
+        try:
+            frame = json.loads(raw_msg)
+        except ValueError:
+            frame = None
+        if (
+            isinstance(frame, list)
+            and len(frame) >= 3
+            and frame[0] in (2, 3, 4)
+            and isinstance(frame[1], str)
+        ):
+            return await super().route_message(raw_msg)
+        has_id = isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str)
+        message_id = frame[1] if has_id else "-1"
+        await self._send(
+            json.dumps([4, message_id, "RpcFrameworkError", "not a valid OCPP-J message", {}])
+        )
+        return None
 
     async def _handle_call(self, msg: Any) -> Any:
         """OCPP-J's error codes for actions we do not handle, which the `ocpp` library

@@ -369,7 +369,10 @@ async def test_bad_messages_get_errors_and_the_connection_survives(service: Runn
         )
         assert wrong_type is not None
         assert wrong_type[:3] == [4, "m3", "TypeConstraintViolation"]
-        await raw_call(connection, "this is not json")  # no id to answer to: ignored
+        for frame, message_id in (("this is not json", "-1"), ("[2, 5]", "-1"), ('[2,"m5"]', "m5")):
+            error = await raw_call(connection, frame)
+            assert error is not None
+            assert error[:3] == [4, message_id, "RpcFrameworkError"], frame
         alive = await raw_call(connection, '[2,"m4","Heartbeat",{}]')
         assert alive is not None
         assert alive[:2] == [3, "m4"]
