@@ -377,18 +377,18 @@ def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions
     return ServeOptions(**chosen)  # type: ignore[arg-type]
 
 
-def _station_cas_pem(app: App, authorities: list[Authority], added: list[TrustAnchor]) -> str:
+def _station_cas(
+    app: App, authorities: list[Authority], added: list[TrustAnchor]
+) -> list[x509.Certificate]:
     """Trust anchors for station client certificates: the CA issuing the
     charging-station profile, and the station CAs the operator added (`trust add`)."""
     issuer = app.policy.profile(STATION_PROFILE).issuer
     ours = [a.certificate() for a in authorities if a.name == issuer]
-    return "".join(
-        c.public_bytes(Encoding.PEM).decode() for c in [*ours, *(t.certificate() for t in added)]
-    )
+    return [*ours, *(t.certificate() for t in added)]
 
 
 def _tls_context(
-    app: App, authorities: list[Authority], added: list[TrustAnchor]
+    app: App, authorities: list[Authority], station_cas: list[x509.Certificate]
 ) -> ReloadingContext:
     """The OCPP endpoint's TLS context; a renewed server certificate written to the
     home (certs/NAME.pem, keys/NAME.key.pem) is served to new connections."""
@@ -399,12 +399,12 @@ def _tls_context(
         for a in authorities
         if a.role is AuthorityRole.CSMS_SERVER
     ]
-    station_cas = _station_cas_pem(app, authorities, added)
+    station_cas_pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in station_cas)
     return ReloadingContext(
         lambda: server_context(
             min_version=app.policy.tls_min_version,
             credentials=credentials,
-            station_cas_pem=station_cas,
+            station_cas_pem=station_cas_pem,
             passphrase=app.passphrase,
         ),
         [path for credential in credentials for path in (credential.chain, credential.key)],
@@ -421,6 +421,7 @@ async def serve(
     stop accepting, close every station connection with 1001 (going away), return."""
     bound_tls_read_buffers()
     authorities = await app.store.list_authorities()
+    station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
     outbox = replace(
@@ -437,6 +438,7 @@ async def serve(
         clock=app.clock,
         organization=app.config.organization,
         observed_renewal=app.policy.profile(STATION_PROFILE).renewal,
+        station_cas=station_cas,
     )
 
     live: dict[str, ServerConnection] = {}
@@ -480,9 +482,7 @@ async def serve(
                 endpoint.handle,
                 options.host,
                 options.ocpp_port,
-                ssl=_tls_context(
-                    app, authorities, await app.trust.list(TrustRole.STATION_CA)
-                ).context,
+                ssl=_tls_context(app, authorities, station_cas).context,
                 process_request=endpoint.process_request,
                 subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                 max_size=MAX_FRAME_BYTES,

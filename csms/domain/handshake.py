@@ -6,11 +6,12 @@ registered station) and this module decides. No I/O, no clock: the table of case
 tests/unit/test_handshake.py is the specification.
 
 Order of the checks for a certificate (OCPP A00.FR.403-408, 429): registered station ->
-not revoked -> within its validity (an expired one only for stations flagged
-allow-expired, then Boot answers Pending and renewal starts at once) -> CN equals the
-registered serial number -> O equals the CSO organization -> the station is configured
-for security profile 3. A station configured for profile 3 is never admitted over
-profile 1 or 2, whatever password it knows.
+not revoked -> its issuing station CA within its validity -> the certificate within
+its validity (an expired one only for stations flagged allow-expired, then Boot answers
+Pending and renewal starts at once) -> CN equals the registered serial number -> O
+equals the CSO organization -> the station is configured for security profile 3. A
+station configured for profile 3 is never admitted over profile 1 or 2, whatever
+password it knows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Refusal(StrEnum):
     UNKNOWN_STATION = "unknown-station"
     CERTIFICATE_REQUIRED = "certificate-required"
     CERTIFICATE_REVOKED = "certificate-revoked"
+    ISSUER_EXPIRED = "issuer-expired"
     CERTIFICATE_EXPIRED = "certificate-expired"
     CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
     SERIAL_MISMATCH = "serial-mismatch"
@@ -60,6 +62,9 @@ class PresentedCertificate:
     not_before: datetime
     not_after: datetime
     revoked: bool
+    issuer_valid: bool = True
+    """The station CA that issued it is within its own validity (TLS checked the
+    signatures of the chain, not its dates: see csms.transport.tls)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ FORBIDDEN, UNAUTHORIZED = HttpStatus.FORBIDDEN, HttpStatus.UNAUTHORIZED
 
 CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
     (Refusal.CERTIFICATE_REVOKED, FORBIDDEN, lambda c, s, f: c.revoked),
+    (Refusal.ISSUER_EXPIRED, FORBIDDEN, lambda c, s, f: not c.issuer_valid),
     (Refusal.CERTIFICATE_NOT_YET_VALID, FORBIDDEN, lambda c, s, f: f.now < c.not_before),
     (
         Refusal.CERTIFICATE_EXPIRED,

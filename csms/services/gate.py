@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from csms.domain.handshake import (
@@ -65,14 +67,17 @@ class ConnectionGate:
         clock: Clock,
         organization: str,
         observed_renewal: RenewalRule,
+        station_cas: Sequence[x509.Certificate],
         limiter: FailureLimiter | None = None,
     ) -> None:
-        """``observed_renewal``: when a certificate we did not issue becomes due."""
+        """``observed_renewal``: when a certificate we did not issue becomes due.
+        ``station_cas``: the CAs TLS trusts for station certificates."""
         self._store = store
         self._clock = clock
         self._organization = organization
         self._observed_renewal = observed_renewal
         self._limiter = limiter or FailureLimiter()
+        self._station_cas = tuple(station_cas)
 
     async def admit(self, request: ConnectionRequest) -> Admission:
         now = self._clock.now()
@@ -93,6 +98,7 @@ class ConnectionGate:
                 not_before=certificate.not_valid_before_utc,
                 not_after=certificate.not_valid_after_utc,
                 revoked=stored.status is CertificateStatus.REVOKED,
+                issuer_valid=self._issuer_valid(certificate, now),
             )
         decision = decide(
             HandshakeFacts(
@@ -117,6 +123,20 @@ class ConnectionGate:
             self._limiter.failed(address, now)
             await self._record_refusal(request, decision, stored, now)
         return Admission(decision, station, stored)
+
+    def _issuer_valid(self, certificate: x509.Certificate, now: datetime) -> bool:
+        """Whether the station CA that signed ``certificate`` is valid now. TLS has
+        checked the signature but, by design, no dates (A00.FR.429 needs an expired
+        leaf to reach the decision); an expired CA must not pass with it."""
+        for ca in self._station_cas:
+            if ca.subject != certificate.issuer:
+                continue
+            try:
+                certificate.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return ca.not_valid_before_utc <= now < ca.not_valid_after_utc
+        return False
 
     async def _record_refusal(
         self,

@@ -44,8 +44,9 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from cli.main import cli
 from csms.app import Listening, ServeOptions, open_app, serve
+from pki.audit import AuditEvent
 from pki.clock import FixedClock
-from pki.records import CertificateQuery, CertificateSource
+from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole
 
 STATIONS = {
     "CS001": ("SN-0001", 3, False),
@@ -623,15 +624,18 @@ async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
             await asyncio.wait_for(task, 10)
 
 
-def factory_pki(directory: Path) -> tuple[Path, Identity]:
+def factory_pki(
+    directory: Path, name: str = "ACME Factory CA", ca_expired: bool = False
+) -> tuple[Path, Identity]:
     """A manufacturer's factory CA and a station certificate it issued for CS001."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACME Factory CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.now(UTC)
+    ca_not_after = now - timedelta(days=1) if ca_expired else now + timedelta(days=3650)
     ca_cert = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
         .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=3650))
+        .not_valid_before(now - timedelta(days=400)).not_valid_after(ca_not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
@@ -645,11 +649,12 @@ def factory_pki(directory: Path) -> tuple[Path, Identity]:
         .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=60))
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
-    ca_file = directory / "factory-ca.pem"
+    stem = name.replace(" ", "-")
+    ca_file = directory / f"{stem}.pem"
     ca_file.write_bytes(ca_cert.public_bytes(Encoding.PEM))
-    chain = directory / "factory-leaf.pem"
+    chain = directory / f"{stem}-leaf.pem"
     chain.write_bytes(leaf.public_bytes(Encoding.PEM))
-    return ca_file, (chain, write_key(directory / "factory-leaf.key", key))
+    return ca_file, (chain, write_key(directory / f"{stem}-leaf.key", key))
 
 
 async def test_a_trusted_factory_ca_admits_its_station_certificates(
@@ -718,3 +723,40 @@ async def test_a_second_connection_of_a_station_replaces_the_first(service: Runn
     rows = await asyncio.to_thread(pkictl_json, service.fleet.home, "station", "list")
     assert next(r for r in rows if r["id"] == "CS001")["online"] is True
     await second.close()
+
+
+async def test_a_station_ca_that_has_expired_admits_no_one(fleet: Fleet, tmp_path: Path) -> None:
+    old_ca, old_leaf = factory_pki(tmp_path, "ACME Old CA", ca_expired=True)
+    refused = await asyncio.to_thread(
+        CliRunner().invoke,
+        cli,
+        ["--home", str(fleet.home.path), "trust", "add", "--role", "station-ca", str(old_ca)],
+    )
+    assert refused.exit_code == 2
+    assert "expired" in refused.stderr
+    # ... but one trusted while it was valid stays in the trust store after it expires:
+    certificate = x509.load_pem_x509_certificate(old_ca.read_bytes())
+    async with open_app(fleet.home.path) as app:
+        await app.store.add_trust_anchor(
+            TrustAnchor(
+                TrustRole.STATION_CA, certificate.public_bytes(Encoding.DER), app.clock.now()
+            ),
+            AuditEvent("trust.added", "test"),
+            app.clock.now(),
+        )
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
+        task = asyncio.create_task(
+            serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+        )
+        try:
+            running = Running(fleet, await asyncio.wait_for(ready, 10), stop)
+            assert await running.refused_with("CS001", old_leaf) == 403
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    events = await asyncio.to_thread(
+        pkictl_json, fleet.home, "events", "list", "--station", "CS001"
+    )
+    assert events[-1]["what"] == "issuer-expired"

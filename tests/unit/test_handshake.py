@@ -71,6 +71,14 @@ CASES: dict[str, tuple[HandshakeFacts, Decision]] = {
         facts(certificate=replace(GOOD_CERT, revoked=True)),
         Decision(FORBIDDEN, Refusal.CERTIFICATE_REVOKED),
     ),
+    "p3 issued by a station CA that has expired": (
+        facts(certificate=replace(GOOD_CERT, issuer_valid=False)),
+        Decision(FORBIDDEN, Refusal.ISSUER_EXPIRED),
+    ),
+    "p3 expired CA: allow-expired covers the station's certificate only": (
+        facts(P3_ALLOW_EXPIRED, replace(EXPIRED, issuer_valid=False)),
+        Decision(FORBIDDEN, Refusal.ISSUER_EXPIRED),
+    ),
     "p3 revoked beats allow-expired": (
         facts(P3_ALLOW_EXPIRED, replace(EXPIRED, revoked=True)),
         Decision(FORBIDDEN, Refusal.CERTIFICATE_REVOKED),
