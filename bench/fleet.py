@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,102 @@ async def handshakes(
     }
 
 
+MESSAGE_TARGET = 2.0
+
+
+def mix(station_id: str, n: int) -> str:
+    """The n-th message of a station's steady mix: Heartbeat, StatusNotification,
+    TransactionEvent (Updated, with a meter value), MeterValues."""
+    at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    meter = [{"timestamp": at, "sampledValue": [{"value": 1000.0 + n}]}]
+    kind = n % 4
+    if kind == 0:
+        return json.dumps([2, f"m{n}", "Heartbeat", {}])
+    if kind == 1:
+        payload: dict[str, Any] = {"timestamp": at, "connectorStatus": "Occupied",
+                                   "evseId": 1, "connectorId": 1}  # fmt: skip
+        return json.dumps([2, f"m{n}", "StatusNotification", payload])
+    if kind == 2:
+        payload = {"eventType": "Updated", "timestamp": at, "triggerReason": "MeterValuePeriodic",
+                   "seqNo": n, "transactionInfo": {"transactionId": f"TX-{station_id}"},
+                   "meterValue": meter}  # fmt: skip
+        return json.dumps([2, f"m{n}", "TransactionEvent", payload])
+    return json.dumps([2, f"m{n}", "MeterValues", {"evseId": 1, "meterValue": meter}])
+
+
+async def message_rate(
+    port: int, identities: Sequence[tuple[str, ssl.SSLContext]], duration: float
+) -> float:
+    connections = await asyncio.gather(*(connect_and_boot(port, s, c) for s, c in identities))
+    deadline = time.perf_counter() + duration
+    answered = 0
+
+    async def station(index: int) -> None:
+        nonlocal answered
+        station_id, connection = identities[index][0], connections[index]
+        n = 0
+        while time.perf_counter() < deadline:
+            await connection.send(mix(station_id, n))
+            reply = json.loads(await connection.recv())
+            if reply[0] != 3:
+                raise RuntimeError(f"{station_id}: {reply}")
+            answered += 1
+            n += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(station(i) for i in range(len(connections))))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        await connection.close()
+    return answered / elapsed
+
+
+@contextlib.asynccontextmanager
+async def baseline_server(fleet: Fleet) -> Any:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.ocpp_baseline",
+        "--cert", str(fleet.home / "certs" / "csms-server-ec.pem"),
+        "--key", str(fleet.home / "keys" / "csms-server-ec.key.pem"), "--passphrase", PASSPHRASE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stderr.readline(), 20)
+        match = re.search(rb"listening on (\d+)", line)
+        if match is None:
+            raise RuntimeError(f"baseline server said {line!r}")
+        yield int(match.group(1))
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def messages(fleet: Fleet, duration: float, stations: int, rounds: int) -> dict[str, Any]:
+    identities = fleet.identities[:stations]
+    rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
+    async with pkictl_serve(fleet) as (_, port), baseline_server(fleet) as baseline_port:
+        for round_ in range(rounds):
+            rates["ocpp_baseline"].append(await message_rate(baseline_port, identities, duration))
+            rates["pkictl"].append(await message_rate(port, identities, duration))
+            log(
+                f"round {round_ + 1}/{rounds}: "
+                + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
+            )
+    ratio = statistics.median(
+        p / b for p, b in zip(rates["pkictl"], rates["ocpp_baseline"], strict=True)
+    )
+    return {
+        "bench": "fleet.messages",
+        "stations": len(identities),
+        "duration_s": duration,
+        "rounds": rounds,
+        "per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+        "ratio": round(ratio, 3),
+        "target": MESSAGE_TARGET,
+        "pass": ratio >= MESSAGE_TARGET,
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.fleet",
@@ -331,7 +428,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "beside openssl s_server, on loopback; one JSON line per result.",
     )
     parser.add_argument("--stations", type=int, default=1000, help="fleet size (default 1000)")
-    parser.add_argument("--scenario", choices=("idle", "handshakes", "all"), default="all")
+    parser.add_argument(
+        "--scenario", choices=("idle", "handshakes", "messages", "all"), default="all"
+    )
+    parser.add_argument(
+        "--talkers", type=int, default=50, help="stations sending the message mix (default 50)"
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per rate round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rate rounds")
     parser.add_argument("--concurrency", type=int, default=8, help="clients in the rate rounds")
@@ -350,6 +452,9 @@ async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]
         print(json.dumps(results[-1]), flush=True)
     if args.scenario in ("handshakes", "all"):
         results.append(await handshakes(fleet, args.duration, args.concurrency, args.rounds))
+        print(json.dumps(results[-1]), flush=True)
+    if args.scenario in ("messages", "all"):
+        results.append(await messages(fleet, args.duration, args.talkers, args.rounds))
         print(json.dumps(results[-1]), flush=True)
     return results
 
