@@ -10,7 +10,8 @@ import click
 
 from cli.context import Context
 from cli.output import note
-from csms.app import Listening, ServeOptions, open_app, serve, serve_options
+from csms.app import open_app
+from csms.service import Listening, ServeOptions, serve, serve_options
 
 
 @click.command("serve")

@@ -43,7 +43,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from cli.main import cli
-from csms.app import Listening, ServeOptions, open_app, serve
+from csms.app import open_app
+from csms.service import Listening, ServeOptions, serve
 from pki.audit import AuditEvent
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole

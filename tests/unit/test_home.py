@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from csms.app import ServeOptions, serve_options
 from csms.home import HomeConfig, HomeError, load_config, render_config
+from csms.service import ServeOptions, serve_options
 
 CONFIG = HomeConfig("Example CPO", "DE", ("csms.example.com",), "http://x:8080", frozenset({"cso"}))
 

@@ -1,0 +1,237 @@
+"""The running service: `pkictl serve` wired from an open App.
+
+Together with `csms.app` this is the composition root: the endpoints, the handshake
+gate, the sessions and the outbox are put together here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import serve as websockets_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from csms.app import STATION_PROFILE, App
+from csms.domain.handshake import Transport
+from csms.home import HomeConfig
+from csms.protocol.session import SessionServices, StationSession
+from csms.services.gate import Admission, ConnectionGate
+from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
+from csms.services.security_events import SecurityEvents
+from csms.services.sessions import SessionService
+from csms.transport.endpoint import (
+    MAX_FRAME_BYTES,
+    OCPP_SUBPROTOCOL,
+    OcppEndpoint,
+    remote_of,
+)
+from csms.transport.tls import (
+    ReloadingContext,
+    ServerCredential,
+    bound_tls_read_buffers,
+    server_context,
+)
+from pki.records import Authority, AuthorityRole, TrustAnchor, TrustRole
+
+LOG = logging.getLogger("pkictl.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "0.0.0.0"  # noqa: S104 -- a CSMS listens for stations on every interface
+    ocpp_port: int = 8443
+    http_port: int = 8080
+    plain_port: int | None = None
+    """ws:// for security profile 1 stations (Basic auth, no TLS); off when None."""
+    response_timeout: float = RESPONSE_TIMEOUT_S
+    """Seconds a station has to answer a call from the outbox."""
+    outbox_poll_interval: float = POLL_INTERVAL_S
+    """How often a connected station's outbox is checked for calls queued elsewhere."""
+
+
+@dataclass(frozen=True)
+class Listening:
+    ocpp_port: int
+    http_port: int
+    plain_port: int | None = None
+
+
+def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions:
+    """Command-line values, else pkictl.toml's [serve] table, else the defaults."""
+    chosen = {
+        key: given[key] if given.get(key) is not None else config.serve[key]
+        for key in ("host", "ocpp_port", "http_port", "plain_port")
+        if given.get(key) is not None or key in config.serve
+    }
+    return ServeOptions(**chosen)  # type: ignore[arg-type]
+
+
+def _station_cas(
+    app: App, authorities: list[Authority], added: list[TrustAnchor]
+) -> list[x509.Certificate]:
+    """Trust anchors for station client certificates: the CA issuing the
+    charging-station profile, and the station CAs the operator added (`trust add`)."""
+    issuer = app.policy.profile(STATION_PROFILE).issuer
+    ours = [a.certificate() for a in authorities if a.name == issuer]
+    return [*ours, *(t.certificate() for t in added)]
+
+
+def _tls_context(
+    app: App, authorities: list[Authority], station_cas: list[x509.Certificate]
+) -> ReloadingContext:
+    """The OCPP endpoint's TLS context; a renewed server certificate written to the
+    home (certs/NAME.pem, keys/NAME.key.pem) is served to new connections."""
+    credentials = [
+        ServerCredential(
+            app.home / "certs" / f"{a.name}.pem", app.home / "keys" / f"{a.key_name}.key.pem"
+        )
+        for a in authorities
+        if a.role is AuthorityRole.CSMS_SERVER
+    ]
+    station_cas_pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in station_cas)
+    return ReloadingContext(
+        lambda: server_context(
+            min_version=app.policy.tls_min_version,
+            credentials=credentials,
+            station_cas_pem=station_cas_pem,
+            passphrase=app.passphrase,
+        ),
+        [path for credential in credentials for path in (credential.chain, credential.key)],
+    )
+
+
+async def serve(
+    app: App,
+    options: ServeOptions,
+    stop: asyncio.Event,
+    on_ready: Callable[[Listening], None] | None = None,
+) -> None:
+    """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
+    stop accepting, close every station connection with 1001 (going away), return."""
+    bound_tls_read_buffers()
+    authorities = await app.store.list_authorities()
+    station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
+    sessions = SessionService(app.session_store, app.clock)
+    await sessions.start()
+    outbox = replace(
+        app.outbox,
+        response_timeout=options.response_timeout,
+        poll_interval=options.outbox_poll_interval,
+    )
+    await outbox.start()
+    services = SessionServices(
+        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions, app.reports
+    )
+    gate = ConnectionGate(
+        store=app.store,
+        clock=app.clock,
+        organization=app.config.organization,
+        observed_renewal=app.policy.profile(STATION_PROFILE).renewal,
+        station_cas=station_cas,
+    )
+
+    live: dict[str, ServerConnection] = {}
+
+    async def run_session(
+        station_id: str, connection: ServerConnection, admission: Admission
+    ) -> None:
+        previous = live.get(station_id)
+        live[station_id] = connection
+        if previous is not None:  # a rebooted station is back before its old socket died
+            LOG.info("station %s reconnected: closing its previous connection", station_id)
+            await previous.close(1000, "replaced by a new connection")
+        decision = admission.decision
+        assert decision.security_profile is not None
+        certificate = admission.certificate
+        await sessions.connected(
+            station_id,
+            security_profile=decision.security_profile,
+            boot_pending=decision.boot_pending,
+            remote=remote_of(connection),
+            certificate_serial=certificate.serial_hex if certificate else None,
+            certificate_not_after=certificate.not_after if certificate else None,
+        )
+        session = StationSession(station_id, connection, services)
+        delivery = asyncio.create_task(outbox.deliver(station_id, session.send))
+        try:
+            await session.start()
+        except ConnectionClosed:
+            pass
+        finally:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+            if live.get(station_id) is connection:
+                del live[station_id]
+                await sessions.disconnected(station_id)
+
+    endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
+    async with contextlib.AsyncExitStack() as servers:
+        ocpp_server = await servers.enter_async_context(
+            websockets_serve(
+                endpoint.handle,
+                options.host,
+                options.ocpp_port,
+                ssl=_tls_context(app, authorities, station_cas).context,
+                process_request=endpoint.process_request,
+                subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+                max_size=MAX_FRAME_BYTES,
+                server_header=None,
+            )
+        )
+        http_server = await servers.enter_async_context(
+            websockets_serve(
+                _never_upgraded,
+                options.host,
+                options.http_port,
+                process_request=_http_request,
+                server_header=None,
+            )
+        )
+        plain_port = None
+        if options.plain_port is not None:
+            plain = OcppEndpoint(gate, run_session, Transport.PLAIN)
+            plain_server = await servers.enter_async_context(
+                websockets_serve(
+                    plain.handle,
+                    options.host,
+                    options.plain_port,
+                    process_request=plain.process_request,
+                    subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+                    max_size=MAX_FRAME_BYTES,
+                    server_header=None,
+                )
+            )
+            plain_port = _port(plain_server)
+        if on_ready is not None:
+            on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
+        await stop.wait()
+        LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+def _port(server: Server) -> int:
+    port: int = next(iter(server.sockets)).getsockname()[1]
+    return port
+
+
+async def _never_upgraded(connection: ServerConnection) -> None:  # pragma: no cover
+    await connection.close()
+
+
+def _http_request(connection: ServerConnection, request: Request) -> Response:
+    """The HTTP port: /health now; OCSP, CRLs and metrics join in later issues."""
+    if urlsplit(request.path).path == "/health":
+        response = connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+        response.headers["Content-Type"] = "application/json"
+        return response
+    return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
