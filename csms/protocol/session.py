@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.charge_point import remove_nones
-from ocpp.exceptions import NotImplementedError, NotSupportedError, OCPPError
+from ocpp.exceptions import NotImplementedError as UnknownActionError
+from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
@@ -95,7 +96,7 @@ class StationSession(ChargePoint):
             error = (
                 NotSupportedError(description="Requested Action is recognized but not supported")
                 if msg.action in KNOWN_ACTIONS
-                else NotImplementedError(description="Requested Action is not known by receiver")
+                else UnknownActionError(description="Requested Action is not known by receiver")
             )
             await self._send(msg.create_call_error(error).to_json())
             return None

