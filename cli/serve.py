@@ -53,6 +53,10 @@ def serve_command(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # pkictl logs admissions, refusals and sessions itself; the libraries' per-request
+    # and migration chatter only at WARNING.
+    for chatty in ("alembic", "websockets"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
     def ready(listening: Listening, host: str) -> None:
         plain = f", profile 1 on ws://{host}:{listening.plain_port}" if listening.plain_port else ""
