@@ -130,6 +130,7 @@ async def serve(
         poll_interval=options.outbox_poll_interval,
     )
     await outbox.start()
+    watcher = asyncio.create_task(outbox.watch())
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions, app.reports
     )
@@ -216,6 +217,7 @@ async def serve(
         if on_ready is not None:
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
+        watcher.cancel()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
 

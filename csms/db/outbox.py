@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -66,6 +67,19 @@ class SqlOutboxStore:
                 .values(values)
             )
         return bool(result.rowcount)
+
+    async def stations_with_queued(self, station_ids: Sequence[str]) -> list[str]:
+        found: list[str] = []
+        async with self._engine.connect() as connection:
+            for start in range(0, len(station_ids), 500):  # bounded IN lists
+                chunk = station_ids[start : start + 500]
+                rows = await connection.execute(
+                    select(outbox.c.station_id)
+                    .where(outbox.c.state == CallState.QUEUED.value, outbox.c.station_id.in_(chunk))
+                    .distinct()
+                )
+                found += [r.station_id for r in rows]
+        return found
 
     async def requeue_sent(self) -> int:
         async with self._engine.begin() as connection:

@@ -6,17 +6,16 @@ the station is connected -- at once if it is, when it comes back if not, again a
 restart of the CSMS if it was in flight. One call in flight per station; each ends
 answered, failed (CALLERROR) or timed out, with the answer kept.
 
-Delivery is woken in-process when a call is queued on this node, and polls otherwise
-(a call queued by the CLI or another node).
+Delivery is woken in-process when a call is queued on this node; calls queued by the
+CLI or another node are found by one poll per interval for all connected stations.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -58,6 +57,10 @@ class OutboxStore(Protocol):
         error: str | None = None,
     ) -> bool:
         """Change the item's state if it is still in ``from_state``; False otherwise."""
+        ...
+
+    async def stations_with_queued(self, station_ids: Sequence[str]) -> list[str]:
+        """Those of ``station_ids`` with at least one queued call."""
         ...
 
     async def requeue_sent(self) -> int:
@@ -110,6 +113,23 @@ class Outbox:
         if requeued:
             LOG.info("%d calls left in flight by the previous run are queued again", requeued)
 
+    async def watch(self) -> None:
+        """Wake the deliverers of connected stations that have calls queued elsewhere
+        (the CLI, another node): one query per poll interval, whatever the fleet size."""
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if not self._wake:
+                continue
+            try:
+                queued = await self.store.stations_with_queued(list(self._wake))
+            except Exception:  # the next round tries again; a dead watcher would stall all
+                LOG.exception("outbox: looking for calls queued elsewhere failed")
+                continue
+            for station_id in queued:
+                wake = self._wake.get(station_id)
+                if wake is not None:
+                    wake.set()
+
     async def deliver(self, station_id: str, send: Sender) -> None:
         """Deliver the station's queued calls, one at a time, until it disconnects."""
         wake = self._wake[station_id] = asyncio.Event()
@@ -118,8 +138,7 @@ class Outbox:
                 wake.clear()  # before looking: a call queued meanwhile sets it again
                 item = await self.store.oldest_queued(station_id)
                 if item is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self.poll_interval)
+                    await wake.wait()  # enqueue() on this node, or watch() for the others
                     continue
                 if not await self._call(item, send):
                     return
