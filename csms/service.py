@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -195,7 +196,9 @@ async def serve(
                 _never_upgraded,
                 options.host,
                 options.http_port,
-                process_request=_http_request,
+                process_request=lambda connection, request: _http_request(
+                    connection, request, lambda: _health(sessions, gate)
+                ),
                 server_header=None,
             )
         )
@@ -230,10 +233,20 @@ async def _never_upgraded(connection: ServerConnection) -> None:  # pragma: no c
     await connection.close()
 
 
-def _http_request(connection: ServerConnection, request: Request) -> Response:
+def _health(sessions: SessionService, gate: ConnectionGate) -> dict[str, object]:
+    return {
+        "status": "ok",
+        "stations_online": len(sessions.online()),
+        "refusals": dict(sorted(gate.refusals.items())),
+    }
+
+
+def _http_request(
+    connection: ServerConnection, request: Request, health: Callable[[], dict[str, object]]
+) -> Response:
     """The HTTP port: /health now; OCSP, CRLs and metrics join in later issues."""
     if urlsplit(request.path).path == "/health":
-        response = connection.respond(HTTPStatus.OK, '{"status": "ok"}\n')
+        response = connection.respond(HTTPStatus.OK, json.dumps(health()) + "\n")
         response.headers["Content-Type"] = "application/json"
         return response
     return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,11 +79,14 @@ class ConnectionGate:
         self._observed_renewal = observed_renewal
         self._limiter = limiter or FailureLimiter()
         self._station_cas = tuple(station_cas)
+        self.refusals: Counter[str] = Counter()
+        """Refusals since start, by reason (shown on /health)."""
 
     async def admit(self, request: ConnectionRequest) -> Admission:
         now = self._clock.now()
         address = request.remote.rpartition(":")[0] or request.remote
         if self._limiter.blocked(address, now):
+            self.refusals[Refusal.RATE_LIMITED.value] += 1
             return Admission(
                 Decision(HttpStatus.TOO_MANY_REQUESTS, Refusal.RATE_LIMITED), None, None
             )
@@ -121,6 +125,7 @@ class ConnectionGate:
             )
         else:
             self._limiter.failed(address, now)
+            self.refusals[str(decision.refusal)] += 1
             await self._record_refusal(request, decision, stored, now)
         return Admission(decision, station, stored)
 

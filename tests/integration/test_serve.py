@@ -228,15 +228,29 @@ async def test_stopping_drains_connections_with_going_away(service: Running) -> 
     assert connection.close_code == 1001
 
 
-async def test_health(service: Running) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", service.ports.http_port)
-    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    body = await asyncio.wait_for(reader.read(64), 5)
-    writer.close()
-    assert head.startswith(b"HTTP/1.1 200")
-    assert body == b'{"status": "ok"}\n'
+async def test_health_counts_online_stations_and_refusals(service: Running) -> None:
+    async def health() -> dict[str, Any]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.ports.http_port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200")
+        parsed: dict[str, Any] = json.loads(body)
+        return parsed
+
+    assert await health() == {"status": "ok", "stations_online": 0, "refusals": {}}
+    assert await service.refused_with("CS002", service.fleet.good) == 403
+    assert await service.refused_with("CS003", None) == 401
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        assert await boot(connection, "CS001") == ("Accepted", 300)
+        assert await health() == {
+            "status": "ok",
+            "stations_online": 1,
+            "refusals": {"credentials-required": 1, "serial-mismatch": 1},
+        }
 
 
 async def test_the_pkictl_serve_command_drains_on_sigterm_and_exits_0(fleet: Fleet) -> None:
