@@ -775,3 +775,14 @@ async def test_a_station_ca_that_has_expired_admits_no_one(fleet: Fleet, tmp_pat
         pkictl_json, fleet.home, "events", "list", "--station", "CS001"
     )
     assert events[-1]["what"] == "issuer-expired"
+
+
+async def test_tls_1_2_is_refused_under_the_default_policy(service: Running) -> None:
+    context = service.fleet.home.client_context(
+        service.fleet.good, max_version=ssl.TLSVersion.TLSv1_2
+    )
+    with pytest.raises((ssl.SSLError, ConnectionError, InvalidMessage)):
+        await websockets.connect(
+            service.url("CS001"), ssl=context, subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            open_timeout=5,
+        )  # fmt: skip
