@@ -32,6 +32,7 @@ from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
+    COMPRESSION,
     MAX_FRAME_BYTES,
     OCPP_SUBPROTOCOL,
     OcppEndpoint,
@@ -188,6 +189,7 @@ async def serve(
                 process_request=endpoint.process_request,
                 subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                 max_size=MAX_FRAME_BYTES,
+                compression=COMPRESSION,
                 server_header=None,
             )
         )
@@ -213,6 +215,7 @@ async def serve(
                     process_request=plain.process_request,
                     subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                     max_size=MAX_FRAME_BYTES,
+                    compression=COMPRESSION,
                     server_header=None,
                 )
             )

@@ -140,10 +140,10 @@ class ReloadingContext:
 
 
 # asyncio gives every TLS connection a 256 KiB read buffer (SSLProtocol.max_size), the
-# bulk of what an idle station costs. A TLS record is at most 16 KiB plus overhead, and
-# OCPP frames are capped at 64 KiB: a 16 KiB buffer costs a few more reads per large
-# frame and nothing else.
-TLS_READ_BUFFER = 16 * 1024
+# bulk of what an idle station costs. It only bounds how much one read takes from
+# OpenSSL: OCPP messages are mostly under 2 KiB (OCPP-J part 4, 5.2), and a larger frame
+# takes a few more reads. Nothing else changes.
+TLS_READ_BUFFER = 4 * 1024
 
 
 def bound_tls_read_buffers() -> None:
