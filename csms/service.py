@@ -166,14 +166,13 @@ async def serve(
             certificate_not_after=certificate.not_after if certificate else None,
         )
         session = StationSession(station_id, connection, services)
-        delivery = asyncio.create_task(outbox.deliver(station_id, session.send))
+        outbox.attach(station_id, session.send)
         try:
             await session.start()
         except ConnectionClosed:
             pass
         finally:
-            delivery.cancel()
-            await asyncio.gather(delivery, return_exceptions=True)
+            await outbox.detach(station_id, session.send)
             if live.get(station_id) is connection:
                 del live[station_id]
                 await sessions.disconnected(station_id)

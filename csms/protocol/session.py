@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 from ocpp.charge_point import remove_nones
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
-from ocpp.routing import on
+from ocpp.routing import create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
@@ -42,9 +44,68 @@ class SessionServices:
     reports: ReportService
 
 
+_CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
+
+
+def _class_routes(cls: type) -> dict[str, dict[str, Any]]:
+    routes = _CLASS_ROUTES.get(cls)
+    if routes is None:
+        routes = _CLASS_ROUTES[cls] = create_route_map(cls)
+    return routes
+
+
+class _BoundRoutes(Mapping[str, dict[str, Any]]):
+    """The routes of a session's class, bound to the session on lookup. The `ocpp`
+    library builds a map of bound methods per connection: ~2 KiB of every idle
+    station's memory for what is the same for all of them."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: StationSession) -> None:
+        self._session = session
+
+    def _routes(self) -> dict[str, dict[str, Any]]:
+        return _class_routes(type(self._session))
+
+    def __getitem__(self, action: str) -> dict[str, Any]:
+        return {
+            option: handler.__get__(self._session) if callable(handler) else handler
+            for option, handler in self._routes()[action].items()
+        }
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._routes())
+
+    def __len__(self) -> int:
+        return len(self._routes())
+
+
+class _ResponseQueue:
+    """The answers to our calls, as the `ocpp` library queues them, made when the first
+    call is sent: most stations are never called, and an asyncio.Queue costs ~2.5 KiB."""
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] | None = None
+
+    def _made(self) -> asyncio.Queue[Any]:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        return self._queue
+
+    def put_nowait(self, message: Any) -> None:
+        self._made().put_nowait(message)
+
+    async def get(self) -> Any:
+        return await self._made().get()
+
+
 class StationSession(ChargePoint):
     def __init__(self, station_id: str, connection: Any, services: SessionServices) -> None:
         super().__init__(station_id, connection)
+        self.route_map = _BoundRoutes(self)
+        self._response_queue = _ResponseQueue()
         self._sessions = services.sessions
         self._security_events = services.security_events
         self._tokens = services.tokens

@@ -90,19 +90,22 @@ Sender = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 @dataclass
 class Outbox:
+    """Connected stations are attached with their Sender; a delivery task runs only while
+    a station has calls to deliver, so an idle station costs a dict entry, not a task."""
+
     store: OutboxStore
     clock: Clock
     response_timeout: float = RESPONSE_TIMEOUT_S
     poll_interval: float = POLL_INTERVAL_S
-    _wake: dict[str, asyncio.Event] = field(default_factory=dict)
+    _senders: dict[str, Sender] = field(default_factory=dict)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _woken: set[str] = field(default_factory=set)
 
     async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int:
         item_id = await self.store.add(
             station_id, action, json.dumps(dict(payload), sort_keys=True), self.clock.now()
         )
-        wake = self._wake.get(station_id)
-        if wake is not None:
-            wake.set()
+        self._wake(station_id)
         return item_id
 
     async def list(self, station_id: str | None = None, limit: int = 50) -> list[OutboxItem]:
@@ -113,38 +116,64 @@ class Outbox:
         if requeued:
             LOG.info("%d calls left in flight by the previous run are queued again", requeued)
 
+    def attach(self, station_id: str, send: Sender) -> None:
+        """The station is connected: deliver what is queued for it, and what comes."""
+        self._senders[station_id] = send
+        self._wake(station_id)
+
+    async def detach(self, station_id: str, send: Sender) -> None:
+        """The station's connection ended. A call in flight goes back to the queue; a
+        newer connection of the same station (already attached) keeps its delivery."""
+        if self._senders.get(station_id) != send:  # a bound method is a new object each time
+            return
+        del self._senders[station_id]
+        delivery = self._running.get(station_id)
+        if delivery is not None:
+            delivery.cancel()
+            await asyncio.gather(delivery, return_exceptions=True)
+
     async def watch(self) -> None:
-        """Wake the deliverers of connected stations that have calls queued elsewhere
-        (the CLI, another node): one query per poll interval, whatever the fleet size."""
+        """Wake the delivery of connected stations that have calls queued elsewhere (the
+        CLI, another node): one query per poll interval, whatever the fleet size."""
         while True:
             await asyncio.sleep(self.poll_interval)
-            if not self._wake:
+            if not self._senders:
                 continue
             try:
-                queued = await self.store.stations_with_queued(list(self._wake))
+                queued = await self.store.stations_with_queued(list(self._senders))
             except Exception:  # the next round tries again; a dead watcher would stall all
                 LOG.exception("outbox: looking for calls queued elsewhere failed")
                 continue
             for station_id in queued:
-                wake = self._wake.get(station_id)
-                if wake is not None:
-                    wake.set()
+                self._wake(station_id)
 
-    async def deliver(self, station_id: str, send: Sender) -> None:
-        """Deliver the station's queued calls, one at a time, until it disconnects."""
-        wake = self._wake[station_id] = asyncio.Event()
+    def _wake(self, station_id: str) -> None:
+        if station_id not in self._senders:
+            return  # delivered when it connects
+        if station_id in self._running:
+            self._woken.add(station_id)  # the running delivery looks again before it ends
+        else:
+            self._running[station_id] = asyncio.create_task(self._deliver(station_id))
+
+    async def _deliver(self, station_id: str) -> None:
+        """Deliver the station's queued calls one at a time, then end."""
         try:
-            while True:
-                wake.clear()  # before looking: a call queued meanwhile sets it again
+            while (send := self._senders.get(station_id)) is not None:
+                self._woken.discard(station_id)
                 item = await self.store.oldest_queued(station_id)
                 if item is None:
-                    await wake.wait()  # enqueue() on this node, or watch() for the others
-                    continue
-                if not await self._call(item, send):
+                    if station_id in self._woken:
+                        continue  # queued while we looked
                     return
+                gone = not await self._call(item, send)
+                if gone and self._senders.get(station_id) == send:
+                    return  # no newer connection to deliver to
+        except Exception:  # the watcher wakes it again within a poll interval
+            LOG.exception("outbox: delivery to %s failed", station_id)
         finally:
-            if self._wake.get(station_id) is wake:  # not a newer connection's
-                del self._wake[station_id]
+            if self._running.get(station_id) is asyncio.current_task():
+                del self._running[station_id]
+            self._woken.discard(station_id)
 
     async def _call(self, item: OutboxItem, send: Sender) -> bool:
         """One delivery; False when the station went away meanwhile."""

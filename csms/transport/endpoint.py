@@ -73,6 +73,14 @@ def offered_subprotocols(request: Request) -> list[str]:
     ]
 
 
+def forget_handshake_headers(connection: ServerConnection) -> None:
+    """websockets keeps the upgrade request and response for the connection's life; their
+    headers (~3 KiB) are read by nothing once the station is admitted."""
+    for message in (connection.request, connection.response):
+        if message is not None:
+            message.headers.clear()
+
+
 class OcppEndpoint:
     def __init__(self, gate: ConnectionGate, run_session: SessionRunner, transport: Transport):
         self._gate = gate
@@ -119,4 +127,5 @@ class OcppEndpoint:
 
     async def handle(self, connection: ServerConnection) -> None:
         station_id, admission = self._admitted.pop(connection)
+        forget_handshake_headers(connection)
         await self._run_session(station_id, connection, admission)

@@ -23,6 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
+
+if TYPE_CHECKING:
+    from ssl import _PeerCertRetDictType, _PeerCertRetType
 
 TLS12_OCPP_SUITES = (
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -48,6 +52,22 @@ class TlsConfigError(Exception):
     """The TLS settings cannot be used; the message says which and why."""
 
 
+class StationSSLObject(ssl.SSLObject):
+    """The server side of a station's TLS connection. pkictl reads the peer certificate
+    only in DER form and parses it with cryptography; the decoded dict that asyncio asks
+    for at every handshake (and keeps for the connection's life, ~2 KiB) is not made:
+    the dict form answers ``{}``, as for a certificate that was not validated."""
+
+    @overload
+    def getpeercert(self, binary_form: Literal[False] = False) -> _PeerCertRetDictType | None: ...
+    @overload
+    def getpeercert(self, binary_form: Literal[True]) -> bytes | None: ...
+    @overload
+    def getpeercert(self, binary_form: bool) -> _PeerCertRetType: ...
+    def getpeercert(self, binary_form: bool = False) -> _PeerCertRetType:
+        return super().getpeercert(True) if binary_form else {}
+
+
 def server_context(
     *,
     min_version: str,
@@ -62,6 +82,7 @@ def server_context(
     if not station_cas_pem.strip():
         raise TlsConfigError("no trusted station CA: profile 3 could admit nobody")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.sslobject_class = StationSSLObject
     context.minimum_version = MIN_VERSIONS[min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     if min_version == "1.2":

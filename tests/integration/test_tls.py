@@ -136,6 +136,29 @@ async def test_default_policy_speaks_tls_1_3_with_a_station_certificate(pki: Pki
     assert outcome == Outcome("TLSv1.3", outcome.cipher, "SN-0001")
 
 
+async def test_the_peer_certificate_is_read_in_der_only(pki: Pki) -> None:
+    """asyncio decodes the peer certificate into a dict at every handshake and keeps it
+    for the connection's life; the server context skips it (an idle station's memory)."""
+    kept: list[object] = []
+
+    async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        kept.append(writer.get_extra_info("peercert"))
+        kept.append(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server(pki, "1.3"))
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client(pki, pki.good))
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+    decoded, der = kept
+    assert decoded == {}
+    assert isinstance(der, bytes)
+    subject = x509.load_der_x509_certificate(der).subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SN-0001"
+
+
 async def test_default_policy_refuses_tls_1_2(pki: Pki) -> None:
     outcome = await handshake(
         server(pki, "1.3"), client(pki, pki.good, max_version=ssl.TLSVersion.TLSv1_2)
