@@ -20,6 +20,7 @@ from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.events import events
 from cli.outbox import outbox
 from cli.policy import policy
+from cli.renewals import renew, renewals
 from cli.serve import serve_command
 from cli.station import station
 from cli.tokens import token
@@ -77,7 +78,7 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
 
 for command in (
     init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, trust,
-    serve_command,
+    renew, renewals, serve_command,
 ):  # fmt: skip
     cli.add_command(command)
 

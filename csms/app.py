@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.outbox import SqlOutboxStore
+from csms.db.renewals import SqlRenewalStore
 from csms.db.reports import SqlReportStore
 from csms.db.sessions import SqlSessionStore
 from csms.db.tokens import SqlTokenStore
@@ -35,6 +36,7 @@ from csms.home import (
     render_config,
 )
 from csms.services.outbox import Outbox
+from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
 from csms.services.stations import StationService
 from csms.services.tokens import TokenService
@@ -119,6 +121,7 @@ class App:
     reports: ReportService
     outbox: Outbox
     trust: TrustService
+    renewals: RenewalService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -145,14 +148,16 @@ def _build(
     ca = CertificateAuthority(
         store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
     )
+    outbox = Outbox(SqlOutboxStore(store.engine), clock)
     return App(
         home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
         SqlSessionStore(store.engine),
         TokenService(SqlTokenStore(store.engine), store, clock),
         TransactionService(SqlTransactionStore(store.engine), clock),
         ReportService(SqlReportStore(store.engine), clock),
-        Outbox(SqlOutboxStore(store.engine), clock),
+        outbox,
         TrustService(store, clock),
+        RenewalService(SqlRenewalStore(store.engine), ca, outbox, clock),
     )  # fmt: skip
 
 

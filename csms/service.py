@@ -28,7 +28,8 @@ from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
-from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
+from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
+from csms.services.renewals import CERTIFICATE_SIGNED, RenewalService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
@@ -132,10 +133,12 @@ async def serve(
         poll_interval=options.outbox_poll_interval,
     )
     await outbox.start()
+    renewals = await _start_renewals(app, outbox)
     watcher = asyncio.create_task(outbox.watch())
     services = SessionServices(
-        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions, app.reports
-    )
+        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
+        app.reports, renewals,
+    )  # fmt: skip
     gate = ConnectionGate(
         store=app.store,
         clock=app.clock,
@@ -165,7 +168,8 @@ async def serve(
             certificate_serial=certificate.serial_hex if certificate else None,
             certificate_not_after=certificate.not_after if certificate else None,
         )
-        session = StationSession(station_id, connection, services)
+        await renewals.presented(station_id, certificate.serial_hex if certificate else None)
+        session = StationSession(station_id, connection, services, decision.security_profile)
         outbox.attach(station_id, session.send)
         try:
             await session.start()
@@ -224,6 +228,16 @@ async def serve(
         await stop.wait()
         watcher.cancel()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+async def _start_renewals(app: App, outbox: Outbox) -> RenewalService:
+    """The renewal workflow on this node's outbox, resuming what a previous run left."""
+    renewals = replace(app.renewals, outbox=outbox)
+    outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
+    resumed = await renewals.resume()
+    if resumed:
+        LOG.info("%d renewals left half done by the previous run go on", resumed)
+    return renewals
 
 
 def _port(server: Server) -> int:

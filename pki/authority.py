@@ -34,6 +34,7 @@ from pki.records import (
     CertificateQuery,
     CertificateRecord,
     CertificateSource,
+    CertificateStatus,
     Station,
 )
 from pki.renewal import renewal_due_at
@@ -414,6 +415,35 @@ class CertificateAuthority:
                 + "; ".join(m.issuer_dn for m in matches)
             )
         return matches[0]
+
+    async def current_certificate(
+        self, station_id: str, profile_name: str
+    ) -> CertificateRecord | None:
+        """The station's valid certificate of this profile that lasts longest, if any."""
+        records = await self.store.find_certificates(
+            CertificateQuery(station_id=station_id, profile=profile_name)
+        )
+        now = self.clock.now()
+        valid = [r for r in records if r.effective_status(now) is CertificateStatus.VALID]
+        return max(valid, key=lambda r: r.not_after, default=None)
+
+    async def issued(self, serial_hex: str) -> IssuedCertificate:
+        """A certificate this CA issued, with the chain it was delivered with."""
+        record = await self.find_by_serial(int(serial_hex, 16))
+        if record.issuer_ca is None:
+            raise NotFoundError(f"certificate {serial_hex} was not issued by this CA")
+        chain = await self.chain(record.issuer_ca)
+        return IssuedCertificate(record, (record.certificate(), *chain))
+
+    async def supersede(self, serial_hex: str, actor: str) -> bool:
+        """A renewal replaced this certificate: still valid until revoked or expired, but
+        no longer the station's current one. False when it is not valid (any more)."""
+        record = await self.find_by_serial(int(serial_hex, 16))
+        event = AuditEvent(
+            "certificate.superseded", actor, f"station:{record.station_id}", "ok",
+            {"serial": record.serial_hex},
+        )  # fmt: skip
+        return await self.store.supersede_certificate(record, event, self.clock.now())
 
     async def revoke(self, serial: int, reason: str, actor: str) -> CertificateRecord:
         if reason not in REVOCATION_REASONS:

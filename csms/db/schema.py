@@ -102,3 +102,24 @@ outbox = Table(
     Column("error", Text, nullable=True),
     Index("ix_outbox_station_state", "station_id", "state", "id"),
 )
+
+renewals = Table(
+    "renewals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    # station|kind while the renewal is open, NULL once it ended: unique, so a station has
+    # at most one open renewal per kind on any database (NULLs never collide).
+    Column("open_slot", String(96), nullable=True, unique=True),
+    Column("old_serial", String(40), nullable=True),
+    Column("new_serial", String(40), nullable=True),
+    Column("csr_key_sha256", String(64), nullable=True),
+    Column("outbox_id", Integer, nullable=True, index=True),
+    Column("reason", Text, nullable=True),
+    Column("requested_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_renewals_station", "station_id", "id"),
+)

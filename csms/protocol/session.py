@@ -14,10 +14,12 @@ from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.routing import create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
-from ocpp.v201.enums import Action, RegistrationStatusEnumType
+from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
 
+from csms.domain.renewal import CertificateKind
 from csms.services.outbox import CallRejected, StationGone
+from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
@@ -42,6 +44,7 @@ class SessionServices:
     tokens: TokenService
     transactions: TransactionService
     reports: ReportService
+    renewals: RenewalService
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -102,8 +105,12 @@ class _ResponseQueue:
 
 
 class StationSession(ChargePoint):
-    def __init__(self, station_id: str, connection: Any, services: SessionServices) -> None:
+    def __init__(
+        self, station_id: str, connection: Any, services: SessionServices, security_profile: int
+    ) -> None:
         super().__init__(station_id, connection)
+        self._security_profile = security_profile
+        self._renewals = services.renewals
         self.route_map = _BoundRoutes(self)
         self._response_queue = _ResponseQueue()
         self._sessions = services.sessions
@@ -242,3 +249,26 @@ class StationSession(ChargePoint):
         await self._sessions.seen(self.id)
         await self._transactions.meter_values(self.id, evse_id, meter_value)
         return call_result.MeterValues()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(
+        self, csr: str, certificate_type: str | None = None, **_: Any
+    ) -> call_result.SignCertificate:
+        """A02/A03. Certificate operations are refused over profile 1 (no TLS); a combined
+        certificate (no certificateType) is not issued: its profile is not defined yet."""
+        await self._sessions.seen(self.id)
+        if self._security_profile < 2:
+            return _rejected("SecurityProfileTooLow", "certificate operations need TLS")
+        if certificate_type is None:
+            return _rejected("CombinedNotSupported", "ask for each certificateType separately")
+        answer = await self._renewals.sign(self.id, csr, CertificateKind(certificate_type))
+        if answer.accepted:
+            return call_result.SignCertificate(status=GenericStatusEnumType.accepted)
+        return _rejected(answer.reason_code or "Rejected", answer.detail)
+
+
+def _rejected(reason_code: str, detail: str | None) -> call_result.SignCertificate:
+    info: dict[str, str] = {"reason_code": reason_code[:20]}
+    if detail:
+        info["additional_info"] = detail[:512]
+    return call_result.SignCertificate(status=GenericStatusEnumType.rejected, status_info=info)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -86,6 +86,7 @@ class StationGone(Exception):
 
 Sender = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 """Sends one call (action, snake_case payload) and returns the answer's payload."""
+Listener = Callable[[OutboxItem], Awaitable[None]]
 
 
 @dataclass
@@ -100,6 +101,7 @@ class Outbox:
     _senders: dict[str, Sender] = field(default_factory=dict)
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _woken: set[str] = field(default_factory=set)
+    _listeners: dict[str, list[Listener]] = field(default_factory=dict)
 
     async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int:
         item_id = await self.store.add(
@@ -115,6 +117,11 @@ class Outbox:
         requeued = await self.store.requeue_sent()
         if requeued:
             LOG.info("%d calls left in flight by the previous run are queued again", requeued)
+
+    def listen(self, action: str, listener: Listener) -> None:
+        """Call ``listener`` with each ``action`` call this node ends (answered, failed or
+        timed out), once its outcome is stored."""
+        self._listeners.setdefault(action, []).append(listener)
 
     def attach(self, station_id: str, send: Sender) -> None:
         """The station is connected: deliver what is queued for it, and what comes."""
@@ -193,21 +200,35 @@ class Outbox:
             LOG.warning(
                 "station %s rejected %s #%d: %s", item.station_id, item.action, item.id, rejected
             )
-            await self._move(
-                item, CallEvent.CALL_ERROR, from_state=CallState.SENT, error=str(rejected)
-            )
+            await self._finish(item, CallEvent.CALL_ERROR, error=str(rejected))
         except TimeoutError:
             LOG.warning("station %s did not answer %s #%d", item.station_id, item.action, item.id)
-            await self._move(
-                item, CallEvent.TIMEOUT, from_state=CallState.SENT,
-                error=f"no answer within {self.response_timeout:g} s",
-            )  # fmt: skip
+            error = f"no answer within {self.response_timeout:g} s"
+            await self._finish(item, CallEvent.TIMEOUT, error=error)
         else:
-            await self._move(
-                item, CallEvent.ANSWER, from_state=CallState.SENT,
-                response=json.dumps(response, sort_keys=True, default=str),
-            )  # fmt: skip
+            await self._finish(item, CallEvent.ANSWER, response=response)
         return True
+
+    async def _finish(
+        self,
+        item: OutboxItem,
+        event: CallEvent,
+        *,
+        response: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Keep the outcome, then tell the service that asked for the call."""
+        stored = None if response is None else json.dumps(response, sort_keys=True, default=str)
+        if not await self._move(
+            item, event, from_state=CallState.SENT, response=stored, error=error
+        ):
+            return
+        ended = replace(item, state=advance(CallState.SENT, event), response=response, error=error)
+        for listener in self._listeners.get(item.action, ()):
+            try:
+                await listener(ended)
+            except Exception:  # one service's failure must not stop the deliveries
+                LOG.exception("outbox: handling the outcome of %s #%d failed", item.action, item.id)
 
     async def _move(
         self,

@@ -47,6 +47,12 @@ class Store(Protocol):
     async def revoke_certificate(
         self, record: CertificateRecord, reason: str, event: AuditEvent, at: datetime
     ) -> CertificateRecord: ...
+    async def supersede_certificate(
+        self, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> bool:
+        """valid -> superseded, with ``event``; False (and no entry) if it was not valid."""
+        ...
+
     async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]: ...
     async def record_presented(
         self, record: CertificateRecord, event: AuditEvent, at: datetime

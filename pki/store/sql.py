@@ -380,6 +380,26 @@ class SqlStore:
             }
         )
 
+    async def supersede_certificate(
+        self, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> bool:
+        try:
+            async with self._write(event, at) as connection:
+                result = await connection.execute(
+                    update(certificates)
+                    .where(
+                        certificates.c.serial_hex == record.serial_hex,
+                        certificates.c.issuer_name_hash == record.issuer_name_hash,
+                        certificates.c.status == CertificateStatus.VALID.value,
+                    )
+                    .values(status=CertificateStatus.SUPERSEDED.value)
+                )
+                if result.rowcount == 0:
+                    raise StateError(f"certificate {record.serial_hex} is not valid")
+        except StateError:
+            return False  # rolled back: no audit entry for what did not happen
+        return True
+
     async def record_presented(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> CertificateRecord:

@@ -1,0 +1,121 @@
+"""RenewalStore on SQLAlchemy: the `renewals` table. Every step is a conditional update
+(WHERE state = the expected one), and `open_slot` keeps one open renewal per station and
+kind, so concurrent requests join one renewal instead of starting two."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from csms.db.schema import renewals
+from csms.domain.renewal import ENDED, CertificateKind, RenewalState
+from csms.services.renewals import Renewal
+
+
+def _slot(station_id: str, kind: CertificateKind) -> str:
+    return f"{station_id}|{kind.value}"
+
+
+class SqlRenewalStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None:
+        return await self._one(renewals.c.open_slot == _slot(station_id, kind))
+
+    async def create(
+        self,
+        station_id: str,
+        kind: CertificateKind,
+        state: RenewalState,
+        *,
+        requested_by: str,
+        old_serial: str | None,
+        at: datetime,
+    ) -> Renewal | None:
+        try:
+            async with self._engine.begin() as connection:
+                result = await connection.execute(
+                    insert(renewals)
+                    .values(
+                        station_id=station_id, kind=kind.value, state=state.value,
+                        open_slot=_slot(station_id, kind), old_serial=old_serial,
+                        requested_by=requested_by, created_at=at, updated_at=at,
+                    )
+                    .returning(renewals.c.id)
+                )  # fmt: skip
+                renewal_id: int = result.scalar_one()
+        except IntegrityError:
+            return None  # one is open already
+        return await self.get(renewal_id)
+
+    async def move(
+        self, renewal_id: int, from_state: RenewalState, to_state: RenewalState, at: datetime,
+        **fields: Any,
+    ) -> bool:  # fmt: skip
+        values: dict[str, Any] = {"state": to_state.value, "updated_at": at, **fields}
+        if to_state in ENDED:
+            values["open_slot"] = None
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(renewals)
+                .where(renewals.c.id == renewal_id, renewals.c.state == from_state.value)
+                .values(values)
+            )
+        return bool(result.rowcount)
+
+    async def set_outbox_id(self, renewal_id: int, outbox_id: int) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(renewals).where(renewals.c.id == renewal_id).values(outbox_id=outbox_id)
+            )
+
+    async def get(self, renewal_id: int) -> Renewal:
+        found = await self._one(renewals.c.id == renewal_id)
+        if found is None:
+            raise LookupError(f"no renewal #{renewal_id}")
+        return found
+
+    async def by_outbox_id(self, outbox_id: int) -> Renewal | None:
+        return await self._one(renewals.c.outbox_id == outbox_id)
+
+    async def in_state(self, state: RenewalState) -> list[Renewal]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(renewals).where(renewals.c.state == state.value).order_by(renewals.c.id)
+            )
+            return [_renewal(r) for r in rows]
+
+    async def list(self, station_id: str | None, limit: int) -> list[Renewal]:
+        statement = select(renewals).order_by(renewals.c.id.desc()).limit(limit)
+        if station_id is not None:
+            statement = statement.where(renewals.c.station_id == station_id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [_renewal(r) for r in reversed(rows)]
+
+    async def _one(self, condition: Any) -> Renewal | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(renewals).where(condition))).first()
+        return _renewal(row) if row else None
+
+
+def _renewal(row: Row[Any]) -> Renewal:
+    return Renewal(
+        id=row.id,
+        station_id=row.station_id,
+        kind=CertificateKind(row.kind),
+        state=RenewalState(row.state),
+        requested_by=row.requested_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        old_serial=row.old_serial,
+        new_serial=row.new_serial,
+        csr_key_sha256=row.csr_key_sha256,
+        outbox_id=row.outbox_id,
+        reason=row.reason,
+    )

@@ -1,0 +1,218 @@
+"""Certificate renewal end to end (A02/A03) against a real `pkictl serve` on 127.0.0.1.
+
+Simulated stations do what a real one does: on TriggerMessage they make a new P-256 key
+and send a real CSR; they check and install the CertificateSigned chain, and reconnect
+with it over mutual TLS. Renewals are asked for with the real CLI on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from integration_support import Home, Identity, csr, initialized_home, passphrase_file, write_key
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action
+from websockets.asyncio.client import ClientConnection
+
+from cli.main import cli
+from csms.app import open_app
+from csms.service import Listening, ServeOptions, serve
+
+STATIONS = {f"R{n}": (f"SN-R{n}", 3, False) for n in range(1, 6)}
+
+
+class Renewing(ChargePoint):  # type: ignore[misc]
+    """A station that renews when triggered and installs what it is sent."""
+
+    def __init__(self, station_id: str, connection: ClientConnection, station: Station) -> None:
+        super().__init__(station_id, connection)
+        self.station = station
+
+    @on(Action.trigger_message)
+    async def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
+        if requested_message == "SignChargingStationCertificate":
+            asyncio.get_running_loop().call_later(0.05, self._send_csr)
+        return call_result.TriggerMessage(status="Accepted")
+
+    def _send_csr(self) -> None:
+        self.station.tasks.append(asyncio.create_task(self.sign()))
+
+    async def sign(self, subject_serial: str | None = None) -> Any:
+        self.station.pending_key = ec.generate_private_key(ec.SECP256R1())
+        request = call.SignCertificate(
+            csr=csr(self.station.pending_key, subject_serial or self.station.serial),
+            certificate_type="ChargingStationCertificate",
+        )
+        answer = await self.call(request)
+        self.station.sign_answers.append(answer)
+        return answer
+
+    @on(Action.certificate_signed)
+    async def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
+        station = self.station
+        chain = x509.load_pem_x509_certificates(certificate_chain.encode())
+        assert station.pending_key is not None
+        fits = chain[0].public_key() == station.pending_key.public_key()
+        no_root = all(c.issuer != c.subject for c in chain)
+        if station.refuse_install or not (fits and no_root):
+            return call_result.CertificateSigned(status="Rejected")
+        station.installed = (
+            station.write(f"{self.id}-renewed.pem", certificate_chain.encode()),
+            write_key(station.directory / f"{self.id}-renewed.key", station.pending_key),
+        )
+        station.installed_serial = format(chain[0].serial_number, "x")
+        return call_result.CertificateSigned(status="Accepted")
+
+
+@dataclass
+class Station:
+    station_id: str
+    serial: str
+    identity: Identity
+    directory: Path
+    refuse_install: bool = False
+    pending_key: ec.EllipticCurvePrivateKey | None = None
+    installed: Identity | None = None
+    installed_serial: str | None = None
+    sign_answers: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def write(self, name: str, data: bytes) -> Path:
+        path = self.directory / name
+        path.write_bytes(data)
+        return path
+
+
+@dataclass
+class Service:
+    home: Home
+    ports: Listening
+
+    async def connect(self, station: Station, identity: Identity) -> tuple[Renewing, Any]:
+        connection = await websockets.connect(
+            f"wss://127.0.0.1:{self.ports.ocpp_port}/ocpp/{station.station_id}",
+            ssl=self.home.client_context(identity),
+            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+            open_timeout=5,
+        )
+        client = Renewing(station.station_id, connection, station)
+        return client, asyncio.create_task(client.start())
+
+    async def station(self, station_id: str) -> Station:
+        serial = STATIONS[station_id][0]
+        identity = await self.home.issue(station_id, station=station_id, serial=serial)
+        return Station(station_id, serial, identity, self.home.directory)
+
+
+def pkictl_json(home: Home, *args: str) -> Any:
+    result = CliRunner().invoke(
+        cli, ["--home", str(home.path), *args, "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def renewal_of(home: Home, station_id: str, state: str) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for _ in range(150):
+        rows = await asyncio.to_thread(
+            pkictl_json, home, "renewals", "list", "--station", station_id
+        )
+        if rows and rows[-1]["state"] == state:
+            return rows[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{station_id}: renewals {rows}, never {state}")
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    home = await initialized_home(tmp_path, STATIONS)
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(home.path, passphrase_file(home.directory)) as app:
+        options = ServeOptions("127.0.0.1", 0, 0, response_timeout=2.0, outbox_poll_interval=0.1)
+        task = asyncio.create_task(serve(app, options, stop, ready.set_result))
+        try:
+            yield Service(home, await asyncio.wait_for(ready, 10))
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
+async def test_a_renewal_asked_while_offline_ends_confirmed_and_supersedes(
+    service: Service,
+) -> None:
+    station = await service.station("R1")
+    old_serial = x509.load_pem_x509_certificates(station.identity[0].read_bytes())[0]
+    (asked,) = await asyncio.to_thread(pkictl_json, service.home, "renew", "R1")
+    assert asked["state"] == "triggered"  # queued: R1 is not connected
+    assert asked["old_serial"] == format(old_serial.serial_number, "x")
+
+    client, listener = await service.connect(station, station.identity)
+    delivered = await renewal_of(service.home, "R1", "delivered")
+    assert delivered["new_serial"] == station.installed_serial
+    assert station.installed is not None
+    await client._connection.close()
+    listener.cancel()
+
+    _, listener = await service.connect(station, station.installed)  # as a station does
+    confirmed = await renewal_of(service.home, "R1", "confirmed")
+    listener.cancel()
+    certificates = {
+        c["serial"]: c["status"]
+        for c in await asyncio.to_thread(pkictl_json, service.home, "cert", "list")
+    }
+    assert certificates[confirmed["old_serial"]] == "superseded"
+    assert certificates[confirmed["new_serial"]] == "valid"
+    assert [a.status for a in station.sign_answers] == ["Accepted"]
+
+
+async def test_a_csr_for_another_serial_is_rejected_and_fails_the_renewal(
+    service: Service,
+) -> None:
+    station = await service.station("R2")
+    client, listener = await service.connect(station, station.identity)
+    answer = await client.sign(subject_serial="SN-R3")  # not R2's registered serial
+    assert answer.status == "Rejected"
+    assert answer.status_info["reason_code"]
+    failed = await renewal_of(service.home, "R2", "failed")
+    assert failed["requested_by"] == "station:R2"
+    assert "SN-R3" in failed["reason"] or "serial" in failed["reason"].lower()
+    listener.cancel()
+
+
+async def test_a_station_refusing_the_certificate_fails_the_renewal(service: Service) -> None:
+    station = await service.station("R3")
+    station.refuse_install = True
+    _, listener = await service.connect(station, station.identity)
+    await asyncio.to_thread(pkictl_json, service.home, "renew", "R3")
+    failed = await renewal_of(service.home, "R3", "failed")
+    assert "Rejected" in failed["reason"]
+    listener.cancel()
+
+
+async def test_the_same_csr_twice_gets_one_certificate(service: Service) -> None:
+    station = await service.station("R4")
+    client, listener = await service.connect(station, station.identity)
+    key = ec.generate_private_key(ec.SECP256R1())
+    station.pending_key = key
+    request = call.SignCertificate(
+        csr=csr(key, station.serial), certificate_type="ChargingStationCertificate"
+    )
+    first, second = await client.call(request), await client.call(request)
+    assert (first.status, second.status) == ("Accepted", "Accepted")
+    await renewal_of(service.home, "R4", "delivered")
+    issued = await asyncio.to_thread(pkictl_json, service.home, "cert", "list", "--station", "R4")
+    assert len(issued) == 2  # the one it connected with, and one renewal: not two
+    listener.cancel()
