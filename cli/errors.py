@@ -11,6 +11,7 @@
 | 6 | home not initialized, or invalid configuration / policy file |
 | 7 | integrity check failed (`audit verify`) |
 | 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
+| 9 | `renew --wait`: some renewal failed or did not end in time |
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class ExitCode(IntEnum):
     CONFIG = 6
     INTEGRITY = 7
     KEY_ACCESS = 8
+    INCOMPLETE = 9
 
 
 _CODES: tuple[tuple[type[Exception], ExitCode], ...] = (

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import click
+from rich.console import Console
+from rich.progress import Progress
 
 from cli.context import Context, json_option, run_with_app
+from cli.errors import ExitCode
 from cli.output import emit_json, emit_table, iso, note
 from csms.app import App, actor
-from csms.domain.renewal import CertificateKind
-from csms.services.renewals import Renewal
+from csms.domain.renewal import ENDED, CertificateKind, RenewalState
+from csms.services.renewals import DueCertificate, Renewal
 
 RENEWAL_COLUMNS = ("id", "station", "kind", "state", "old_serial", "new_serial", "updated_at")
 KIND_NAMES = {"station": CertificateKind.STATION, "v2g": CertificateKind.V2G}
+POLL_S = 0.5
 
 
 def renewal_view(renewal: Renewal) -> dict[str, object]:
@@ -29,20 +36,51 @@ def renewal_view(renewal: Renewal) -> dict[str, object]:
     }
 
 
+def due_view(due: DueCertificate) -> dict[str, object]:
+    return {
+        "station": due.station_id,
+        "kind": due.kind.value,
+        "serial": due.serial_hex,
+        "renew_after": iso(due.renew_after),
+        "not_after": iso(due.not_after),
+    }
+
+
 @click.command("renew")
-@click.argument("station_ids", metavar="STATION...", nargs=-1, required=True)
+@click.argument("station_ids", metavar="[STATION...]", nargs=-1)
+@click.option("--due", "all_due", is_flag=True, help="Every station whose certificate is due.")
+@click.option("--dry-run", is_flag=True, help="With --due: list what is due, start nothing.")
 @click.option(
     "--type", "kind", type=click.Choice(sorted(KIND_NAMES)), default="station",
-    show_default=True, help="station: the TLS client certificate; v2g: the SECC certificate.",
+    show_default=True, help="For STATION...: station = TLS client certificate, v2g = SECC.",
+)  # fmt: skip
+@click.option(
+    "--wait", "wait_s", type=click.IntRange(min=1), metavar="SECONDS",
+    help="Follow the renewals (progress on stderr) until each is confirmed or failed.",
 )  # fmt: skip
 @json_option
 @click.pass_obj
-def renew(ctx: Context, station_ids: tuple[str, ...], kind: str, as_json: bool) -> None:
-    """Renew the stations' certificates: each gets a TriggerMessage asking for a CSR, at
-    once if connected, else when it reconnects. A station with a renewal open keeps it.
-    `pkictl renewals list` follows them."""
+def renew(
+    ctx: Context, station_ids: tuple[str, ...], all_due: bool, dry_run: bool, kind: str,
+    wait_s: int | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Renew certificates over OCPP: each station gets a TriggerMessage asking for a CSR,
+    at once if connected, else when it reconnects. A station with a renewal open keeps
+    it. `--due` renews what the daemon's next scan would (thresholds from the policy).
+    With --wait, exit 9 unless every renewal ended confirmed in time."""
+    if bool(station_ids) == all_due:
+        raise click.UsageError("name stations, or give --due (not both)")
+    if dry_run and not all_due:
+        raise click.UsageError("--dry-run goes with --due")
+    if dry_run:
+        due = run_with_app(ctx, lambda app: app.renewals.due())
+        rows = [due_view(d) for d in due]
+        emit_json(rows) if as_json else emit_table(rows, tuple(rows[0]) if rows else ())
+        return
 
     async def action(app: App) -> list[Renewal]:
+        if all_due:
+            return await app.renewals.scan()
         for station_id in station_ids:
             await app.stations.get(station_id)  # all exist, or nothing is asked
         return [
@@ -50,12 +88,34 @@ def renew(ctx: Context, station_ids: tuple[str, ...], kind: str, as_json: bool) 
             for s in station_ids
         ]
 
-    rows = [renewal_view(r) for r in run_with_app(ctx, action)]
+    started = run_with_app(ctx, action)
+    if wait_s is not None and started:
+        started = run_with_app(ctx, lambda app: follow(app, started, wait_s))
+    rows = [renewal_view(r) for r in started]
     if as_json:
         emit_json(rows)
-        return
-    for row in rows:
-        note(f"renewal #{row['id']} of {row['station']}: {row['state']}")
+    else:
+        for row in rows:
+            note(f"renewal #{row['id']} of {row['station']}: {row['state']}")
+        if not rows:
+            note("nothing to renew")
+    if wait_s is not None and any(r.state is not RenewalState.CONFIRMED for r in started):
+        raise click.exceptions.Exit(ExitCode.INCOMPLETE)
+
+
+async def follow(app: App, renewals: list[Renewal], wait_s: int) -> list[Renewal]:
+    """Poll the renewals until each ended or ``wait_s`` passed; a progress bar meanwhile."""
+    deadline = time.monotonic() + wait_s
+    current = renewals
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        bar = progress.add_task("renewals confirmed", total=len(renewals))
+        while True:
+            current = [await app.renewals.get(r.id) for r in renewals]
+            ended = [r for r in current if r.state in ENDED]
+            progress.update(bar, completed=len(ended))
+            if len(ended) == len(current) or time.monotonic() >= deadline:
+                return current
+            await asyncio.sleep(POLL_S)
 
 
 @click.group()
@@ -77,3 +137,28 @@ def renewals_list(ctx: Context, station_id: str | None, limit: int, as_json: boo
         emit_json(rows)
     else:
         emit_table(rows, (*RENEWAL_COLUMNS, "reason"))
+
+
+@click.group()
+def alerts() -> None:
+    """What needs an operator: failed renewals, renewals no longer tried automatically."""
+
+
+@alerts.command("list")
+@click.option("--station", "station_id", help="Only this station's alerts.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option
+@click.pass_obj
+def alerts_list(ctx: Context, station_id: str | None, limit: int, as_json: bool) -> None:
+    """The most recent alerts, oldest first."""
+    rows = [
+        {
+            "id": a.id, "code": a.code, "station": a.station_id, "raised_at": iso(a.raised_at),
+            "message": a.message,
+        }
+        for a in run_with_app(ctx, lambda app: app.alerts.list(station_id, limit))
+    ]  # fmt: skip
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ("id", "code", "station", "raised_at", "message"))

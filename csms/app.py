@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
 from csms.db.reports import SqlReportStore
@@ -35,8 +36,9 @@ from csms.home import (
     load_config,
     render_config,
 )
+from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
-from csms.services.renewals import RenewalService
+from csms.services.renewals import RenewalService, RenewalSettings
 from csms.services.reports import ReportService
 from csms.services.stations import StationService
 from csms.services.tokens import TokenService
@@ -122,6 +124,7 @@ class App:
     outbox: Outbox
     trust: TrustService
     renewals: RenewalService
+    alerts: Alerts
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -149,6 +152,8 @@ def _build(
         store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
     )
     outbox = Outbox(SqlOutboxStore(store.engine), clock)
+    alerts = Alerts(SqlAlertStore(store.engine), clock)
+    settings = RenewalSettings(**config.renewal)
     return App(
         home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
         SqlSessionStore(store.engine),
@@ -157,7 +162,8 @@ def _build(
         ReportService(SqlReportStore(store.engine), clock),
         outbox,
         TrustService(store, clock),
-        RenewalService(SqlRenewalStore(store.engine), ca, outbox, clock),
+        RenewalService(SqlRenewalStore(store.engine), ca, outbox, clock, alerts, settings),
+        alerts,
     )  # fmt: skip
 
 

@@ -43,6 +43,8 @@ class HomeConfig:
     database_url: str | None = None
     serve: Mapping[str, str | int] = field(default_factory=dict)
     """The optional [serve] table: host, ocpp_port, http_port, plain_port."""
+    renewal: Mapping[str, int] = field(default_factory=dict)
+    """The optional [renewal] table: RENEWAL_KEYS, each a positive whole number."""
 
     def identity(self) -> CsoIdentity:
         return CsoIdentity(self.organization, self.country, self.csms_hosts, self.base_url)
@@ -99,6 +101,13 @@ def render_config(config: HomeConfig) -> str:
         lines.append(f"url = {_toml_string(config.database_url)}")
     lines += [
         "",
+        "[renewal]",
+        "# The renewal daemon of `pkictl serve` (thresholds are per profile, in the policy):",
+        "# scan_interval_s = 3600  # how often certificates are checked (and at each boot)",
+        "# max_in_flight = 100     # renewals open at once; the next scan starts more",
+        "# retry_after_s = 600     # wait after a failed attempt; doubles with each failure",
+        "# max_attempts = 5        # then no more automatic attempts, and an alert",
+        "",
         "[serve]",
         "# Defaults of `pkictl serve` (its options override them):",
         '# host = "0.0.0.0"',
@@ -139,6 +148,7 @@ def load_config(home: Path) -> HomeConfig:
         hierarchies=frozenset(str(h) for h in ca.get("hierarchies", ["cso", "v2g"])),
         database_url=url,
         serve=_serve_table(path, data.get("serve", {})),
+        renewal=_renewal_table(path, data.get("renewal", {})),
     )
 
 
@@ -158,6 +168,22 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
             )
         if isinstance(value, int) and not 0 <= value <= 65535:
             raise HomeError(f"{path}: serve.{key}: {value} is not a port number")
+    return dict(table)
+
+
+RENEWAL_KEYS = ("scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts")
+
+
+def _renewal_table(path: Path, table: object) -> dict[str, int]:
+    if not isinstance(table, dict):
+        raise HomeError(f"{path}: renewal: must be a table")
+    for key, value in table.items():
+        if key not in RENEWAL_KEYS:
+            raise HomeError(
+                f"{path}: renewal.{key}: unknown key (known: {', '.join(RENEWAL_KEYS)})"
+            )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise HomeError(f"{path}: renewal.{key}: must be a whole number of at least 1")
     return dict(table)
 
 

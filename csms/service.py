@@ -12,9 +12,11 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from websockets.asyncio.server import Server, ServerConnection
@@ -127,14 +129,8 @@ async def serve(
     station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
-    outbox = replace(
-        app.outbox,
-        response_timeout=options.response_timeout,
-        poll_interval=options.outbox_poll_interval,
-    )
-    await outbox.start()
-    renewals = await _start_renewals(app, outbox)
-    watcher = asyncio.create_task(outbox.watch())
+    outbox, watcher = await _start_outbox(app, options)
+    renewals, scheduler = await _start_renewals(app, outbox)
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
         app.reports, renewals,
@@ -176,6 +172,7 @@ async def serve(
         except ConnectionClosed:
             pass
         finally:
+            session.connection_ended()
             await outbox.detach(station_id, session.send)
             if live.get(station_id) is connection:
                 del live[station_id]
@@ -226,18 +223,45 @@ async def serve(
         if on_ready is not None:
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
+        await _stop_renewals(renewals, scheduler)
         watcher.cancel()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
 
-async def _start_renewals(app: App, outbox: Outbox) -> RenewalService:
-    """The renewal workflow on this node's outbox, resuming what a previous run left."""
+async def _start_outbox(app: App, options: ServeOptions) -> tuple[Outbox, asyncio.Task[None]]:
+    """This node's outbox, with the watcher that finds calls queued elsewhere."""
+    outbox = replace(
+        app.outbox,
+        response_timeout=options.response_timeout,
+        poll_interval=options.outbox_poll_interval,
+    )
+    await outbox.start()
+    return outbox, asyncio.create_task(outbox.watch())
+
+
+async def _start_renewals(app: App, outbox: Outbox) -> tuple[RenewalService, AsyncIOScheduler]:
+    """The renewal workflow on this node's outbox: what a previous run left half done
+    goes on, then the daemon scans at once and every scan_interval_s (one scan at a
+    time; one that overran its interval is not run twice)."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
     resumed = await renewals.resume()
     if resumed:
         LOG.info("%d renewals left half done by the previous run go on", resumed)
-    return renewals
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        renewals.scan, "interval", seconds=renewals.settings.scan_interval_s,
+        next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, id="renewal-scan",
+    )  # fmt: skip
+    scheduler.start()
+    return renewals, scheduler
+
+
+async def _stop_renewals(renewals: RenewalService, scheduler: AsyncIOScheduler) -> None:
+    """No new scan; a running one finishes (APScheduler would cancel it mid-write)."""
+    scheduler.pause()
+    await renewals.scans_done()
+    scheduler.shutdown(wait=False)
 
 
 def _port(server: Server) -> int:

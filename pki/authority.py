@@ -427,6 +427,14 @@ class CertificateAuthority:
         valid = [r for r in records if r.effective_status(now) is CertificateStatus.VALID]
         return max(valid, key=lambda r: r.not_after, default=None)
 
+    async def due_for_renewal(self, limit: int) -> list[CertificateRecord]:
+        """Station certificates past their renewal point (policy threshold), earliest
+        first: the renewal daemon's work list."""
+        return await self.store.due_certificates(self.clock.now(), limit)
+
+    async def station_certificates(self, station_id: str) -> list[CertificateRecord]:
+        return await self.store.find_certificates(CertificateQuery(station_id=station_id))
+
     async def issued(self, serial_hex: str) -> IssuedCertificate:
         """A certificate this CA issued, with the chain it was delivered with."""
         record = await self.find_by_serial(int(serial_hex, 16))

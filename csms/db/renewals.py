@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -89,6 +89,31 @@ class SqlRenewalStore:
                 select(renewals).where(renewals.c.state == state.value).order_by(renewals.c.id)
             )
             return [_renewal(r) for r in rows]
+
+    async def count_open(self) -> int:
+        async with self._engine.connect() as connection:
+            result = await connection.execute(
+                select(func.count()).select_from(renewals).where(renewals.c.open_slot.is_not(None))
+            )
+            return int(result.scalar_one())
+
+    async def failures_since_success(
+        self, station_id: str, kind: CertificateKind
+    ) -> list[datetime]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(renewals.c.state, renewals.c.updated_at)
+                .where(renewals.c.station_id == station_id, renewals.c.kind == kind.value)
+                .order_by(renewals.c.id.desc())
+                .limit(100)
+            )
+            failures = []
+            for row in rows:
+                if row.state == RenewalState.CONFIRMED.value:
+                    break
+                if row.state == RenewalState.FAILED.value:
+                    failures.append(row.updated_at)
+        return failures
 
     async def list(self, station_id: str | None, limit: int) -> list[Renewal]:
         statement = select(renewals).order_by(renewals.c.id.desc()).limit(limit)

@@ -123,3 +123,14 @@ renewals = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_renewals_station", "station_id", "id"),
 )
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", String(32), nullable=False),
+    Column("station_id", String(48), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("raised_at", UTCDateTime, nullable=False),
+    Index("ix_alerts_station", "station_id", "id"),
+)

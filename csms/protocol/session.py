@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,7 @@ from typing import Any
 from ocpp.charge_point import remove_nones
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
-from ocpp.routing import create_route_map, on
+from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +34,7 @@ def ocpp_time(at: datetime) -> str:
 
 
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
+LOG = logging.getLogger("pkictl.session")
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,16 @@ class _BoundRoutes(Mapping[str, dict[str, Any]]):
 
 class _ResponseQueue:
     """The answers to our calls, as the `ocpp` library queues them, made when the first
-    call is sent: most stations are never called, and an asyncio.Queue costs ~2.5 KiB."""
+    call is sent: most stations are never called, and an asyncio.Queue costs ~2.5 KiB.
+    Closed when the connection ends, so a call waiting for its answer fails at once
+    (StationGone) instead of at its timeout."""
 
-    __slots__ = ("_queue",)
+    __slots__ = ("_closed", "_queue", "_station_id")
 
-    def __init__(self) -> None:
+    def __init__(self, station_id: str) -> None:
+        self._station_id = station_id
         self._queue: asyncio.Queue[Any] | None = None
+        self._closed = False
 
     def _made(self) -> asyncio.Queue[Any]:
         if self._queue is None:
@@ -101,7 +107,16 @@ class _ResponseQueue:
         self._made().put_nowait(message)
 
     async def get(self) -> Any:
-        return await self._made().get()
+        message = None if self._closed else await self._made().get()
+        if message is None:
+            self._closed = True
+            raise StationGone(self._station_id)
+        return message
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._made().put_nowait(None)  # wakes a waiting get()
 
 
 class StationSession(ChargePoint):
@@ -112,12 +127,16 @@ class StationSession(ChargePoint):
         self._security_profile = security_profile
         self._renewals = services.renewals
         self.route_map = _BoundRoutes(self)
-        self._response_queue = _ResponseQueue()
+        self._response_queue = _ResponseQueue(station_id)
         self._sessions = services.sessions
         self._security_events = services.security_events
         self._tokens = services.tokens
         self._transactions = services.transactions
         self._reports = services.reports
+
+    def connection_ended(self) -> None:
+        """Fail the call in flight now rather than at its response timeout."""
+        self._response_queue.close()
 
     async def send(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The outbox's Sender for this station: one CSMS-initiated call."""
@@ -181,6 +200,15 @@ class StationSession(ChargePoint):
         return call_result.BootNotification(
             current_time=ocpp_time(answer.at), interval=answer.interval, status=status
         )
+
+    @after(Action.boot_notification)
+    async def after_boot_notification(self, **_: Any) -> None:
+        """A booted station's certificates are checked at once (after the answer, so a
+        TriggerMessage follows the BootNotificationResponse)."""
+        try:
+            await self._renewals.scan(self.id)
+        except Exception:  # the periodic scan tries again; the session goes on
+            LOG.exception("renewal scan at the boot of %s failed", self.id)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:

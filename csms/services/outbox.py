@@ -129,14 +129,15 @@ class Outbox:
         self._wake(station_id)
 
     async def detach(self, station_id: str, send: Sender) -> None:
-        """The station's connection ended. A call in flight goes back to the queue; a
-        newer connection of the same station (already attached) keeps its delivery."""
+        """The station's connection ended (its Sender now fails at once). The delivery
+        ends by itself -- a call in flight goes back to the queue -- and is awaited, not
+        cancelled, so that no database write is cut off. A newer connection of the same
+        station (already attached) keeps its delivery."""
         if self._senders.get(station_id) != send:  # a bound method is a new object each time
             return
         del self._senders[station_id]
         delivery = self._running.get(station_id)
         if delivery is not None:
-            delivery.cancel()
             await asyncio.gather(delivery, return_exceptions=True)
 
     async def watch(self) -> None:

@@ -10,11 +10,12 @@ the outbox; the station's answer, then its reconnection with the new serial, end
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -28,15 +29,28 @@ from csms.domain.renewal import (
     RenewalState,
     advance,
 )
+from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox, OutboxItem
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
 from pki.errors import IssuanceRefused
-from pki.records import CertificateRecord
+from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
 CERTIFICATE_SIGNED = "CertificateSigned"
 PROFILE_FOR = {CertificateKind.STATION: "charging-station", CertificateKind.V2G: "v2g-secc"}
+KIND_OF_PROFILE: dict[str | None, CertificateKind] = {
+    "charging-station": CertificateKind.STATION,
+    "v2g-secc": CertificateKind.V2G,
+    None: CertificateKind.STATION,  # observed: a certificate a station presented at TLS
+}
+DUE_QUERY_LIMIT = 10_000
+
+
+def _kind_of(record: CertificateRecord) -> CertificateKind | None:
+    if record.profile is None and record.source is not CertificateSource.OBSERVED:
+        return None
+    return KIND_OF_PROFILE.get(record.profile)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,13 @@ class RenewalStore(Protocol):
     async def get(self, renewal_id: int) -> Renewal: ...
     async def by_outbox_id(self, outbox_id: int) -> Renewal | None: ...
     async def in_state(self, state: RenewalState) -> list[Renewal]: ...
+    async def count_open(self) -> int: ...
+    async def failures_since_success(
+        self, station_id: str, kind: CertificateKind
+    ) -> list[datetime]:
+        """When each renewal failed since the last confirmed one, newest first."""
+        ...
+
     async def list(self, station_id: str | None, limit: int) -> list[Renewal]: ...
 
 
@@ -99,9 +120,34 @@ class StationIssuer(Protocol):
         """A certificate this CA issued, with its chain, from its record."""
         ...
 
+    async def due_for_renewal(self, limit: int) -> list[CertificateRecord]: ...
+    async def station_certificates(self, station_id: str) -> list[CertificateRecord]: ...
+    async def revoke(self, serial: int, reason: str, actor: str) -> CertificateRecord: ...
+
     async def supersede(self, serial_hex: str, actor: str) -> bool:
         """Mark a certificate superseded (still valid, replaced); False if it is not."""
         ...
+
+
+@dataclass(frozen=True)
+class RenewalSettings:
+    """The daemon's knobs, from the [renewal] table of pkictl.toml."""
+
+    scan_interval_s: int = 3600
+    max_in_flight: int = 100
+    retry_after_s: int = 600
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class DueCertificate:
+    """A station's current certificate past its renewal point, with no renewal open."""
+
+    station_id: str
+    kind: CertificateKind
+    serial_hex: str
+    renew_after: datetime
+    not_after: datetime
 
 
 @dataclass(frozen=True)
@@ -130,6 +176,9 @@ class RenewalService:
     ca: StationIssuer
     outbox: Outbox
     clock: Clock
+    alerts: Alerts
+    settings: RenewalSettings = RenewalSettings()
+    _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def request(
         self,
@@ -159,7 +208,7 @@ class RenewalService:
         )
         await self._move(created, RenewalEvent.TRIGGER)
         LOG.info("renewal #%d of %s for %s triggered", created.id, kind.value, station_id)
-        return await self._reload(created)
+        return await self.get(created.id)
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity
@@ -190,7 +239,7 @@ class RenewalService:
                 renewal, RenewalEvent.REFUSE, from_state=RenewalState.CSR_RECEIVED,
                 reason=f"{refusal.reason.value}: {refusal.message}",
             )  # fmt: skip
-            LOG.warning("renewal #%d for %s: CSR refused: %s", renewal.id, station_id, refusal)
+            await self._failed(renewal, f"CSR refused: {refusal.reason.value}: {refusal.message}")
             return SignAnswer(False, refusal.reason.value, refusal.message)
         await self._move(
             renewal, RenewalEvent.SIGN, from_state=RenewalState.CSR_RECEIVED,
@@ -218,7 +267,7 @@ class RenewalService:
         if item.state is CallState.ANSWERED and status == "Accepted":
             await self._move(renewal, RenewalEvent.ACCEPT)
             if renewal.kind is CertificateKind.V2G:  # no reconnection proves a V2G one
-                await self._confirm(await self._reload(renewal))
+                await self._confirm(await self.get(renewal.id))
             return
         reason = (
             f"the station answered {json.dumps(item.response)}"
@@ -226,7 +275,26 @@ class RenewalService:
             else f"CertificateSigned {item.state.value}: {item.error}"
         )
         await self._move(renewal, RenewalEvent.REJECT, reason=reason)
-        LOG.error("ALERT renewal #%d for %s failed: %s", renewal.id, renewal.station_id, reason)
+        if item.state is CallState.ANSWERED and renewal.new_serial is not None:
+            # the station said it did not install it: nobody may use it
+            await self.ca.revoke(
+                int(renewal.new_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
+            )
+        await self._failed(renewal, reason)
+
+    async def _failed(self, renewal: Renewal, reason: str) -> None:
+        """Alert on every failure; after the last automatic attempt, say it stops."""
+        await self.alerts.raise_alert(
+            "renewal-failed", renewal.station_id,
+            f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
+        )  # fmt: skip
+        failures = await self.store.failures_since_success(renewal.station_id, renewal.kind)
+        if len(failures) == self.settings.max_attempts:
+            await self.alerts.raise_alert(
+                "renewal-abandoned", renewal.station_id,
+                f"{len(failures)} renewals of the {renewal.kind.value} failed in a row: "
+                "no more automatic attempts; `pkictl renew` starts one",
+            )  # fmt: skip
 
     async def presented(self, station_id: str, serial_hex: str | None) -> None:
         """A station connected presenting ``serial_hex``: if it is the certificate its
@@ -254,7 +322,7 @@ class RenewalService:
                     renewal.station_id, "TriggerMessage",
                     {"requested_message": TRIGGER_FOR[renewal.kind]},
                 )  # fmt: skip
-                await self._move(await self._reload(renewal), RenewalEvent.TRIGGER)
+                await self._move(await self.get(renewal.id), RenewalEvent.TRIGGER)
                 resumed += 1
         for renewal in await self.store.in_state(RenewalState.SIGNED):
             if renewal.outbox_id is None and renewal.new_serial is not None:
@@ -263,11 +331,88 @@ class RenewalService:
                 resumed += 1
         return resumed
 
+    async def due(self, station_id: str | None = None) -> list[DueCertificate]:
+        """What the next scan would renew: stations whose current certificate reached its
+        renewal point (the policy's threshold, kept as renew_after), issued or observed,
+        with no renewal open and not waiting after a failure; at most as many as
+        max_in_flight leaves room for."""
+        room = self.settings.max_in_flight - await self.store.count_open()
+        if room <= 0:
+            return []
+        now = self.clock.now()
+        if station_id is None:
+            candidates = await self.ca.due_for_renewal(DUE_QUERY_LIMIT)
+        else:
+            candidates = [
+                r for r in await self.ca.station_certificates(station_id)
+                if r.status is CertificateStatus.VALID and r.renew_after <= now
+            ]  # fmt: skip
+        found: list[DueCertificate] = []
+        looked: set[tuple[str, CertificateKind]] = set()
+        for record in candidates:
+            kind = _kind_of(record)
+            assert record.station_id is not None
+            if kind is None or (record.station_id, kind) in looked:
+                continue
+            looked.add((record.station_id, kind))
+            current = await self._current(record.station_id, kind)
+            if current is None or current.renew_after > now:
+                continue  # a newer certificate is in use
+            if not await self._may_start(record.station_id, kind, now):
+                continue
+            due = DueCertificate(
+                record.station_id, kind, current.serial_hex, current.renew_after,
+                current.not_after,
+            )  # fmt: skip
+            found.append(due)
+            if len(found) == room:
+                break
+        return found
+
+    async def scan(self, station_id: str | None = None) -> list[Renewal]:
+        """Start a renewal for every certificate `due` finds; one scan at a time."""
+        started = []
+        async with self._scanning:
+            for due in await self.due(station_id):
+                renewal = await self.request(
+                    due.station_id, due.kind, requested_by="scan", old_serial=due.serial_hex
+                )
+                started.append(renewal)
+        if started:
+            LOG.info("renewal scan: %d renewals started", len(started))
+        return started
+
+    async def scans_done(self) -> None:
+        """Return once no scan is running (at shutdown, before the store closes)."""
+        async with self._scanning:
+            return
+
+    async def _current(self, station_id: str, kind: CertificateKind) -> CertificateRecord | None:
+        """The station's certificate in use: the one it presented last (station TLS),
+        else the one that lasts longest. Revoked and superseded ones are out."""
+        usable = [
+            r for r in await self.ca.station_certificates(station_id)
+            if r.status is CertificateStatus.VALID and _kind_of(r) is kind
+        ]  # fmt: skip
+        earliest = datetime.min.replace(tzinfo=UTC)
+        return max(usable, key=lambda r: (r.last_seen or earliest, r.not_after), default=None)
+
+    async def _may_start(self, station_id: str, kind: CertificateKind, now: datetime) -> bool:
+        if await self.store.open_renewal(station_id, kind) is not None:
+            return False
+        failures = await self.store.failures_since_success(station_id, kind)
+        if not failures:
+            return True
+        if len(failures) >= self.settings.max_attempts:
+            return False
+        wait = self.settings.retry_after_s * 2 ** (len(failures) - 1)
+        return now >= failures[0] + timedelta(seconds=wait)
+
     async def list(self, station_id: str | None = None, limit: int = 100) -> list[Renewal]:
         return await self.store.list(station_id, limit)
 
-    async def _reload(self, renewal: Renewal) -> Renewal:
-        return await self.store.get(renewal.id)
+    async def get(self, renewal_id: int) -> Renewal:
+        return await self.store.get(renewal_id)
 
     async def _move(
         self,

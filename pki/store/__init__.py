@@ -47,6 +47,10 @@ class Store(Protocol):
     async def revoke_certificate(
         self, record: CertificateRecord, reason: str, event: AuditEvent, at: datetime
     ) -> CertificateRecord: ...
+    async def due_certificates(self, now: datetime, limit: int) -> list[CertificateRecord]:
+        """Valid station certificates past their renewal point, earliest first."""
+        ...
+
     async def supersede_certificate(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> bool:

@@ -338,6 +338,21 @@ class SqlStore:
     ) -> None:
         await self._submit(PendingWrite(record, event, at))
 
+    async def due_certificates(self, now: datetime, limit: int) -> list[CertificateRecord]:
+        statement = (
+            select(certificates)
+            .where(
+                certificates.c.status == CertificateStatus.VALID.value,
+                certificates.c.renew_after <= now,
+                certificates.c.station_id.is_not(None),
+            )
+            .order_by(certificates.c.renew_after)
+            .limit(limit)
+        )  # served by ix_certificates_due (status, renew_after)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [to_certificate(r) for r in rows]
+
     async def find_certificates(self, query: CertificateQuery) -> list[CertificateRecord]:
         statement = select(certificates).order_by(certificates.c.not_after, certificates.c.id)
         if query.station_id is not None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from websockets.asyncio.client import ClientConnection
 from cli.main import cli
 from csms.app import open_app
 from csms.service import Listening, ServeOptions, serve
+from pki.clock import FixedClock
 
 STATIONS = {f"R{n}": (f"SN-R{n}", 3, False) for n in range(1, 6)}
 
@@ -72,6 +74,7 @@ class Renewing(ChargePoint):  # type: ignore[misc]
             write_key(station.directory / f"{self.id}-renewed.key", station.pending_key),
         )
         station.installed_serial = format(chain[0].serial_number, "x")
+        station.installing.set()
         return call_result.CertificateSigned(status="Accepted")
 
 
@@ -87,6 +90,7 @@ class Station:
     installed_serial: str | None = None
     sign_answers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    installing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def write(self, name: str, data: bytes) -> Path:
         path = self.directory / name
@@ -216,3 +220,54 @@ async def test_the_same_csr_twice_gets_one_certificate(service: Service) -> None
     issued = await asyncio.to_thread(pkictl_json, service.home, "cert", "list", "--station", "R4")
     assert len(issued) == 2  # the one it connected with, and one renewal: not two
     listener.cancel()
+
+
+async def due_station(service: Service, station_id: str) -> Station:
+    """A station whose certificate was issued 300 days ago: past its 90-day threshold."""
+    serial = STATIONS[station_id][0]
+    past = FixedClock(datetime.now(UTC) - timedelta(days=300))
+    identity = await service.home.issue(station_id, station=station_id, serial=serial, clock=past)
+    return Station(station_id, serial, identity, service.home.directory)
+
+
+async def test_a_due_certificate_is_renewed_when_the_station_boots(service: Service) -> None:
+    station = await due_station(service, "R1")
+    client, listener = await service.connect(station, station.identity)
+    boot = call.BootNotification(
+        charging_station={"model": "Sim", "vendor_name": "pkictl"}, reason="PowerUp"
+    )
+    assert (await client.call(boot)).status == "Accepted"
+    triggered = await renewal_of(service.home, "R1", "delivered")
+    assert triggered["requested_by"] == "scan"
+    await client._connection.close()
+    listener.cancel()
+    assert station.installed is not None
+    _, listener = await service.connect(station, station.installed)
+    await renewal_of(service.home, "R1", "confirmed")
+    listener.cancel()
+
+
+async def test_renew_due_waits_until_each_renewal_is_confirmed(service: Service) -> None:
+    station = await due_station(service, "R1")
+    (due,) = await asyncio.to_thread(pkictl_json, service.home, "renew", "--due", "--dry-run")
+    assert (due["station"], due["kind"]) == ("R1", "ChargingStationCertificate")
+    client, listener = await service.connect(station, station.identity)
+    waiting = asyncio.create_task(
+        asyncio.to_thread(pkictl_json, service.home, "renew", "--due", "--wait", "20")
+    )
+    await asyncio.wait_for(station.installing.wait(), 20)  # then it reconnects with it
+    await client._connection.close()
+    listener.cancel()
+    _, listener = await service.connect(station, station.installed)
+    (confirmed,) = await asyncio.wait_for(waiting, 30)
+    assert confirmed["state"] == "confirmed"
+    listener.cancel()
+
+
+def test_renew_wait_exits_9_when_a_renewal_does_not_end(tmp_path: Path) -> None:
+    home = asyncio.run(initialized_home(tmp_path, STATIONS))
+    result = CliRunner().invoke(
+        cli, ["--home", str(home.path), "renew", "R1", "--wait", "1", "--json"]
+    )
+    assert result.exit_code == 9, result.output  # R1 is offline: it stays triggered
+    assert json.loads(result.stdout)[0]["state"] == "triggered"

@@ -28,7 +28,8 @@ async def outbox(sqlite_store: SqlStore, clock: FixedClock) -> Outbox:
 
 
 class Station:
-    """Answers Accepted, or waits for `release` when `hold` is set."""
+    """Answers Accepted; or, when `hold` is set, waits for `release` (its connection
+    ending) and fails as a session does then."""
 
     def __init__(self, *, hold: bool = False) -> None:
         self.received: list[tuple[str, dict[str, Any]]] = []
@@ -96,12 +97,13 @@ async def test_calls_queued_together_are_each_delivered_once_in_order(outbox: Ou
     await outbox.detach(STATION, station.send)
 
 
-async def test_a_detach_mid_call_queues_the_call_again(outbox: Outbox) -> None:
+async def test_a_connection_ending_mid_call_queues_the_call_again(outbox: Outbox) -> None:
     station = Station(hold=True)
     outbox.attach(STATION, station.send)
     item = await outbox.enqueue(STATION, "Reset", {"type": "Immediate"})
     await asyncio.wait_for(station.got_call.wait(), 5)
-    await outbox.detach(STATION, station.send)
+    station.release.set()  # the connection ended: the call in flight fails at once
+    await asyncio.wait_for(outbox.detach(STATION, station.send), 5)
     assert (await settled(outbox, item, CallState.QUEUED)).attempts == 1
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
+from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
 from csms.domain.renewal import (
@@ -18,10 +20,13 @@ from csms.domain.renewal import (
     RenewalState,
     advance,
 )
+from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
-from csms.services.renewals import PROFILE_FOR, RenewalService
+from csms.services.renewals import PROFILE_FOR, RenewalService, RenewalSettings
+from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
+from pki.records import Station
 
 STATION = "CS001"
 S, E = RenewalState, RenewalEvent
@@ -56,12 +61,109 @@ def test_ended_renewals_have_no_way_out() -> None:
     assert not [key for key in TRANSITIONS if key[0] in (S.CONFIRMED, S.FAILED)]
 
 
+def renewal_service(
+    ca: CertificateAuthority, clock: FixedClock, settings: RenewalSettings | None = None
+) -> RenewalService:
+    engine = ca.store.engine  # type: ignore[attr-defined]
+    return RenewalService(
+        SqlRenewalStore(engine), ca, Outbox(SqlOutboxStore(engine), clock), clock,
+        Alerts(SqlAlertStore(engine), clock), settings or RenewalSettings(),
+    )  # fmt: skip
+
+
+async def issue(ca: CertificateAuthority, make_csr: Callable[..., str], station: str) -> str:
+    serial = {"CS001": "SN-0001", "CS002": "SN-0002"}[station]
+    issued = await ca.issue_for_station(
+        csr_pem=make_csr(cn=serial), profile_name="charging-station", station_id=station,
+        actor="test",
+    )  # fmt: skip
+    return issued.record.serial_hex
+
+
+async def second_station(ca: CertificateAuthority, clock: FixedClock) -> None:
+    await ca.store.add_station(
+        Station("CS002", "SN-0002", None, 3, None, clock.now()),
+        AuditEvent("station.added", "test", "station:CS002", "ok", {}), clock.now(),
+    )  # fmt: skip
+
+
+async def test_the_scan_renews_what_reached_its_threshold_once(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    service = renewal_service(ca, clock)
+    serial = await issue(ca, make_csr, STATION)  # 1 year, renewed 90 days before expiry
+    assert await service.scan() == []
+    clock.advance(timedelta(days=365 - 91))
+    assert await service.due() == []
+    clock.advance(timedelta(days=2))
+    (due,) = await service.due()
+    assert (due.station_id, due.kind, due.serial_hex) == (STATION, CertificateKind.STATION, serial)
+    (started,) = await service.scan()
+    assert (started.state, started.old_serial, started.requested_by) == (
+        S.TRIGGERED, serial, "scan",
+    )  # fmt: skip
+    assert await service.scan() == []  # open: not started twice
+    triggers = [i for i in await service.outbox.list(STATION) if i.action == "TriggerMessage"]
+    assert [t.payload for t in triggers] == [
+        {"requested_message": "SignChargingStationCertificate"}
+    ]
+
+
+async def test_a_newer_certificate_in_use_is_not_renewed_for_an_older_one(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    service = renewal_service(ca, clock)
+    old = await issue(ca, make_csr, STATION)
+    clock.advance(timedelta(days=300))
+    new = await issue(ca, make_csr, STATION)
+    for serial in (old, new):  # the station presented the old, then the new one
+        record = await ca.find_by_serial(int(serial, 16))
+        event = AuditEvent("certificate.observed", "test", "station:CS001", "ok", {})
+        await ca.store.record_presented(record, event, clock.now())
+        clock.advance(timedelta(seconds=1))
+    assert await service.due() == []  # the old one is due, but no longer in use
+
+
+async def test_the_scan_starts_no_more_than_max_in_flight(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    await second_station(ca, clock)
+    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1))
+    for station in (STATION, "CS002"):
+        await issue(ca, make_csr, station)
+    clock.advance(timedelta(days=300))
+    assert len(await service.scan()) == 1
+    assert await service.scan() == []  # full until the open one ends
+
+
+async def test_failures_back_off_then_stop_with_an_alert(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, max_attempts=2))
+    await issue(ca, make_csr, STATION)
+    clock.advance(timedelta(days=300))
+    for attempt in (1, 2):
+        (started,) = await service.scan()
+        answer = await service.sign(STATION, make_csr(cn="SN-9999"), CertificateKind.STATION)
+        assert not answer.accepted  # wrong serial: the pipeline refuses, the renewal fails
+        assert (await service.get(started.id)).state is S.FAILED
+        if attempt == 1:
+            clock.advance(timedelta(seconds=599))
+            assert await service.scan() == []  # still waiting
+            clock.advance(timedelta(seconds=1))
+    clock.advance(timedelta(days=30))
+    assert await service.scan() == []  # max_attempts reached
+    codes = [a.code for a in await service.alerts.list(STATION)]
+    assert codes == ["renewal-failed", "renewal-failed", "renewal-abandoned"]
+
+
 async def test_a_restart_resumes_half_done_renewals(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     store = SqlRenewalStore(ca.store.engine)  # type: ignore[attr-defined]
     outbox = Outbox(SqlOutboxStore(ca.store.engine), clock)  # type: ignore[attr-defined]
-    service = RenewalService(store, ca, outbox, clock)
+    alerts = Alerts(SqlAlertStore(ca.store.engine), clock)  # type: ignore[attr-defined]
+    service = RenewalService(store, ca, outbox, clock, alerts)
     now = clock.now()
     # killed after signing, before CertificateSigned was queued
     signed = await store.create(
