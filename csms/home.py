@@ -107,6 +107,7 @@ def render_config(config: HomeConfig) -> str:
         "# max_in_flight = 100     # renewals open at once; the next scan starts more",
         "# retry_after_s = 600     # wait after a failed attempt; doubles with each failure",
         "# max_attempts = 5        # then no more automatic attempts, and an alert",
+        "# revoke_replaced_after_s = 604800  # then a replaced certificate is revoked",
         "",
         "[serve]",
         "# Defaults of `pkictl serve` (its options override them):",
@@ -171,7 +172,10 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
     return dict(table)
 
 
-RENEWAL_KEYS = ("scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts")
+RENEWAL_KEYS = (
+    "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts",
+    "revoke_replaced_after_s",
+)  # fmt: skip
 
 
 def _renewal_table(path: Path, table: object) -> dict[str, int]:

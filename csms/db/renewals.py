@@ -90,6 +90,27 @@ class SqlRenewalStore:
             )
             return [_renewal(r) for r in rows]
 
+    async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(renewals)
+                .where(
+                    renewals.c.state == RenewalState.CONFIRMED.value,
+                    renewals.c.updated_at <= confirmed_before,
+                    renewals.c.old_serial.is_not(None),
+                    renewals.c.old_revoked_at.is_(None),
+                )
+                .order_by(renewals.c.id)
+                .limit(1000)
+            )
+            return [_renewal(r) for r in rows]
+
+    async def set_old_revoked(self, renewal_id: int, at: datetime) -> None:
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(renewals).where(renewals.c.id == renewal_id).values(old_revoked_at=at)
+            )
+
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:
             result = await connection.execute(

@@ -121,6 +121,7 @@ renewals = Table(
     Column("requested_by", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("old_revoked_at", UTCDateTime, nullable=True),
     Index("ix_renewals_station", "station_id", "id"),
 )
 

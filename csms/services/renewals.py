@@ -11,6 +11,7 @@ the outbox; the station's answer, then its reconnection with the new serial, end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox, OutboxItem
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
-from pki.errors import IssuanceRefused
+from pki.errors import IssuanceRefused, StateError
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
@@ -96,6 +97,11 @@ class RenewalStore(Protocol):
     async def by_outbox_id(self, outbox_id: int) -> Renewal | None: ...
     async def in_state(self, state: RenewalState) -> list[Renewal]: ...
     async def count_open(self) -> int: ...
+    async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:
+        """Confirmed renewals whose replaced certificate is not revoked yet."""
+        ...
+
+    async def set_old_revoked(self, renewal_id: int, at: datetime) -> None: ...
     async def failures_since_success(
         self, station_id: str, kind: CertificateKind
     ) -> list[datetime]:
@@ -137,6 +143,9 @@ class RenewalSettings:
     max_in_flight: int = 100
     retry_after_s: int = 600
     max_attempts: int = 5
+    revoke_replaced_after_s: int = 7 * 86400
+    """Grace period before a superseded certificate is revoked (reason superseded): a
+    station that has not switched yet (a second SECC, a slow reboot) keeps working."""
 
 
 @dataclass(frozen=True)
@@ -378,9 +387,24 @@ class RenewalService:
                     due.station_id, due.kind, requested_by="scan", old_serial=due.serial_hex
                 )
                 started.append(renewal)
+            if station_id is None:
+                await self._revoke_replaced()
         if started:
             LOG.info("renewal scan: %d renewals started", len(started))
         return started
+
+    async def _revoke_replaced(self) -> None:
+        """Revoke (reason superseded) what renewals replaced, once the grace period is
+        over; a certificate revoked meanwhile for another reason stays as it is."""
+        now = self.clock.now()
+        grace = timedelta(seconds=self.settings.revoke_replaced_after_s)
+        for renewal in await self.store.replaced_unrevoked(now - grace):
+            assert renewal.old_serial is not None
+            with contextlib.suppress(StateError):  # already revoked
+                await self.ca.revoke(
+                    int(renewal.old_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
+                )
+            await self.store.set_old_revoked(renewal.id, now)
 
     async def scans_done(self) -> None:
         """Return once no scan is running (at shutdown, before the store closes)."""

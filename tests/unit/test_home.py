@@ -1,4 +1,4 @@
-"""pkictl.toml: the [serve] table, and command-line values over it."""
+"""pkictl.toml: the [serve] table and command-line values over it; the [renewal] table."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 
 from csms.home import HomeConfig, HomeError, load_config, render_config
 from csms.service import ServeOptions, serve_options
+from csms.services.renewals import RenewalSettings
 
 CONFIG = HomeConfig("Example CPO", "DE", ("csms.example.com",), "http://x:8080", frozenset({"cso"}))
 
@@ -47,3 +48,30 @@ def test_serve_table_then_command_line(tmp_path: Path) -> None:
 def test_bad_serve_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
     with pytest.raises(HomeError, match=message):
         load_config(write(tmp_path, table))
+
+
+def with_renewal(home: Path, keys: str) -> Path:
+    """The rendered config with ``keys`` in its (commented) [renewal] table."""
+    home.mkdir(exist_ok=True)
+    text = render_config(CONFIG).replace("[renewal]\n", "[renewal]\n" + keys)
+    (home / "pkictl.toml").write_text(text, encoding="utf-8")
+    return home
+
+
+def test_the_renewal_table_configures_the_daemon(tmp_path: Path) -> None:
+    config = load_config(with_renewal(tmp_path, "max_in_flight = 7\nretry_after_s = 60\n"))
+    assert config.renewal == {"max_in_flight": 7, "retry_after_s": 60}
+    assert RenewalSettings(**config.renewal) == RenewalSettings(max_in_flight=7, retry_after_s=60)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("max_inflight = 1\n", "renewal.max_inflight: unknown key"),
+        ("max_attempts = 0\n", "renewal.max_attempts: must be a whole number of at least 1"),
+        ('scan_interval_s = "1h"\n', "renewal.scan_interval_s: must be a whole number"),
+    ],
+)
+def test_bad_renewal_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(HomeError, match=message):
+        load_config(with_renewal(tmp_path, table))

@@ -193,3 +193,29 @@ async def test_a_restart_resumes_half_done_renewals(
     assert queued["TriggerMessage"].payload == {"requested_message": "SignV2GCertificate"}
     assert (await store.get(signing.id)).state is S.TRIGGERED
     assert await service.resume() == 0  # nothing left half done
+
+
+async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    service = renewal_service(ca, clock, RenewalSettings(revoke_replaced_after_s=7 * 86400))
+    old = await issue(ca, make_csr, STATION)
+    renewal = await service.store.create(
+        STATION, CertificateKind.STATION, S.DELIVERED,
+        requested_by="test", old_serial=old, at=clock.now(),
+    )  # fmt: skip
+    assert renewal is not None
+    await service.presented(STATION, None)  # nothing presented: nothing happens
+    await service.store.move(renewal.id, S.DELIVERED, S.DELIVERED, clock.now(), new_serial="ab")
+    await service.presented(STATION, "ab")  # the station is back with the new certificate
+    assert (await service.get(renewal.id)).state is S.CONFIRMED
+    assert (await ca.find_by_serial(int(old, 16))).status.value == "superseded"
+
+    clock.advance(timedelta(days=7) - timedelta(seconds=1))
+    await service.scan()
+    assert (await ca.find_by_serial(int(old, 16))).status.value == "superseded"
+    clock.advance(timedelta(seconds=1))
+    await service.scan()
+    revoked = await ca.find_by_serial(int(old, 16))
+    assert (revoked.status.value, revoked.revocation_reason) == ("revoked", "superseded")
+    await service.scan()  # once only
