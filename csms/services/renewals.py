@@ -315,8 +315,13 @@ class RenewalService:
             await self._confirm(renewal)
 
     async def _confirm(self, renewal: Renewal) -> None:
-        if not await self._move(renewal, RenewalEvent.CONFIRM):
-            return
+        """Signed or delivered -> confirmed. The station's answer to CertificateSigned and
+        its reconnection race (it may reconnect before its answer is stored): a move
+        that lost to the other one is retried from the state it left."""
+        while not await self._move(renewal, RenewalEvent.CONFIRM):
+            renewal = await self.get(renewal.id)
+            if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
+                return
         LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
         if renewal.old_serial is not None:
             await self.ca.supersede(renewal.old_serial, actor=f"renewal:{renewal.id}")

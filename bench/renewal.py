@@ -1,0 +1,267 @@
+"""Renewal campaign over OCPP: N connected mutual-TLS stations all renewed at once.
+
+Setup (not timed): a temporary pkictl home, N registered stations with a certificate
+each (real keys, real CSRs), `pkictl serve` as a subprocess on 127.0.0.1, and the
+simulated stations in ``--workers`` client processes, all connected.
+
+The campaign (timed): `pkictl renew STATION...` for all of them, as an operator would.
+Each station gets TriggerMessage(SignChargingStationCertificate), makes a new P-256 key,
+sends its CSR, receives CertificateSigned, checks the chain fits its key, and reconnects
+with the new certificate -- which confirms the renewal. Result (one JSON line): seconds
+from the `renew` command to the last reconnection, stations/s, the server's CPU seconds
+per renewal, and (untimed, after) whether the database shows every renewal confirmed
+exactly once. Target: 10,000 stations in <= 180 s on a 2-core machine.
+
+Loopback only, bounded in time (``--timeout``); everything is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import websockets
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201.enums import Action
+
+from bench.fleet import _csr, build_fleet, log, pkictl_serve
+from csms.app import open_app
+
+TARGET_S_PER_10K = 180.0
+CONNECT_CONCURRENCY = 32
+
+
+class BenchStation(ChargePoint):  # type: ignore[misc]
+    def __init__(self, station_id: str, connection: Any, serial: str) -> None:
+        super().__init__(station_id, connection)
+        self.serial = serial
+        self.key: ec.EllipticCurvePrivateKey | None = None
+        self.chain: str | None = None
+        self.installed = asyncio.Event()
+        self.pending: set[asyncio.Task[Any]] = set()
+
+    @on(Action.trigger_message)
+    async def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
+        task = asyncio.get_running_loop().create_task(self.sign())
+        self.pending.add(task)  # after our answer has gone out
+        return call_result.TriggerMessage(status="Accepted")
+
+    async def sign(self) -> None:
+        await asyncio.sleep(0)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        answer = await self.call(
+            call.SignCertificate(csr=_csr(self.key, self.serial),
+                                 certificate_type="ChargingStationCertificate")
+        )  # fmt: skip
+        if answer.status != "Accepted":
+            raise RuntimeError(f"{self.id}: SignCertificate answered {answer}")
+
+    @on(Action.certificate_signed)
+    async def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
+        leaf = x509.load_pem_x509_certificates(certificate_chain.encode())[0]
+        assert self.key is not None
+        if leaf.public_key() != self.key.public_key():
+            return call_result.CertificateSigned(status="Rejected")
+        self.chain = certificate_chain
+        self.installed.set()
+        return call_result.CertificateSigned(status="Accepted")
+
+
+def _context(root: Path, chain: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=root)
+    context.load_cert_chain(chain, key)
+    return context
+
+
+async def _connect(port: int, station_id: str, context: ssl.SSLContext) -> Any:
+    return await websockets.connect(
+        f"wss://127.0.0.1:{port}/ocpp/{station_id}", ssl=context,
+        subprotocols=["ocpp2.0.1"], open_timeout=120, ping_interval=None,  # type: ignore[list-item]
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    port: int
+    directory: Path
+    stations: list[str]
+    timeout_s: float
+
+
+async def _worker(job: WorkerJob) -> None:
+    """One client process: connects its stations, prints `ready N`, then renews them as
+    the CSMS asks and prints `done` with each confirmation time (JSON)."""
+    root = job.directory / "ca" / "certs" / "cso-root.pem"
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def connect(station_id: str) -> tuple[BenchStation, Any, asyncio.Task[Any]]:
+        chain, key = job.directory / f"{station_id}.pem", job.directory / f"{station_id}.key"
+        async with gate:
+            connection = await _connect(job.port, station_id, _context(root, chain, key))
+        client = BenchStation(station_id, connection, "SN" + station_id[2:])
+        return client, connection, asyncio.create_task(client.start())
+
+    connected = await asyncio.gather(*(connect(s) for s in job.stations))
+    print(json.dumps({"ready": len(connected)}), flush=True)
+
+    async def renew(client: BenchStation, connection: Any, listener: asyncio.Task[Any]) -> float:
+        await asyncio.wait_for(client.installed.wait(), job.timeout_s)
+        await connection.close()
+        listener.cancel()
+        assert client.chain is not None
+        assert client.key is not None
+        chain = job.directory / f"{client.id}.new.pem"
+        key = job.directory / f"{client.id}.new.key"
+        chain.write_text(client.chain)
+        key.write_bytes(client.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ))  # fmt: skip
+        async with gate:
+            again = await _connect(job.port, client.id, _context(root, chain, key))
+        at = time.time()  # admitted with the new certificate: the renewal is confirmed
+        await again.close()
+        return at
+
+    confirmed = await asyncio.gather(*(renew(*c) for c in connected))
+    print(json.dumps({"done": confirmed}), flush=True)
+
+
+async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
+    stations = job.directory / f"worker-{job.stations[0]}.json"
+    stations.write_text(json.dumps(job.stations))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.renewal", "--worker", str(job.port), str(stations),
+        str(job.timeout_s), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def _line(worker: asyncio.subprocess.Process, key: str, timeout_s: float) -> Any:
+    assert worker.stdout is not None
+    line = await asyncio.wait_for(worker.stdout.readline(), timeout_s)
+    if not line:
+        raise RuntimeError(f"a client worker exited before {key!r}")
+    return json.loads(line)[key]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _renew_all(home: Path, station_ids: list[str]) -> None:
+    pkictl = Path(sys.executable).parent / "pkictl"
+    process = await asyncio.create_subprocess_exec(
+        str(pkictl), "--home", str(home), "renew", *station_ids,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await process.wait() != 0:
+        raise RuntimeError("pkictl renew failed")
+
+
+async def _confirmed_once(home: Path, stations: int) -> bool:
+    async with open_app(home) as app:
+        renewals = await app.renewals.list(limit=stations * 2)
+    by_station: dict[str, list[str]] = {}
+    for renewal in renewals:
+        by_station.setdefault(renewal.station_id, []).append(renewal.state.value)
+    wrong = {s: v for s, v in by_station.items() if v != ["confirmed"]}
+    if wrong or len(by_station) != stations:
+        log(f"not confirmed exactly once: {len(by_station)} stations renewed; {wrong}")
+    return len(by_station) == stations and not wrong
+
+
+async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
+    log(f"setup: {args.stations} stations with certificates in {directory}")
+    fleet = await build_fleet(directory, args.stations)
+    config = fleet.home / "pkictl.toml"
+    config.write_text(
+        config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.stations}\n")
+    )
+    station_ids = [s for s, _ in fleet.identities]
+    async with pkictl_serve(fleet) as (process, port):
+        workers = [
+            await _start_worker(WorkerJob(port, directory, station_ids[w :: args.workers],
+                                          args.timeout))
+            for w in range(args.workers)
+        ]  # fmt: skip
+        connected = sum([await _line(w, "ready", args.timeout) for w in workers])
+        log(f"{connected} stations connected; campaign starts")
+        cpu_before = _cpu_seconds(process.pid)
+        clients_before = sum(_cpu_seconds(w.pid) for w in workers)
+        started = time.time()
+        await _renew_all(fleet.home, station_ids)
+        confirmed: list[float] = []
+        for worker in workers:
+            confirmed += await _line(worker, "done", args.timeout)
+        elapsed = max(confirmed) - started
+        cpu = _cpu_seconds(process.pid) - cpu_before
+        clients_cpu = sum(_cpu_seconds(w.pid) for w in workers) - clients_before
+        for worker in workers:
+            await asyncio.wait_for(worker.wait(), 30)
+    exactly_once = await _confirmed_once(fleet.home, args.stations)
+    projected = elapsed * 10_000 / args.stations
+    return {
+        "bench": "renewal.campaign",
+        "stations": args.stations,
+        "client_workers": args.workers,
+        "seconds": round(elapsed, 2),
+        "stations_per_s": round(args.stations / elapsed, 1),
+        "server_cpu_ms_per_renewal": round(cpu * 1000 / args.stations, 2),
+        "simulator_cpu_ms_per_renewal": round(clients_cpu * 1000 / args.stations, 2),
+        "confirmed_exactly_once": exactly_once,
+        "projected_s_per_10k": round(projected, 1),
+        "target_s_per_10k": TARGET_S_PER_10K,
+        "pass": exactly_once and projected <= TARGET_S_PER_10K,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.renewal", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--stations", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds, per phase")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # PORT FILE TIMEOUT
+    args = parser.parse_args(argv)
+    if args.stations < 1 or args.workers < 1 or args.timeout <= 0:
+        parser.error("--stations, --workers and --timeout must be positive")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        port, stations, timeout_s = args.worker
+        job = WorkerJob(int(port), Path(stations).parent, json.loads(Path(stations).read_text()),
+                        float(timeout_s))  # fmt: skip
+        asyncio.run(_worker(job))
+        return 0
+    directory = Path(tempfile.mkdtemp(prefix="pkictl-renewal-"))
+    try:
+        result = asyncio.run(campaign(args, directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(json.dumps(result), flush=True)
+    return 0 if result["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
