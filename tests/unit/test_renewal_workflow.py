@@ -3,6 +3,7 @@ serve` left half done, over a real store and CA (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import timedelta
@@ -22,7 +23,7 @@ from csms.domain.renewal import (
 )
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
-from csms.services.renewals import PROFILE_FOR, RenewalService, RenewalSettings
+from csms.services.renewals import PROFILE_FOR, Renewal, RenewalService, RenewalSettings
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
@@ -219,3 +220,29 @@ async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
     revoked = await ca.find_by_serial(int(old, 16))
     assert (revoked.status.value, revoked.revocation_reason) == ("revoked", "superseded")
     await service.scan()  # once only
+
+
+class RacingStore(SqlRenewalStore):
+    """Hands out the open renewal, then moves it signed -> delivered: the station's
+    answer to CertificateSigned landing between a read and the write that follows."""
+
+    async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None:
+        found = await super().open_renewal(station_id, kind)
+        if found is not None and found.state is S.SIGNED:
+            await self.move(found.id, S.SIGNED, S.DELIVERED, found.updated_at)
+        return found
+
+
+async def test_a_reconnection_racing_the_answer_still_confirms(
+    ca: CertificateAuthority, clock: FixedClock
+) -> None:
+    service = renewal_service(ca, clock)
+    racing = dataclasses.replace(service, store=RacingStore(ca.store.engine))  # type: ignore[attr-defined]
+    renewal = await racing.store.create(
+        STATION, CertificateKind.STATION, S.SIGNED,
+        requested_by="test", old_serial=None, at=clock.now(),
+    )  # fmt: skip
+    assert renewal is not None
+    await racing.store.move(renewal.id, S.SIGNED, S.SIGNED, clock.now(), new_serial="ab")
+    await racing.presented(STATION, "ab")
+    assert (await racing.get(renewal.id)).state is S.CONFIRMED
