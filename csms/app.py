@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.alerts import SqlAlertStore
+from csms.db.inventory import SqlInventoryStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
 from csms.db.reports import SqlReportStore
@@ -37,6 +38,7 @@ from csms.home import (
     render_config,
 )
 from csms.services.alerts import Alerts
+from csms.services.inventory import CertificateManagement, KnownCertificate
 from csms.services.outbox import Outbox
 from csms.services.renewals import RenewalService, RenewalSettings
 from csms.services.reports import ReportService
@@ -125,6 +127,7 @@ class App:
     trust: TrustService
     renewals: RenewalService
     alerts: Alerts
+    inventory: CertificateManagement
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -154,6 +157,15 @@ def _build(
     outbox = Outbox(SqlOutboxStore(store.engine), clock)
     alerts = Alerts(SqlAlertStore(store.engine), clock)
     settings = RenewalSettings(**config.renewal)
+    trust = TrustService(store, clock)
+
+    async def known() -> list[KnownCertificate]:
+        ours = [KnownCertificate(a.name, a.certificate()) for a in await store.list_authorities()]
+        return ours + [
+            KnownCertificate(f"trusted {t.role.value} {t.fingerprint_sha256[:16]}", t.certificate())
+            for t in await trust.list()
+        ]
+
     return App(
         home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
         SqlSessionStore(store.engine),
@@ -161,9 +173,10 @@ def _build(
         TransactionService(SqlTransactionStore(store.engine), clock),
         ReportService(SqlReportStore(store.engine), clock),
         outbox,
-        TrustService(store, clock),
+        trust,
         RenewalService(SqlRenewalStore(store.engine), ca, outbox, clock, alerts, settings),
         alerts,
+        CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known),
     )  # fmt: skip
 
 

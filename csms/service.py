@@ -30,6 +30,7 @@ from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
+from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
 from csms.services.renewals import CERTIFICATE_SIGNED, RenewalService
 from csms.services.security_events import SecurityEvents
@@ -240,11 +241,13 @@ async def _start_outbox(app: App, options: ServeOptions) -> tuple[Outbox, asynci
 
 
 async def _start_renewals(app: App, outbox: Outbox) -> tuple[RenewalService, AsyncIOScheduler]:
-    """The renewal workflow on this node's outbox: what a previous run left half done
-    goes on, then the daemon scans at once and every scan_interval_s (one scan at a
-    time; one that overran its interval is not run twice)."""
+    """The certificate lifecycle on this node's outbox: answers to CertificateSigned and
+    GetInstalledCertificateIds go to their services; what a previous run left half done
+    goes on; the daemon scans at once and every scan_interval_s (one scan at a time; one
+    that overran its interval is not run twice)."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
+    outbox.listen(GET_INSTALLED, replace(app.inventory, outbox=outbox).call_finished)
     resumed = await renewals.resume()
     if resumed:
         LOG.info("%d renewals left half done by the previous run go on", resumed)

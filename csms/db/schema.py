@@ -135,3 +135,21 @@ alerts = Table(
     Column("raised_at", UTCDateTime, nullable=False),
     Index("ix_alerts_station", "station_id", "id"),
 )
+
+installed_certificates = Table(
+    "installed_certificates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("station_id", String(48), nullable=False),
+    Column("certificate_type", String(32), nullable=False),
+    Column("hash_data", Text, nullable=False),  # OCPP CertificateHashData, JSON
+    Column("children", Text, nullable=False),  # child CertificateHashData list, JSON
+    Index("ix_installed_certificates_station", "station_id"),
+)
+
+inventory_refreshes = Table(
+    "inventory_refreshes",
+    metadata,
+    Column("station_id", String(48), primary_key=True),
+    Column("refreshed_at", UTCDateTime, nullable=False),
+)

@@ -1,4 +1,5 @@
-"""Certificate renewal end to end (A02/A03) against a real `pkictl serve` on 127.0.0.1.
+"""The certificate lifecycle over OCPP end to end, against a real `pkictl serve` on
+127.0.0.1: renewal (A02/A03) and the certificates installed on stations (M03-M05).
 
 Simulated stations do what a real one does: on TriggerMessage they make a new P-256 key
 and send a real CSR; they check and install the CertificateSigned chain, and reconnect
@@ -19,7 +20,9 @@ import pytest
 import websockets
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from integration_support import Home, Identity, csr, initialized_home, passphrase_file, write_key
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
@@ -30,12 +33,14 @@ from cli.main import cli
 from csms.app import open_app
 from csms.service import Listening, ServeOptions, serve
 from pki.clock import FixedClock
+from pki.hashdata import hash_data_for
 
 STATIONS = {f"R{n}": (f"SN-R{n}", 3, False) for n in range(1, 6)}
 
 
 class Renewing(ChargePoint):  # type: ignore[misc]
-    """A station that renews when triggered and installs what it is sent."""
+    """A station that renews when triggered and installs what it is sent; it reports,
+    installs and deletes roots in `station.roots` (type -> PEM)."""
 
     def __init__(self, station_id: str, connection: ClientConnection, station: Station) -> None:
         super().__init__(station_id, connection)
@@ -59,6 +64,28 @@ class Renewing(ChargePoint):  # type: ignore[misc]
         answer = await self.call(request)
         self.station.sign_answers.append(answer)
         return answer
+
+    @on(Action.get_installed_certificate_ids)
+    async def on_get_installed_certificate_ids(self, **_: Any) -> Any:
+        chains = []
+        for certificate_type, pem in self.station.roots:
+            root = x509.load_pem_x509_certificate(pem.encode())
+            data = hash_data_for(root, root.public_key()).to_ocpp()
+            chains.append({"certificateType": certificate_type, "certificateHashData": data})
+        return call_result.GetInstalledCertificateIds(
+            status="Accepted" if chains else "NotFound",
+            certificate_hash_data_chain=chains or None,
+        )
+
+    @on(Action.install_certificate)
+    async def on_install_certificate(self, certificate_type: str, certificate: str) -> Any:
+        self.station.roots.append((certificate_type, certificate))
+        return call_result.InstallCertificate(status="Accepted")
+
+    @on(Action.delete_certificate)
+    async def on_delete_certificate(self, certificate_hash_data: dict[str, str]) -> Any:
+        self.station.deleted.append(certificate_hash_data)
+        return call_result.DeleteCertificate(status="Accepted")
 
     @on(Action.certificate_signed)
     async def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
@@ -91,6 +118,8 @@ class Station:
     sign_answers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     installing: asyncio.Event = field(default_factory=asyncio.Event)
+    roots: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[dict[str, str]] = field(default_factory=list)
 
     def write(self, name: str, data: bytes) -> Path:
         path = self.directory / name
@@ -271,3 +300,94 @@ def test_renew_wait_exits_9_when_a_renewal_does_not_end(tmp_path: Path) -> None:
     )
     assert result.exit_code == 9, result.output  # R1 is offline: it stays triggered
     assert json.loads(result.stdout)[0]["state"] == "triggered"
+
+
+REFRESH = ("station", "certs", "R1", "--refresh")
+
+
+def new_root(name: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    root = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return root.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def pkictl(home: Home, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["--home", str(home.path), *args])
+
+
+async def test_station_certs_roots_install_and_delete(service: Service, tmp_path: Path) -> None:
+    station = await service.station("R1")
+    cso_root = service.home.root_pem.read_text()
+    foreign = new_root("Operator's next CSMS root")
+    station.roots = [("CSMSRootCertificate", cso_root)]
+    _, listener = await service.connect(station, station.identity)
+
+    listed = await asyncio.to_thread(pkictl_json, service.home, *REFRESH)
+    assert [(c["type"], c["known_as"]) for c in listed] == [("CSMSRootCertificate", "cso-root")]
+    cso_serial = listed[0]["serial"]
+
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes(station.identity[0].read_bytes().split(b"-----END CERTIFICATE-----")[0]
+                     + b"-----END CERTIFICATE-----\n")  # fmt: skip
+    refused = await asyncio.to_thread(
+        pkictl, service.home, "roots", "install", "--type", "V2GRootCertificate", str(leaf),
+        "--station", "R1",
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "not self-signed" in refused.output
+
+    last_root = await asyncio.to_thread(
+        pkictl, service.home, "roots", "delete", "--serial", cso_serial, "--station", "R1"
+    )
+    assert last_root.exit_code == 5
+    assert "only CSMSRootCertificate" in last_root.output
+
+    root_file = tmp_path / "foreign.pem"
+    root_file.write_text(foreign)
+    await asyncio.to_thread(
+        pkictl_json, service.home, "roots", "install", "--type", "CSMSRootCertificate",
+        str(root_file), "--all",
+    )  # fmt: skip
+    for _ in range(100):
+        if len(station.roots) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert station.roots[1] == ("CSMSRootCertificate", foreign)
+
+    listed = await asyncio.to_thread(pkictl_json, service.home, *REFRESH)
+    assert sorted(str(c["known_as"]) for c in listed) == ["None", "cso-root"]
+    await asyncio.to_thread(
+        pkictl_json, service.home, "roots", "delete", "--serial", cso_serial, "--station", "R1"
+    )  # two CSMS roots now: the old one may go
+    for _ in range(100):
+        if station.deleted:
+            break
+        await asyncio.sleep(0.05)
+    root = x509.load_pem_x509_certificate(cso_root.encode())
+    expected = hash_data_for(root, root.public_key()).to_ocpp()
+    (deleted,) = station.deleted  # snake_case, as the `ocpp` library hands it over
+    assert (
+        deleted["hash_algorithm"], deleted["issuer_name_hash"],
+        deleted["issuer_key_hash"], deleted["serial_number"],
+    ) == (
+        expected["hashAlgorithm"], expected["issuerNameHash"],
+        expected["issuerKeyHash"], expected["serialNumber"],
+    )  # fmt: skip
+    listener.cancel()
+
+
+def test_station_certs_refresh_of_an_offline_station_exits_9(tmp_path: Path) -> None:
+    home = asyncio.run(initialized_home(tmp_path, STATIONS))
+    result = CliRunner().invoke(
+        cli, ["--home", str(home.path), "station", "certs", "R1", "--refresh", "--wait", "1"]
+    )
+    assert result.exit_code == 9, result.output
+    assert "queued" in result.output
