@@ -10,11 +10,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli.context import Context, authority_view, json_option, run_with_app
-from cli.output import emit_fields, emit_json, emit_table, note
-from csms.app import App, default_policy_text, initialize_home
+from cli.output import emit_fields, emit_json, emit_table, iso, note
+from csms.app import App, actor, default_policy_text, initialize_home
 from csms.home import HomeConfig, validate_identity
 from pki.errors import NotFoundError
 from pki.keys import describe_public_key
+from pki.records import Authority
+from pki.serials import serial_hex
 
 AUTHORITY_COLUMNS = ("name", "role", "issuer", "subject", "not_after")
 
@@ -165,3 +167,30 @@ def ca_export(ctx: Context, name: str, out: Path | None, chain: bool) -> None:
     else:
         out.write_bytes(data)
         note(f"wrote {out}")
+
+
+@ca.command("renew-server")
+@click.argument("names", metavar="[NAME...]", nargs=-1)
+@json_option
+@click.pass_obj
+def ca_renew_server(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Renew the CSMS server certificates now (all, or those NAMEd), each with a new key.
+    `pkictl serve` renews them by itself before expiry; a running one serves the new
+    certificate to new connections within seconds."""
+
+    async def action(app: App) -> list[Authority]:
+        return await app.renew_server_certificates(actor(), names=names or None, force=True)
+
+    rows = [
+        {
+            "name": a.name,
+            "serial": serial_hex(a.certificate().serial_number),
+            "not_after": iso(a.certificate().not_valid_after_utc),
+        }
+        for a in run_with_app(ctx, action)
+    ]
+    if as_json:
+        emit_json(rows)
+    else:
+        for row in rows:
+            note(f"{row['name']}: new certificate {row['serial']} until {row['not_after']}")

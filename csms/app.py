@@ -10,7 +10,7 @@ import getpass
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,10 +49,11 @@ from csms.services.trust import TrustService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import Clock
-from pki.errors import ConflictError, KeyAccessError
+from pki.errors import ConflictError, KeyAccessError, NotFoundError
 from pki.keys.file import FileKeyStore, atomic_write
 from pki.policy import Policy, load_policy, parse_policy
-from pki.records import AuthorityRole
+from pki.records import Authority, AuthorityRole
+from pki.renewal import renewal_due_at
 from pki.store.sql import SqlStore, open_store
 
 POLICY_DIGEST_SETTING = "policy.digest"
@@ -133,6 +134,36 @@ class App:
         path = self.home / relative
         atomic_write(path, data)
         return path
+
+    async def renew_server_certificates(
+        self, who: str, *, names: Sequence[str] | None = None, force: bool = False
+    ) -> list[Authority]:
+        """Renew the CSMS server certificates whose renewal point (the csms-server
+        profile's threshold) has come -- or those named, with ``force`` -- judged by the
+        certificate file actually served. Each gets a new key; the new certificate file
+        is written last, and `pkictl serve` reloads it for new connections."""
+        servers = [
+            a for a in await self.store.list_authorities()
+            if a.role is AuthorityRole.CSMS_SERVER and (names is None or a.name in names)
+        ]  # fmt: skip
+        unknown = sorted(set(names or ()) - {a.name for a in servers})
+        if unknown:  # checked before anything is renewed
+            raise NotFoundError(f"no CSMS server certificate named {', '.join(unknown)}")
+        renewed = []
+        now = self.clock.now()
+        for authority in servers:
+            path = self.home / "certs" / f"{authority.name}.pem"
+            served = x509.load_pem_x509_certificate(path.read_bytes())
+            rule = self.policy.profile(authority.profile).renewal
+            due = renewal_due_at(served.not_valid_before_utc, served.not_valid_after_utc, rule)
+            if not force and due > now:
+                continue
+            new = await self.ca.renew_server_certificate(authority.name, who)
+            self.write_home_file(
+                f"certs/{authority.name}.pem", new.certificate().public_bytes(Encoding.PEM)
+            )
+            renewed.append(new)
+        return renewed
 
     async def publish_crl(self, name: str, who: str) -> tuple[x509.CertificateRevocationList, Path]:
         """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""

@@ -12,11 +12,9 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from websockets.asyncio.server import Server, ServerConnection
@@ -26,6 +24,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from csms.app import STATION_PROFILE, App
+from csms.daemon import LifecycleDaemon
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
@@ -46,6 +45,7 @@ from csms.transport.tls import (
     ReloadingContext,
     ServerCredential,
     bound_tls_read_buffers,
+    restore_fitting_key,
     server_context,
 )
 from pki.records import Authority, AuthorityRole, TrustAnchor, TrustRole
@@ -105,6 +105,8 @@ def _tls_context(
         for a in authorities
         if a.role is AuthorityRole.CSMS_SERVER
     ]
+    for credential in credentials:
+        restore_fitting_key(credential, app.passphrase)
     station_cas_pem = "".join(c.public_bytes(Encoding.PEM).decode() for c in station_cas)
     return ReloadingContext(
         lambda: server_context(
@@ -131,7 +133,7 @@ async def serve(
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
     outbox, watcher = await _start_outbox(app, options)
-    renewals, scheduler = await _start_renewals(app, outbox)
+    renewals, daemon = await _start_lifecycle(app, outbox)
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
         app.reports, renewals,
@@ -173,7 +175,7 @@ async def serve(
         except ConnectionClosed:
             pass
         finally:
-            session.connection_ended()
+            await session.connection_ended()
             await outbox.detach(station_id, session.send)
             if live.get(station_id) is connection:
                 del live[station_id]
@@ -224,7 +226,7 @@ async def serve(
         if on_ready is not None:
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
-        await _stop_renewals(renewals, scheduler)
+        await daemon.stop()
         watcher.cancel()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
@@ -240,31 +242,19 @@ async def _start_outbox(app: App, options: ServeOptions) -> tuple[Outbox, asynci
     return outbox, asyncio.create_task(outbox.watch())
 
 
-async def _start_renewals(app: App, outbox: Outbox) -> tuple[RenewalService, AsyncIOScheduler]:
+async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, LifecycleDaemon]:
     """The certificate lifecycle on this node's outbox: answers to CertificateSigned and
     GetInstalledCertificateIds go to their services; what a previous run left half done
-    goes on; the daemon scans at once and every scan_interval_s (one scan at a time; one
-    that overran its interval is not run twice)."""
+    goes on; then the daemon starts."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
     outbox.listen(GET_INSTALLED, replace(app.inventory, outbox=outbox).call_finished)
     resumed = await renewals.resume()
     if resumed:
         LOG.info("%d renewals left half done by the previous run go on", resumed)
-    scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        renewals.scan, "interval", seconds=renewals.settings.scan_interval_s,
-        next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, id="renewal-scan",
-    )  # fmt: skip
-    scheduler.start()
-    return renewals, scheduler
-
-
-async def _stop_renewals(renewals: RenewalService, scheduler: AsyncIOScheduler) -> None:
-    """No new scan; a running one finishes (APScheduler would cancel it mid-write)."""
-    scheduler.pause()
-    await renewals.scans_done()
-    scheduler.shutdown(wait=False)
+    daemon = LifecycleDaemon(app, renewals)
+    daemon.start()
+    return renewals, daemon
 
 
 def _port(server: Server) -> int:

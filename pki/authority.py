@@ -204,6 +204,35 @@ class CertificateAuthority:
                 )
         return created
 
+    async def renew_server_certificate(self, name: str, actor: str) -> Authority:
+        """A new key and certificate for the CSMS server certificate ``name`` (same
+        profile, hosts and issuer), recorded and audited; the caller publishes it."""
+        authority = await self.store.get_authority(name)
+        if authority is None or authority.role is not AuthorityRole.CSMS_SERVER:
+            raise NotFoundError(f"no CSMS server certificate named {name!r}")
+        profile = self.policy.profile(authority.profile)
+        spec = next(
+            (s for s in profile.server_keys if f"{profile.name}-{s.algorithm}" == name), None
+        )
+        if spec is None or profile.issuer is None:
+            raise ConflictError(f"the policy's {profile.name} profile no longer makes {name}")
+        issuer = await self.issuer(profile.issuer)
+        now = self.clock.now()
+        signer = self.keys.replace(authority.key_name, spec)
+        signed = issue_for_key(
+            signer.public_key(), self.identity.bindings(), self._draft(profile, issuer, now),
+            hosts=self.identity.csms_hosts,
+        )  # fmt: skip
+        renewed, record = self._authority(
+            name, AuthorityRole.CSMS_SERVER, profile, issuer, signed, now
+        )
+        event = AuditEvent(
+            "csms-server.renewed", actor, f"authority:{name}", "ok",
+            {"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
+        )  # fmt: skip
+        await self.store.renew_authority(renewed, record, event, now)
+        return renewed
+
     def _profile_of_kind(self, kind: str) -> Profile:
         for profile in self.policy.profiles.values():
             if profile.kind == kind:

@@ -125,6 +125,7 @@ class StationSession(ChargePoint):
     ) -> None:
         super().__init__(station_id, connection)
         self._security_profile = security_profile
+        self._after_tasks: set[asyncio.Task[Any]] = set()
         self._renewals = services.renewals
         self.route_map = _BoundRoutes(self)
         self._response_queue = _ResponseQueue(station_id)
@@ -134,9 +135,12 @@ class StationSession(ChargePoint):
         self._transactions = services.transactions
         self._reports = services.reports
 
-    def connection_ended(self) -> None:
-        """Fail the call in flight now rather than at its response timeout."""
+    async def connection_ended(self) -> None:
+        """Fail the call in flight now rather than at its response timeout, and let the
+        work a message started finish before the session is gone."""
         self._response_queue.close()
+        while self._after_tasks:
+            await asyncio.gather(*self._after_tasks, return_exceptions=True)
 
     async def send(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         """The outbox's Sender for this station: one CSMS-initiated call."""
@@ -203,12 +207,18 @@ class StationSession(ChargePoint):
 
     @after(Action.boot_notification)
     async def after_boot_notification(self, **_: Any) -> None:
-        """A booted station's certificates are checked at once (after the answer, so a
-        TriggerMessage follows the BootNotificationResponse)."""
+        """A booted station's certificates are checked at once, after the answer (so a
+        TriggerMessage follows the BootNotificationResponse). The `ocpp` library runs
+        this in a task of its own: it is kept, so that the session's end waits for it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._after_tasks.add(task)
         try:
             await self._renewals.scan(self.id)
         except Exception:  # the periodic scan tries again; the session goes on
             LOG.exception("renewal scan at the boot of %s failed", self.id)
+        finally:
+            self._after_tasks.discard(task)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:

@@ -315,16 +315,18 @@ class RenewalService:
             await self._confirm(renewal)
 
     async def _confirm(self, renewal: Renewal) -> None:
-        """Signed or delivered -> confirmed. The station's answer to CertificateSigned and
-        its reconnection race (it may reconnect before its answer is stored): a move
-        that lost to the other one is retried from the state it left."""
+        """Signed or delivered -> confirmed, once the new certificate is in use: the one
+        it replaced is superseded first, so a confirmed renewal never shows a current
+        old certificate. The station's answer to CertificateSigned and its reconnection
+        race (it may reconnect before its answer is stored): a move that lost to the
+        other one is retried from the state it left."""
+        if renewal.old_serial is not None:
+            await self.ca.supersede(renewal.old_serial, actor=f"renewal:{renewal.id}")
         while not await self._move(renewal, RenewalEvent.CONFIRM):
             renewal = await self.get(renewal.id)
             if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
                 return
         LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
-        if renewal.old_serial is not None:
-            await self.ca.supersede(renewal.old_serial, actor=f"renewal:{renewal.id}")
 
     async def resume(self) -> int:
         """At start: what a previous run left half done goes on. A CSR whose signing did
@@ -410,11 +412,6 @@ class RenewalService:
                     int(renewal.old_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
                 )
             await self.store.set_old_revoked(renewal.id, now)
-
-    async def scans_done(self) -> None:
-        """Return once no scan is running (at shutdown, before the store closes)."""
-        async with self._scanning:
-            return
 
     async def _current(self, station_id: str, kind: CertificateKind) -> CertificateRecord | None:
         """The station's certificate in use: the one it presented last (station TLS),

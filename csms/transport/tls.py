@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, overload
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from pki.keys.file import atomic_write
+
 if TYPE_CHECKING:
     from ssl import _PeerCertRetDictType, _PeerCertRetType
 
@@ -101,6 +106,30 @@ def server_context(
     # signs the CSMS's server certificates, which must not open a station's session.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | VERIFY_NO_CHECK_TIME
     return context
+
+
+def restore_fitting_key(credential: ServerCredential, passphrase: Callable[[], bytes]) -> bool:
+    """A server certificate renewal writes the new key, then the new certificate. One
+    interrupted in between leaves a key that does not fit the served certificate; the
+    key it replaced (kept as NAME.key.pem.replaced) does: put it back. True if it did."""
+    try:
+        certificate = x509.load_pem_x509_certificate(credential.chain.read_bytes())
+        key = serialization.load_pem_private_key(credential.key.read_bytes(), passphrase())
+    except (OSError, ValueError, TypeError):
+        return False  # unreadable: loading the context says what is wrong
+    if key.public_key() == certificate.public_key():
+        return False
+    previous = credential.key.with_name(credential.key.name + ".replaced")
+    try:
+        old = serialization.load_pem_private_key(previous.read_bytes(), passphrase())
+    except (OSError, ValueError, TypeError):
+        return False
+    if old.public_key() != certificate.public_key():
+        return False
+    atomic_write(credential.key, previous.read_bytes(), 0o600)
+    LOG.warning("%s did not fit %s (an interrupted renewal): the previous key is back",
+                credential.key, credential.chain)  # fmt: skip
+    return True
 
 
 class ReloadingContext:

@@ -120,6 +120,11 @@ class KeyStore(Protocol):
         """A Signer for an existing key; raises KeyAccessError when it cannot be used."""
         ...
 
+    def replace(self, name: str, spec: KeySpec) -> Signer:
+        """A new key under an existing name: for the CSMS's TLS server keys, rotated at
+        each renewal (never a CA key: a CA's key is its identity)."""
+        ...
+
 
 class InMemorySigner:
     """A Signer over a key object held in memory: the file backend's unit of work,
@@ -168,3 +173,8 @@ class MemoryKeyStore:
             return self._signers[name]
         except KeyError:
             raise KeyAccessError(f"no key named {name!r}") from None
+
+    def replace(self, name: str, spec: KeySpec) -> Signer:
+        self.open(name)
+        self._signers[name] = InMemorySigner(name, spec.generate())
+        return self._signers[name]

@@ -76,6 +76,19 @@ class FileKeyStore:
         return self._directory / f"{name}{KEY_SUFFIX}"
 
     def create(self, name: str, spec: KeySpec) -> Signer:
+        return self._write(name, spec, exclusive=True)
+
+    def replace(self, name: str, spec: KeySpec) -> Signer:
+        """The old key stays beside it as NAME.key.pem.replaced (one generation), so a
+        renewal that must be undone still can be."""
+        path = self.path(name)
+        if not path.exists():
+            raise KeyAccessError(f"key file {path} is missing")
+        previous = path.with_name(path.name + ".replaced")
+        atomic_write(previous, path.read_bytes(), 0o600)
+        return self._write(name, spec, exclusive=False)
+
+    def _write(self, name: str, spec: KeySpec, *, exclusive: bool) -> Signer:
         key = spec.generate()
         pem = key.private_bytes(
             serialization.Encoding.PEM,
@@ -83,7 +96,7 @@ class FileKeyStore:
             serialization.BestAvailableEncryption(self._passphrase),
         )
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(self.path(name), pem, 0o600, exclusive=True)
+        atomic_write(self.path(name), pem, 0o600, exclusive=exclusive)
         signer = InMemorySigner(name, key)
         self._open[name] = signer
         return signer

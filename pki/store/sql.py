@@ -315,6 +315,19 @@ class SqlStore:
                 f"the database already holds these authorities: {exc.orig}"
             ) from None
 
+    async def renew_authority(
+        self, authority: Authority, record: CertificateRecord, event: AuditEvent, at: datetime
+    ) -> None:
+        async with self._write(event, at) as connection:
+            result = await connection.execute(
+                update(authorities)
+                .where(authorities.c.name == authority.name)
+                .values(certificate_der=authority.certificate_der)
+            )
+            if result.rowcount != 1:
+                raise NotFoundError(f"no authority {authority.name!r}")
+            await connection.execute(insert(certificates).values(certificate_values(record, at)))
+
     async def get_authority(self, name: str) -> Authority | None:
         async with self._engine.connect() as connection:
             row = (

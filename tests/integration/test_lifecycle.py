@@ -23,7 +23,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from integration_support import Home, Identity, csr, initialized_home, passphrase_file, write_key
+from integration_support import (
+    PASSPHRASE,
+    Home,
+    Identity,
+    csr,
+    initialized_home,
+    passphrase_file,
+    write_key,
+)
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
@@ -32,6 +40,7 @@ from websockets.asyncio.client import ClientConnection
 from cli.main import cli
 from csms.app import open_app
 from csms.service import Listening, ServeOptions, serve
+from csms.transport.tls import ServerCredential, restore_fitting_key
 from pki.clock import FixedClock
 from pki.hashdata import hash_data_for
 
@@ -391,3 +400,61 @@ def test_station_certs_refresh_of_an_offline_station_exits_9(tmp_path: Path) -> 
     )
     assert result.exit_code == 9, result.output
     assert "queued" in result.output
+
+
+def served(home: Home, name: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((home.path / "certs" / f"{name}.pem").read_bytes())
+
+
+def fits(home: Home, name: str) -> bool:
+    """The key file of server certificate ``name`` fits the certificate file."""
+    key = serialization.load_pem_private_key(
+        (home.path / "keys" / f"{name}.key.pem").read_bytes(), PASSPHRASE.encode()
+    )
+    return key.public_key() == served(home, name).public_key()
+
+
+async def test_the_daemon_renews_server_certificates_before_expiry(tmp_path: Path) -> None:
+    home = await initialized_home(tmp_path, STATIONS)
+    names = ("csms-server-ec", "csms-server-rsa")
+    before = {n: served(home, n).serial_number for n in names}
+    for days, expected in ((334, []), (336, list(names))):  # 365-day certificates, 30 ahead
+        clock = FixedClock(datetime.now(UTC) + timedelta(days=days))
+        async with open_app(home.path, passphrase_file(home.directory), clock) as app:
+            renewed = await app.renew_server_certificates("test")
+            assert sorted(a.name for a in renewed) == expected
+    for name in names:
+        assert served(home, name).serial_number != before[name]
+        assert fits(home, name)  # a new key, and the certificate for it
+        assert (home.path / "keys" / f"{name}.key.pem.replaced").exists()
+    async with open_app(home.path) as app:
+        actions = [e.event.action for e in await app.store.audit_entries()]
+    assert actions.count("csms-server.renewed") == 2
+
+
+async def test_a_renewal_cut_between_key_and_certificate_is_undone_at_start(
+    tmp_path: Path,
+) -> None:
+    home = await initialized_home(tmp_path, STATIONS)
+    old_certificate = (home.path / "certs" / "csms-server-ec.pem").read_bytes()
+    result = await asyncio.to_thread(
+        pkictl, home, "--passphrase-file", str(passphrase_file(home.directory)),
+        "ca", "renew-server", "csms-server-ec",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (home.path / "certs" / "csms-server-ec.pem").write_bytes(old_certificate)  # the cut
+    assert not fits(home, "csms-server-ec")
+    credential = ServerCredential(
+        home.path / "certs" / "csms-server-ec.pem", home.path / "keys" / "csms-server-ec.key.pem"
+    )
+    assert restore_fitting_key(credential, PASSPHRASE.encode)
+    assert fits(home, "csms-server-ec")
+    assert not restore_fitting_key(credential, PASSPHRASE.encode)  # nothing left to do
+
+
+def test_renew_server_names_what_it_does_not_know(tmp_path: Path) -> None:
+    home = asyncio.run(initialized_home(tmp_path, STATIONS))
+    result = pkictl(home, "ca", "renew-server", "csms-server-ec", "no-such-server")
+    assert result.exit_code == 3
+    assert "no-such-server" in result.output
+    assert not (home.path / "keys" / "csms-server-ec.key.pem.replaced").exists()

@@ -1,0 +1,49 @@
+"""The periodic work of `pkictl serve`: the renewal scan, then the CSMS's own server
+certificates, at start and every `[renewal] scan_interval_s` (APScheduler).
+
+One run at a time (a run that overran its interval is not started twice), and a run in
+progress finishes before the service closes its database: APScheduler would cancel it
+mid-write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from csms.app import App
+from csms.services.renewals import RenewalService
+
+LOG = logging.getLogger("pkictl.daemon")
+
+
+@dataclass
+class LifecycleDaemon:
+    app: App
+    renewals: RenewalService
+    _scheduler: AsyncIOScheduler = field(
+        default_factory=lambda: AsyncIOScheduler(timezone=UTC), init=False
+    )
+    _running: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self.run_once, "interval", seconds=self.renewals.settings.scan_interval_s,
+            next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, id="lifecycle",
+        )  # fmt: skip
+        self._scheduler.start()
+
+    async def run_once(self) -> None:
+        async with self._running:
+            await self.renewals.scan()
+            for renewed in await self.app.renew_server_certificates("daemon"):
+                LOG.info("server certificate %s renewed: new connections get it", renewed.name)
+
+    async def stop(self) -> None:
+        self._scheduler.pause()
+        async with self._running:  # a run in progress finishes
+            self._scheduler.shutdown(wait=False)
