@@ -41,7 +41,7 @@ def due_view(due: DueCertificate) -> dict[str, object]:
         "station": due.station_id,
         "kind": due.kind.value,
         "serial": due.serial_hex,
-        "renew_after": iso(due.renew_after),
+        "starts_at": iso(due.starts_at),
         "not_after": iso(due.not_after),
     }
 

@@ -107,6 +107,7 @@ def render_config(config: HomeConfig) -> str:
         "# max_in_flight = 100     # renewals open at once; the next scan starts more",
         "# retry_after_s = 600     # wait after a failed attempt; doubles with each failure",
         "# max_attempts = 5        # then no more automatic attempts, and an alert",
+        "# jitter_s = 259200       # renewals start up to this long after their threshold",
         "# revoke_replaced_after_s = 604800  # then a replaced certificate is revoked",
         "",
         "[serve]",
@@ -173,7 +174,7 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
 
 
 RENEWAL_KEYS = (
-    "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts",
+    "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts", "jitter_s",
     "revoke_replaced_after_s",
 )  # fmt: skip
 

@@ -143,6 +143,10 @@ class RenewalSettings:
     max_in_flight: int = 100
     retry_after_s: int = 600
     max_attempts: int = 5
+    jitter_s: int = 3 * 86400
+    """Each certificate's renewal starts up to this long after its renewal point (a
+    fixed offset derived from its serial, at most a quarter of the time left then), so
+    a fleet issued in one day does not renew -- and expire again -- in one day."""
     revoke_replaced_after_s: int = 7 * 86400
     """Grace period before a superseded certificate is revoked (reason superseded): a
     station that has not switched yet (a second SECC, a slow reboot) keeps working."""
@@ -155,7 +159,8 @@ class DueCertificate:
     station_id: str
     kind: CertificateKind
     serial_hex: str
-    renew_after: datetime
+    starts_at: datetime
+    """The renewal point plus this certificate's jitter."""
     not_after: datetime
 
 
@@ -372,12 +377,12 @@ class RenewalService:
                 continue
             looked.add((record.station_id, kind))
             current = await self._current(record.station_id, kind)
-            if current is None or current.renew_after > now:
-                continue  # a newer certificate is in use
+            if current is None or self.starts_at(current) > now:
+                continue  # a newer certificate is in use, or not yet
             if not await self._may_start(record.station_id, kind, now):
                 continue
             due = DueCertificate(
-                record.station_id, kind, current.serial_hex, current.renew_after,
+                record.station_id, kind, current.serial_hex, self.starts_at(current),
                 current.not_after,
             )  # fmt: skip
             found.append(due)
@@ -412,6 +417,13 @@ class RenewalService:
                     int(renewal.old_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
                 )
             await self.store.set_old_revoked(renewal.id, now)
+
+    def starts_at(self, record: CertificateRecord) -> datetime:
+        """When the renewal of ``record`` starts: its renewal point plus its jitter."""
+        lead = (record.not_after - record.renew_after).total_seconds()
+        window = max(0.0, min(self.settings.jitter_s, lead / 4))
+        fraction = int.from_bytes(hashlib.sha256(str(record.serial).encode()).digest()[:8]) / 2**64
+        return record.renew_after + timedelta(seconds=window * fraction)
 
     async def _current(self, station_id: str, kind: CertificateKind) -> CertificateRecord | None:
         """The station's certificate in use: the one it presented last (station TLS),

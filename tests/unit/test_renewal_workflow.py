@@ -68,7 +68,7 @@ def renewal_service(
     engine = ca.store.engine  # type: ignore[attr-defined]
     return RenewalService(
         SqlRenewalStore(engine), ca, Outbox(SqlOutboxStore(engine), clock), clock,
-        Alerts(SqlAlertStore(engine), clock), settings or RenewalSettings(),
+        Alerts(SqlAlertStore(engine), clock), settings or RenewalSettings(jitter_s=0),
     )  # fmt: skip
 
 
@@ -129,7 +129,7 @@ async def test_the_scan_starts_no_more_than_max_in_flight(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     await second_station(ca, clock)
-    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1))
+    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1, jitter_s=0))
     for station in (STATION, "CS002"):
         await issue(ca, make_csr, station)
     clock.advance(timedelta(days=300))
@@ -140,7 +140,8 @@ async def test_the_scan_starts_no_more_than_max_in_flight(
 async def test_failures_back_off_then_stop_with_an_alert(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
-    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, max_attempts=2))
+    settings = RenewalSettings(retry_after_s=600, max_attempts=2, jitter_s=0)
+    service = renewal_service(ca, clock, settings)
     await issue(ca, make_csr, STATION)
     clock.advance(timedelta(days=300))
     for attempt in (1, 2):
@@ -199,7 +200,8 @@ async def test_a_restart_resumes_half_done_renewals(
 async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
-    service = renewal_service(ca, clock, RenewalSettings(revoke_replaced_after_s=7 * 86400))
+    settings = RenewalSettings(revoke_replaced_after_s=7 * 86400, jitter_s=0)
+    service = renewal_service(ca, clock, settings)
     old = await issue(ca, make_csr, STATION)
     renewal = await service.store.create(
         STATION, CertificateKind.STATION, S.DELIVERED,
@@ -246,3 +248,23 @@ async def test_a_reconnection_racing_the_answer_still_confirms(
     await racing.store.move(renewal.id, S.SIGNED, S.SIGNED, clock.now(), new_serial="ab")
     await racing.presented(STATION, "ab")
     assert (await racing.get(renewal.id)).state is S.CONFIRMED
+
+
+async def test_jitter_spreads_the_renewals_of_one_day_over_the_window(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    service = renewal_service(ca, clock, RenewalSettings(jitter_s=3 * 86400))
+    records = [
+        (await ca.issue_for_station(
+            csr_pem=make_csr(cn="SN-0001"), profile_name="charging-station",
+            station_id=STATION, actor="test",
+        )).record
+        for _ in range(40)
+    ]  # fmt: skip
+    starts = [service.starts_at(r) for r in records]
+    window = timedelta(days=3)
+    for record, start in zip(records, starts, strict=True):
+        assert record.renew_after <= start <= record.renew_after + window
+    assert len({s.date() for s in starts}) >= 3  # spread over the days, not one
+    assert max(starts) - min(starts) > window / 2
+    assert starts == [service.starts_at(r) for r in records]  # fixed per certificate
