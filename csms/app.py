@@ -197,15 +197,18 @@ def _build(
             for t in await trust.list()
         ]
 
+    stations = StationService(store, clock)
     return App(
-        home, config, policy, store, clock, ca, StationService(store, clock), passphrase,
+        home, config, policy, store, clock, ca, stations, passphrase,
         SqlSessionStore(store.engine),
         TokenService(SqlTokenStore(store.engine), store, clock),
         TransactionService(SqlTransactionStore(store.engine), clock),
         ReportService(SqlReportStore(store.engine), clock),
         outbox,
         trust,
-        RenewalService(SqlRenewalStore(store.engine), ca, outbox, clock, alerts, settings),
+        RenewalService(
+            SqlRenewalStore(store.engine), ca, outbox, clock, alerts, stations, settings
+        ),
         alerts,
         CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known),
     )  # fmt: skip

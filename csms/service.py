@@ -31,7 +31,7 @@ from csms.protocol.session import SessionServices, StationSession
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
-from csms.services.renewals import CERTIFICATE_SIGNED, RenewalService
+from csms.services.renewals import CERTIFICATE_SIGNED, GET_VARIABLES, RenewalService
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
@@ -248,6 +248,7 @@ async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, Li
     goes on; then the daemon starts."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
+    outbox.listen(GET_VARIABLES, renewals.secc_id_answered)
     outbox.listen(GET_INSTALLED, replace(app.inventory, outbox=outbox).call_finished)
     resumed = await renewals.resume()
     if resumed:

@@ -164,4 +164,5 @@ def _renewal(row: Row[Any]) -> Renewal:
         csr_key_sha256=row.csr_key_sha256,
         outbox_id=row.outbox_id,
         reason=row.reason,
+        csr_pem=row.csr_pem,
     )

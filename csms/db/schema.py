@@ -122,6 +122,7 @@ renewals = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("old_revoked_at", UTCDateTime, nullable=True),
+    Column("csr_pem", Text, nullable=True),  # kept while the SECC id is asked for
     Index("ix_renewals_station", "station_id", "id"),
 )
 

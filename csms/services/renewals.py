@@ -39,6 +39,10 @@ from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
 CERTIFICATE_SIGNED = "CertificateSigned"
+GET_VARIABLES = "GetVariables"
+SECC_ID_REQUEST = {
+    "get_variable_data": [{"component": {"name": "ISO15118Ctrlr"}, "variable": {"name": "SeccId"}}]
+}
 PROFILE_FOR = {CertificateKind.STATION: "charging-station", CertificateKind.V2G: "v2g-secc"}
 KIND_OF_PROFILE: dict[str | None, CertificateKind] = {
     "charging-station": CertificateKind.STATION,
@@ -68,6 +72,8 @@ class Renewal:
     csr_key_sha256: str | None = None
     outbox_id: int | None = None
     reason: str | None = None
+    csr_pem: str | None = None
+    """A V2G CSR waiting for the station's SECC id."""
 
 
 class RenewalStore(Protocol):
@@ -164,6 +170,11 @@ class DueCertificate:
     not_after: datetime
 
 
+class StationDirectory(Protocol):
+    async def secc_id(self, station_id: str) -> str | None: ...
+    async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class SignAnswer:
     """The SignCertificateResponse: Accepted, or Rejected with OCPP's reasonCode."""
@@ -171,6 +182,16 @@ class SignAnswer:
     accepted: bool
     reason_code: str | None = None
     detail: str | None = None
+
+
+def _secc_id_of(item: OutboxItem) -> str | None:
+    """The SeccId value in a GetVariables answer, if the station gave one."""
+    if item.state is not CallState.ANSWERED or item.response is None:
+        return None
+    for result in item.response.get("get_variable_result") or []:
+        if result.get("attribute_status") == "Accepted" and result.get("attribute_value"):
+            return str(result["attribute_value"])
+    return None
 
 
 def _key_sha256(csr_pem: str) -> str | None:
@@ -191,6 +212,7 @@ class RenewalService:
     outbox: Outbox
     clock: Clock
     alerts: Alerts
+    stations: StationDirectory
     settings: RenewalSettings = RenewalSettings()
     _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
@@ -241,26 +263,53 @@ class RenewalService:
             )  # fmt: skip
             if renewal is None:  # one was opened meanwhile: join it
                 return await self.sign(station_id, csr_pem, kind)
+        if kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None:
+            # Its CN is the SECC id: ask the station for it, sign when it answers.
+            if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, csr_pem=csr_pem):
+                return await self.sign(station_id, csr_pem, kind)
+            await self.outbox.enqueue(station_id, GET_VARIABLES, SECC_ID_REQUEST)
+            return SignAnswer(True)
         if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key):
             return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
+        return await self._issue(await self.get(renewal.id), csr_pem)
+
+    async def _issue(self, renewal: Renewal, csr_pem: str) -> SignAnswer:
+        """csr-received -> signed (CertificateSigned queued) or failed (refused)."""
+        station_id, kind = renewal.station_id, renewal.kind
         try:
             issued = await self.ca.issue_for_station(
                 csr_pem=csr_pem, profile_name=PROFILE_FOR[kind], station_id=station_id,
                 actor=f"station:{station_id}",
             )  # fmt: skip
         except IssuanceRefused as refusal:
-            await self._move(
-                renewal, RenewalEvent.REFUSE, from_state=RenewalState.CSR_RECEIVED,
-                reason=f"{refusal.reason.value}: {refusal.message}",
-            )  # fmt: skip
-            await self._failed(renewal, f"CSR refused: {refusal.reason.value}: {refusal.message}")
+            reason = f"{refusal.reason.value}: {refusal.message}"
+            await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
+            await self._failed(renewal, f"CSR refused: {reason}")
             return SignAnswer(False, refusal.reason.value, refusal.message)
         await self._move(
-            renewal, RenewalEvent.SIGN, from_state=RenewalState.CSR_RECEIVED,
-            new_serial=issued.record.serial_hex,
-        )  # fmt: skip
+            renewal, RenewalEvent.SIGN, new_serial=issued.record.serial_hex, csr_pem=None
+        )
         await self._deliver(renewal.id, station_id, kind, issued)
         return SignAnswer(True)
+
+    async def secc_id_answered(self, item: OutboxItem) -> None:
+        """The station's answer to GetVariables(ISO15118Ctrlr.SeccId): register the SECC
+        id, then sign the V2G CSR that waited for it (or fail the renewal)."""
+        if item.payload != SECC_ID_REQUEST:
+            return
+        renewal = await self.store.open_renewal(item.station_id, CertificateKind.V2G)
+        if renewal is None or renewal.state is not RenewalState.CSR_RECEIVED:
+            return
+        if renewal.csr_pem is None:
+            return
+        secc_id = _secc_id_of(item)
+        if secc_id is None:
+            reason = f"the station did not tell its SECC id: {item.error or item.response}"
+            await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
+            await self._failed(renewal, reason)
+            return
+        await self.stations.set_secc_id(item.station_id, secc_id, actor=f"renewal:{renewal.id}")
+        await self._issue(renewal, renewal.csr_pem)
 
     async def _deliver(
         self, renewal_id: int, station_id: str, kind: CertificateKind, issued: IssuedCertificate

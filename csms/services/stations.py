@@ -89,6 +89,18 @@ class StationService:
     async def list(self) -> list[Station]:
         return await self._store.list_stations()
 
+    async def secc_id(self, station_id: str) -> str | None:
+        return (await self.get(station_id)).secc_id
+
+    async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None:
+        """The SECC id its V2G certificate is issued for (CN), e.g. as the station
+        reported it (ISO15118Ctrlr.SeccId)."""
+        checked = _check_name(secc_id, "secc-id")
+        event = AuditEvent(
+            "station.secc-id", actor, f"station:{station_id}", "ok", {"secc_id": checked}
+        )
+        await self._store.set_secc_id(station_id, checked, event, self._clock.now())
+
     async def remove(self, station_id: str, actor: str) -> None:
         """Deregister: the handshake then refuses the station whatever certificate it
         presents, so its certificates need not be revoked to cut it off."""

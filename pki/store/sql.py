@@ -285,6 +285,16 @@ class SqlStore:
             if result.rowcount == 0:
                 raise NotFoundError(f"no station {station_id!r}")
 
+    async def set_secc_id(
+        self, station_id: str, secc_id: str, event: AuditEvent, at: datetime
+    ) -> None:
+        async with self._write(event, at) as connection:
+            result = await connection.execute(
+                update(stations).where(stations.c.id == station_id).values(secc_id=secc_id)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no station {station_id!r}")
+
     # --- authorities ----------------------------------------------------------------
 
     async def record_authorities(

@@ -105,12 +105,16 @@ class Home:
         return context
 
 
-async def initialized_home(directory: Path, stations: dict[str, tuple[str, int, bool]]) -> Home:
-    """A CSO-only home under ``directory``; ``stations``: id -> (serial, profile,
-    allow_expired). Profile 1/2 stations get STATION_PASSWORD."""
+async def initialized_home(
+    directory: Path,
+    stations: dict[str, tuple[str, int, bool]],
+    hierarchies: frozenset[str] = frozenset({"cso"}),
+) -> Home:
+    """A home under ``directory`` (CSO hierarchy only unless told); ``stations``: id ->
+    (serial, profile, allow_expired). Profile 1/2 stations get STATION_PASSWORD."""
     home = directory / "ca"
     config = HomeConfig(ORG, "DE", ("localhost", "127.0.0.1"), "http://localhost:8080",
-                        frozenset({"cso"}))  # fmt: skip
+                        hierarchies)  # fmt: skip
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PKICTL_PASSPHRASE", PASSPHRASE)
         await initialize_home(home, config, policy_text=default_policy_text(), policy_source="t")

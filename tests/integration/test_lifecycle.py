@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from integration_support import (
+    ORG,
     PASSPHRASE,
     Home,
     Identity,
@@ -86,6 +87,19 @@ class Renewing(ChargePoint):  # type: ignore[misc]
             certificate_hash_data_chain=chains or None,
         )
 
+    @on(Action.get_variables)
+    async def on_get_variables(self, get_variable_data: list[dict[str, Any]]) -> Any:
+        known = self.station.secc_id is not None
+        results = [
+            {
+                "attribute_status": "Accepted" if known else "UnknownVariable",
+                "component": item["component"], "variable": item["variable"],
+                **({"attribute_value": self.station.secc_id} if known else {}),
+            }
+            for item in get_variable_data
+        ]  # fmt: skip
+        return call_result.GetVariables(get_variable_result=results)
+
     @on(Action.install_certificate)
     async def on_install_certificate(self, certificate_type: str, certificate: str) -> Any:
         self.station.roots.append((certificate_type, certificate))
@@ -128,6 +142,7 @@ class Station:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     installing: asyncio.Event = field(default_factory=asyncio.Event)
     roots: list[tuple[str, str]] = field(default_factory=list)
+    secc_id: str | None = None
     deleted: list[dict[str, str]] = field(default_factory=list)
 
     def write(self, name: str, data: bytes) -> Path:
@@ -179,7 +194,7 @@ async def renewal_of(home: Home, station_id: str, state: str) -> dict[str, Any]:
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
-    home = await initialized_home(tmp_path, STATIONS)
+    home = await initialized_home(tmp_path, STATIONS, frozenset({"cso", "v2g"}))
     stop = asyncio.Event()
     ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     async with open_app(home.path, passphrase_file(home.directory)) as app:
@@ -458,3 +473,47 @@ def test_renew_server_names_what_it_does_not_know(tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert "no-such-server" in result.output
     assert not (home.path / "keys" / "csms-server-ec.key.pem.replaced").exists()
+
+
+def v2g_csr(key: ec.EllipticCurvePrivateKey, secc_id: str) -> str:
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, secc_id),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+            x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "CPO"),
+        ]
+    )
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_a_v2g_csr_waits_for_the_secc_id_the_station_reports(service: Service) -> None:
+    station = await service.station("R1")  # registered without a SECC id
+    station.secc_id = "SECC0001"
+    client, listener = await service.connect(station, station.identity)
+    station.pending_key = ec.generate_private_key(ec.SECP256R1())
+    answer = await client.call(
+        call.SignCertificate(
+            csr=v2g_csr(station.pending_key, "SECC0001"), certificate_type="V2GCertificate"
+        )
+    )
+    assert answer.status == "Accepted"  # signed once the SECC id is known
+    confirmed = await renewal_of(service.home, "R1", "confirmed")  # its Accepted confirms it
+    assert confirmed["kind"] == "V2GCertificate"
+    shown = await asyncio.to_thread(pkictl_json, service.home, "station", "show", "R1")
+    assert shown["secc_id"] == "SECC0001"
+    leaf = x509.load_pem_x509_certificates((station.installed or ("",))[0].read_bytes())[0]
+    assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SECC0001"
+    listener.cancel()
+
+
+async def test_a_v2g_csr_fails_when_the_station_keeps_its_secc_id(service: Service) -> None:
+    station = await service.station("R2")  # no SECC id, and the station will not tell
+    client, listener = await service.connect(station, station.identity)
+    key = ec.generate_private_key(ec.SECP256R1())
+    await client.call(
+        call.SignCertificate(csr=v2g_csr(key, "SECC0002"), certificate_type="V2GCertificate")
+    )
+    failed = await renewal_of(service.home, "R2", "failed")
+    assert "SECC id" in failed["reason"]
+    listener.cancel()

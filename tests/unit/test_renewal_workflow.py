@@ -24,6 +24,7 @@ from csms.domain.renewal import (
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
 from csms.services.renewals import PROFILE_FOR, Renewal, RenewalService, RenewalSettings
+from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
@@ -68,7 +69,8 @@ def renewal_service(
     engine = ca.store.engine  # type: ignore[attr-defined]
     return RenewalService(
         SqlRenewalStore(engine), ca, Outbox(SqlOutboxStore(engine), clock), clock,
-        Alerts(SqlAlertStore(engine), clock), settings or RenewalSettings(jitter_s=0),
+        Alerts(SqlAlertStore(engine), clock), StationService(ca.store, clock),
+        settings or RenewalSettings(jitter_s=0),
     )  # fmt: skip
 
 
@@ -162,10 +164,8 @@ async def test_failures_back_off_then_stop_with_an_alert(
 async def test_a_restart_resumes_half_done_renewals(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
-    store = SqlRenewalStore(ca.store.engine)  # type: ignore[attr-defined]
-    outbox = Outbox(SqlOutboxStore(ca.store.engine), clock)  # type: ignore[attr-defined]
-    alerts = Alerts(SqlAlertStore(ca.store.engine), clock)  # type: ignore[attr-defined]
-    service = RenewalService(store, ca, outbox, clock, alerts)
+    service = renewal_service(ca, clock)
+    store, outbox = service.store, service.outbox
     now = clock.now()
     # killed after signing, before CertificateSigned was queued
     signed = await store.create(
