@@ -132,7 +132,7 @@ async def serve(
     station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
-    outbox, watcher = await _start_outbox(app, options)
+    outbox, watcher = await _start_outbox(app, options, stop)
     renewals, daemon = await _start_lifecycle(app, outbox)
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
@@ -227,11 +227,13 @@ async def serve(
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
         await daemon.stop()
-        watcher.cancel()
+        await watcher
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
 
-async def _start_outbox(app: App, options: ServeOptions) -> tuple[Outbox, asyncio.Task[None]]:
+async def _start_outbox(
+    app: App, options: ServeOptions, stop: asyncio.Event
+) -> tuple[Outbox, asyncio.Task[None]]:
     """This node's outbox, with the watcher that finds calls queued elsewhere."""
     outbox = replace(
         app.outbox,
@@ -239,7 +241,7 @@ async def _start_outbox(app: App, options: ServeOptions) -> tuple[Outbox, asynci
         poll_interval=options.outbox_poll_interval,
     )
     await outbox.start()
-    return outbox, asyncio.create_task(outbox.watch())
+    return outbox, asyncio.create_task(outbox.watch(stop))
 
 
 async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, LifecycleDaemon]:

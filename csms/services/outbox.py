@@ -13,6 +13,7 @@ CLI or another node are found by one poll per interval for all connected station
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -140,12 +141,14 @@ class Outbox:
         if delivery is not None:
             await asyncio.gather(delivery, return_exceptions=True)
 
-    async def watch(self) -> None:
+    async def watch(self, stop: asyncio.Event) -> None:
         """Wake the delivery of connected stations that have calls queued elsewhere (the
-        CLI, another node): one query per poll interval, whatever the fleet size."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            if not self._senders:
+        CLI, another node): one query per poll interval, whatever the fleet size. Ends
+        when ``stop`` is set -- between queries, never cancelled in the middle of one."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_interval)
+            if stop.is_set() or not self._senders:
                 continue
             try:
                 queued = await self.store.stations_with_queued(list(self._senders))

@@ -298,10 +298,12 @@ class RenewalService:
         if item.payload != SECC_ID_REQUEST:
             return
         renewal = await self.store.open_renewal(item.station_id, CertificateKind.V2G)
-        if renewal is None or renewal.state is not RenewalState.CSR_RECEIVED:
-            return
-        if renewal.csr_pem is None:
-            return
+        if (
+            renewal is None
+            or renewal.state is not RenewalState.CSR_RECEIVED
+            or renewal.csr_pem is None
+        ):
+            return  # no V2G CSR is waiting for it
         secc_id = _secc_id_of(item)
         if secc_id is None:
             reason = f"the station did not tell its SECC id: {item.error or item.response}"
@@ -501,15 +503,8 @@ class RenewalService:
     async def get(self, renewal_id: int) -> Renewal:
         return await self.store.get(renewal_id)
 
-    async def _move(
-        self,
-        renewal: Renewal,
-        event: RenewalEvent,
-        *,
-        from_state: RenewalState | None = None,
-        **fields: Any,
-    ) -> bool:
-        state = from_state or renewal.state
+    async def _move(self, renewal: Renewal, event: RenewalEvent, **fields: Any) -> bool:
+        """``event`` from the state ``renewal`` was read in; False if it moved meanwhile."""
         return await self.store.move(
-            renewal.id, state, advance(state, event), self.clock.now(), **fields
+            renewal.id, renewal.state, advance(renewal.state, event), self.clock.now(), **fields
         )
