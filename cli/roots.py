@@ -130,20 +130,26 @@ def roots_install(
 
 
 @roots.command("delete")
-@click.option("--serial", required=True, help="Serial (hex) as `station certs` lists it.")
+@click.argument("fingerprint", metavar="[HASH]", required=False)
+@click.option("--serial", help="Serial (hex) as `station certs` lists it.")
 @station_choice
 @all_option
 @json_option
 @click.pass_obj
 def roots_delete(
-    ctx: Context, serial: str, station_ids: tuple[str, ...], all_stations: bool, as_json: bool
-) -> None:
-    """Delete the certificate with this serial from the stations, with the hash data
-    each reported. Refused (exit 5) if it is a station's only CSMSRootCertificate."""
+    ctx: Context, fingerprint: str | None, serial: str | None, station_ids: tuple[str, ...],
+    all_stations: bool, as_json: bool,
+) -> None:  # fmt: skip
+    """Delete a certificate from the stations -- one of our CAs or trust anchors by its
+    SHA-256 fingerprint HASH, or any by --serial -- with the hash data each station
+    reported. Refused (exit 5) if it is a station's only CSMSRootCertificate."""
+    if (fingerprint is None) == (serial is None):
+        raise click.UsageError("give a HASH (SHA-256 fingerprint) or --serial, not both")
 
     async def action(app: App) -> list[int]:
         stations = await targets(app, station_ids, all_stations)
-        return await app.inventory.delete(stations, serial)
+        chosen = serial if serial is not None else await app.inventory.serial_of(str(fingerprint))
+        return await app.inventory.delete(stations, chosen)
 
     queued = run_with_app(ctx, action)
     if as_json:

@@ -10,6 +10,7 @@ from the handshake.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,18 @@ class CertificateManagement:
         text = certificate.public_bytes(serialization.Encoding.PEM).decode()
         payload = {"certificate_type": certificate_type, "certificate": text}
         return [await self.outbox.enqueue(s, "InstallCertificate", payload) for s in station_ids]
+
+    async def serial_of(self, fingerprint_sha256: str) -> str:
+        """The serial of the CA certificate or trust anchor with this SHA-256 fingerprint
+        (hex, colons allowed): how an operator names a root we know."""
+        wanted = fingerprint_sha256.replace(":", "").strip().lower()
+        for known in await self.known():
+            der = known.certificate.public_bytes(serialization.Encoding.DER)
+            if hashlib.sha256(der).hexdigest() == wanted:
+                return format(known.certificate.serial_number, "x")
+        raise NotFoundError(
+            f"no CA certificate or trust anchor with fingerprint {wanted}; use --serial"
+        )
 
     async def delete(self, station_ids: Iterable[str], serial_hex: str) -> list[int]:
         """DeleteCertificate with the hash data each station reported (its algorithm).

@@ -388,9 +388,10 @@ async def test_station_certs_roots_install_and_delete(service: Service, tmp_path
 
     listed = await asyncio.to_thread(pkictl_json, service.home, *REFRESH)
     assert sorted(str(c["known_as"]) for c in listed) == ["None", "cso-root"]
+    fingerprint = x509.load_pem_x509_certificate(cso_root.encode()).fingerprint(hashes.SHA256())
     await asyncio.to_thread(
-        pkictl_json, service.home, "roots", "delete", "--serial", cso_serial, "--station", "R1"
-    )  # two CSMS roots now: the old one may go
+        pkictl_json, service.home, "roots", "delete", fingerprint.hex(), "--station", "R1"
+    )  # two CSMS roots now: the old one may go; named by its fingerprint
     for _ in range(100):
         if station.deleted:
             break
