@@ -53,9 +53,9 @@ def serve_command(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # pkictl logs admissions, refusals and sessions itself; the libraries' per-request
-    # and migration chatter only at WARNING.
-    for chatty in ("alembic", "websockets"):
+    # pkictl logs admissions, refusals, sessions and renewals itself; the libraries'
+    # per-request, per-job and migration chatter only at WARNING.
+    for chatty in ("alembic", "websockets", "apscheduler"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
     def ready(listening: Listening, host: str) -> None:
