@@ -518,3 +518,54 @@ async def test_a_v2g_csr_fails_when_the_station_keeps_its_secc_id(service: Servi
     failed = await renewal_of(service.home, "R2", "failed")
     assert "SECC id" in failed["reason"]
     listener.cancel()
+
+
+async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> None:
+    """Issue #4's campaign: certificates that expire in 80 days (past the 90-day
+    threshold) on 50 stations; the daemon's scan at start renews them all as they
+    connect; each reconnects with its new certificate; every old one is superseded."""
+    fleet = {f"F{n:02d}": (f"SN-F{n:02d}", 3, False) for n in range(50)}
+    home = await initialized_home(tmp_path, fleet)
+    past = FixedClock(datetime.now(UTC) - timedelta(days=365 - 80))
+    identities = {
+        s: await home.issue(s, station=s, serial=serial, clock=past)
+        for s, (serial, _, _) in fleet.items()
+    }
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(home.path, passphrase_file(home.directory)) as app:
+        options = ServeOptions("127.0.0.1", 0, 0, response_timeout=5.0, outbox_poll_interval=0.1)
+        task = asyncio.create_task(serve(app, options, stop, ready.set_result))
+        try:
+            running = Service(home, await asyncio.wait_for(ready, 10))
+
+            async def renew(station_id: str) -> None:
+                station = Station(station_id, fleet[station_id][0], identities[station_id],
+                                  home.directory)  # fmt: skip
+                client, listener = await running.connect(station, station.identity)
+                await asyncio.wait_for(station.installing.wait(), 30)
+                await client._connection.close()
+                listener.cancel()
+                assert station.installed is not None
+                _, listener = await running.connect(station, station.installed)
+                listeners.append(listener)
+
+            listeners: list[asyncio.Task[Any]] = []
+            await asyncio.gather(*(renew(s) for s in fleet))
+            for _ in range(200):  # confirmation is written as each one is admitted
+                states = {r.state.value for r in await app.renewals.list(limit=100)}
+                if states == {"confirmed"}:
+                    break
+                await asyncio.sleep(0.05)
+            for listener in listeners:
+                listener.cancel()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+    renewals = await asyncio.to_thread(pkictl_json, home, "renewals", "list")
+    assert sorted(r["station"] for r in renewals) == sorted(fleet)  # one each
+    assert {r["state"] for r in renewals} == {"confirmed"}
+    certificates = await asyncio.to_thread(pkictl_json, home, "cert", "list")
+    statuses = {c["serial"]: c["status"] for c in certificates}
+    assert {statuses[r["old_serial"]] for r in renewals} == {"superseded"}
+    assert {statuses[r["new_serial"]] for r in renewals} == {"valid"}
