@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -42,6 +44,7 @@ from cli.main import cli
 from csms.app import open_app
 from csms.service import Listening, ServeOptions, serve
 from csms.transport.tls import ServerCredential, restore_fitting_key
+from pki.audit import verify_chain
 from pki.clock import FixedClock
 from pki.hashdata import hash_data_for
 
@@ -569,3 +572,71 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
     statuses = {c["serial"]: c["status"] for c in certificates}
     assert {statuses[r["old_serial"]] for r in renewals} == {"superseded"}
     assert {statuses[r["new_serial"]] for r in renewals} == {"valid"}
+
+
+class Stalling(Renewing):
+    """Receives CertificateSigned and never answers: the CSMS dies meanwhile."""
+
+    @on(Action.certificate_signed)
+    async def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
+        self.station.installing.set()
+        await asyncio.Event().wait()
+
+
+async def pkictl_serve(home: Home) -> tuple[asyncio.subprocess.Process, int]:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pkictl"), "--home", str(home.path),
+        "--passphrase-file", str(passphrase_file(home.directory)),
+        "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0",
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    banner = b""
+    while b"pkictl serve: OCPP on" not in banner:
+        banner = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert banner, "pkictl serve exited before listening"
+    match = re.search(rb"wss://127\.0\.0\.1:(\d+)/", banner)
+    assert match is not None
+    return process, int(match.group(1))
+
+
+async def test_a_kill_9_between_signing_and_delivery_loses_nothing(tmp_path: Path) -> None:
+    home = await initialized_home(tmp_path, STATIONS)
+    serial = STATIONS["R1"][0]
+    identity = await home.issue("R1", station="R1", serial=serial)
+    station = Station("R1", serial, identity, home.directory)
+    process, port = await pkictl_serve(home)
+    try:
+        connection = await websockets.connect(
+            f"wss://127.0.0.1:{port}/ocpp/R1", ssl=home.client_context(station.identity),
+            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
+        )  # fmt: skip
+        listener = asyncio.create_task(Stalling("R1", connection, station).start())
+        await asyncio.to_thread(pkictl_json, home, "renew", "R1")
+        await asyncio.wait_for(station.installing.wait(), 30)  # signed, sent, unanswered
+        process.kill()  # kill -9
+        await process.wait()
+        listener.cancel()
+        (signed,) = await asyncio.to_thread(pkictl_json, home, "renewals", "list")
+        assert signed["state"] == "signed"
+
+        process, port = await pkictl_serve(home)  # the restart resumes it
+        running = Service(home, Listening(port, 0))
+        station.installing.clear()
+        client, listener = await running.connect(station, station.identity)
+        await asyncio.wait_for(station.installing.wait(), 30)  # CertificateSigned again
+        await client._connection.close()
+        listener.cancel()
+        assert station.installed is not None
+        _, listener = await running.connect(station, station.installed)
+        confirmed = await renewal_of(home, "R1", "confirmed")
+        listener.cancel()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert confirmed["new_serial"] == signed["new_serial"]  # the same certificate, once
+    issued = await asyncio.to_thread(pkictl_json, home, "cert", "list", "--station", "R1")
+    assert len(issued) == 2  # the one it had, the one it renewed to: no third
+    async with open_app(home.path) as app:
+        assert verify_chain(await app.store.audit_entries(), await app.store.audit_head()) == []
