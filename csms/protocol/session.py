@@ -296,7 +296,7 @@ class StationSession(ChargePoint):
         certificate (no certificateType) is not issued: its profile is not defined yet."""
         await self._sessions.seen(self.id)
         if self._security_profile < 2:
-            return _rejected("SecurityProfileTooLow", "certificate operations need TLS")
+            return _rejected("InsecureConnection", "certificate operations need TLS")
         if certificate_type is None:
             return _rejected("CombinedNotSupported", "ask for each certificateType separately")
         answer = await self._renewals.sign(self.id, csr, CertificateKind(certificate_type))

@@ -32,6 +32,7 @@ from integration_support import (
     STATION_PASSWORD,
     Home,
     Identity,
+    csr,
     initialized_home,
     passphrase_file,
     write_key,
@@ -629,6 +630,18 @@ async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
 
             async with plain("CS004", STATION_PASSWORD) as connection:
                 assert await boot(connection, "CS004") == ("Accepted", 300)
+                station = ChargePoint("CS004", connection)
+                listener = asyncio.create_task(station.start())
+                key = ec.generate_private_key(ec.SECP256R1())
+                answer = await station.call(
+                    call.SignCertificate(
+                        csr=csr(key, "SN-0004"), certificate_type="ChargingStationCertificate"
+                    )
+                )  # no certificate operations without TLS (profile 1)
+                listener.cancel()
+                assert (answer.status, answer.status_info["reason_code"]) == (
+                    "Rejected", "InsecureConnection",
+                )  # fmt: skip
             for station_id, status in (("CS004", 401), ("CS003", 403), ("CS001", 403)):
                 password = "wrong password, wrong" if status == 401 else STATION_PASSWORD
                 with pytest.raises(InvalidStatus) as refused:
