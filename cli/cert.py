@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cli.context import Context, certificate_view, json_option, run_with_app
 from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor
-from pki.errors import KeyAccessError
 from pki.records import REVOCATION_REASONS, CertificateQuery, CertificateStatus
 from pki.serials import parse_serial
 
@@ -173,14 +172,15 @@ def cert_revoke(ctx: Context, serial: int, reason: str, as_json: bool) -> None:
     """Revoke a certificate this CA issued; the next CRL lists it."""
 
     async def action(app: App) -> dict[str, object]:
-        record = await app.ca.revoke(serial, reason, actor())
+        record, revocation_list = await app.revocations.revoke(serial, reason, actor())
         view = certificate_view(record, app.clock.now())
         assert record.issuer_ca is not None
-        try:
-            view["crl"], _ = await _publish_crl(app, record.issuer_ca)
-        except KeyAccessError as exc:  # the revocation stands; only publishing waits
-            note(f"warning: CRL not regenerated ({exc}); run `pkictl crl {record.issuer_ca}`")
-            view["crl"] = None
+        view["crl"] = None
+        if revocation_list is None:  # the revocation stands; only publishing waits
+            note(f"warning: CRL not regenerated (no CA key); run `pkictl crl {record.issuer_ca}`")
+        else:
+            path = app.home / "crl" / f"{record.issuer_ca}.crl"
+            view["crl"] = _crl_view(record.issuer_ca, revocation_list, path)
         return view
 
     view = run_with_app(ctx, action)
@@ -190,9 +190,9 @@ def cert_revoke(ctx: Context, serial: int, reason: str, as_json: bool) -> None:
         note(f"revoked {view['serial']} ({reason})")
 
 
-async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
-    """Issue the next CRL of CA ``name``, saved as HOME/crl/NAME.crl; (summary, DER)."""
-    revocation_list, path = await app.publish_crl(name, actor())
+def _crl_view(
+    name: str, revocation_list: x509.CertificateRevocationList, path: Path
+) -> dict[str, object]:
     number = revocation_list.extensions.get_extension_for_class(x509.CRLNumber).value
     return {
         "ca": name,
@@ -201,7 +201,13 @@ async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
         "this_update": iso(revocation_list.last_update_utc),
         "next_update": iso(revocation_list.next_update_utc),
         "path": str(path),
-    }, revocation_list.public_bytes(Encoding.DER)
+    }
+
+
+async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
+    """Issue the next CRL of CA ``name``, saved as HOME/crl/NAME.crl; (summary, DER)."""
+    revocation_list, path = await app.publish_crl(name, actor())
+    return _crl_view(name, revocation_list, path), revocation_list.public_bytes(Encoding.DER)
 
 
 @click.command()

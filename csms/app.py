@@ -42,6 +42,7 @@ from csms.services.inventory import CertificateManagement, KnownCertificate
 from csms.services.outbox import Outbox
 from csms.services.renewals import RenewalService, RenewalSettings
 from csms.services.reports import ReportService
+from csms.services.revocations import Revocations
 from csms.services.stations import StationService
 from csms.services.tokens import TokenService
 from csms.services.transactions import TransactionService
@@ -129,6 +130,7 @@ class App:
     renewals: RenewalService
     alerts: Alerts
     inventory: CertificateManagement
+    revocations: Revocations
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -167,9 +169,7 @@ class App:
 
     async def publish_crl(self, name: str, who: str) -> tuple[x509.CertificateRevocationList, Path]:
         """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""
-        revocation_list = await self.ca.crl(name, who)
-        path = self.write_home_file(f"crl/{name}.crl", revocation_list.public_bytes(Encoding.DER))
-        return revocation_list, path
+        return await self.revocations.publish_crl(name, who)
 
 
 def _build(
@@ -198,6 +198,12 @@ def _build(
         ]
 
     stations = StationService(store, clock)
+
+    def write_home_file(relative: str, data: bytes) -> Path:
+        atomic_write(home / relative, data)
+        return home / relative
+
+    revocations = Revocations(ca, write_home_file)
     return App(
         home, config, policy, store, clock, ca, stations, passphrase,
         SqlSessionStore(store.engine),
@@ -207,10 +213,12 @@ def _build(
         outbox,
         trust,
         RenewalService(
-            SqlRenewalStore(store.engine), ca, outbox, clock, alerts, stations, settings
+            SqlRenewalStore(store.engine), ca, outbox, clock, alerts, stations, revocations,
+            settings,
         ),
         alerts,
         CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known),
+        revocations,
     )  # fmt: skip
 
 

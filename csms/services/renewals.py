@@ -134,8 +134,6 @@ class StationIssuer(Protocol):
 
     async def due_for_renewal(self, limit: int) -> list[CertificateRecord]: ...
     async def station_certificates(self, station_id: str) -> list[CertificateRecord]: ...
-    async def revoke(self, serial: int, reason: str, actor: str) -> CertificateRecord: ...
-
     async def supersede(self, serial_hex: str, actor: str) -> bool:
         """Mark a certificate superseded (still valid, replaced); False if it is not."""
         ...
@@ -168,6 +166,12 @@ class DueCertificate:
     starts_at: datetime
     """The renewal point plus this certificate's jitter."""
     not_after: datetime
+
+
+class Revoker(Protocol):
+    async def revoke(self, serial: int, reason: str, actor: str) -> tuple[CertificateRecord, Any]:
+        """Revoke, and publish the CA's next CRL."""
+        ...
 
 
 class StationDirectory(Protocol):
@@ -213,6 +217,7 @@ class RenewalService:
     clock: Clock
     alerts: Alerts
     stations: StationDirectory
+    revoker: Revoker
     settings: RenewalSettings = RenewalSettings()
     _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
@@ -342,7 +347,7 @@ class RenewalService:
         await self._move(renewal, RenewalEvent.REJECT, reason=reason)
         if item.state is CallState.ANSWERED and renewal.new_serial is not None:
             # the station said it did not install it: nobody may use it
-            await self.ca.revoke(
+            await self.revoker.revoke(
                 int(renewal.new_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
             )
         await self._failed(renewal, reason)
@@ -464,7 +469,7 @@ class RenewalService:
         for renewal in await self.store.replaced_unrevoked(now - grace):
             assert renewal.old_serial is not None
             with contextlib.suppress(StateError):  # already revoked
-                await self.ca.revoke(
+                await self.revoker.revoke(
                     int(renewal.old_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
                 )
             await self.store.set_old_revoked(renewal.id, now)

@@ -7,8 +7,10 @@ import dataclasses
 import itertools
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
@@ -24,6 +26,7 @@ from csms.domain.renewal import (
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
 from csms.services.renewals import PROFILE_FOR, Renewal, RenewalService, RenewalSettings
+from csms.services.revocations import Revocations
 from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
@@ -70,6 +73,7 @@ def renewal_service(
     return RenewalService(
         SqlRenewalStore(engine), ca, Outbox(SqlOutboxStore(engine), clock), clock,
         Alerts(SqlAlertStore(engine), clock), StationService(ca.store, clock),
+        Revocations(ca, lambda relative, _: Path(relative)),  # CRL files: not under test here
         settings or RenewalSettings(jitter_s=0),
     )  # fmt: skip
 
@@ -201,7 +205,15 @@ async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     settings = RenewalSettings(revoke_replaced_after_s=7 * 86400, jitter_s=0)
-    service = renewal_service(ca, clock, settings)
+    published: list[tuple[str, x509.CertificateRevocationList]] = []
+
+    def write(relative: str, der: bytes) -> Path:
+        published.append((relative, x509.load_der_x509_crl(der)))
+        return Path(relative)
+
+    service = dataclasses.replace(
+        renewal_service(ca, clock, settings), revoker=Revocations(ca, write)
+    )
     old = await issue(ca, make_csr, STATION)
     renewal = await service.store.create(
         STATION, CertificateKind.STATION, S.DELIVERED,
@@ -221,6 +233,9 @@ async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
     await service.scan()
     revoked = await ca.find_by_serial(int(old, 16))
     assert (revoked.status.value, revoked.revocation_reason) == ("revoked", "superseded")
+    ((path, crl),) = published  # the CA's next CRL, at once
+    assert path == f"crl/{revoked.issuer_ca}.crl"
+    assert crl.get_revoked_certificate_by_serial_number(int(old, 16)) is not None
     await service.scan()  # once only
 
 

@@ -1,0 +1,49 @@
+"""Revoking a certificate, then publishing its CA's next CRL at once: what `pkictl cert
+revoke` and the renewal daemon both do, so the CRL on disk never lags a revocation
+(the OCSP responder and the CRL endpoint of #5 serve from the same records)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from pki.authority import CertificateAuthority
+from pki.errors import KeyAccessError
+from pki.records import CertificateRecord
+
+LOG = logging.getLogger("pkictl.revocation")
+
+
+@dataclass(frozen=True)
+class Revocations:
+    ca: CertificateAuthority
+    write_file: Callable[[str, bytes], Path]
+    """Writes a file under the home (relative path, content), atomically."""
+
+    async def revoke(
+        self, serial: int, reason: str, actor: str
+    ) -> tuple[CertificateRecord, x509.CertificateRevocationList | None]:
+        """Revoke, then publish the issuing CA's CRL. The revocation stands if the CRL
+        cannot be signed (no passphrase): that is logged, and None returned for it."""
+        record = await self.ca.revoke(serial, reason, actor)
+        assert record.issuer_ca is not None  # the CA refuses what it did not issue
+        try:
+            revocation_list, _ = await self.publish_crl(record.issuer_ca, actor)
+        except KeyAccessError as exc:
+            LOG.warning("CRL of %s not regenerated (%s): run `pkictl crl %s`",
+                        record.issuer_ca, exc, record.issuer_ca)  # fmt: skip
+            return record, None
+        return record, revocation_list
+
+    async def publish_crl(
+        self, name: str, actor: str
+    ) -> tuple[x509.CertificateRevocationList, Path]:
+        """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""
+        revocation_list = await self.ca.crl(name, actor)
+        path = self.write_file(f"crl/{name}.crl", revocation_list.public_bytes(Encoding.DER))
+        return revocation_list, path
