@@ -125,14 +125,20 @@ def renewals() -> None:
 
 @renewals.command("list")
 @click.option("--station", "station_id", help="Only this station's renewals.")
+@click.option("--history", is_flag=True, help="Every renewal, not only each station's last.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @json_option
 @click.pass_obj
-def renewals_list(ctx: Context, station_id: str | None, limit: int, as_json: bool) -> None:
-    """The most recent renewals, oldest first, with the reason of each failure."""
-    rows = [
-        renewal_view(r) for r in run_with_app(ctx, lambda app: app.renewals.list(station_id, limit))
-    ]
+def renewals_list(
+    ctx: Context, station_id: str | None, history: bool, limit: int, as_json: bool
+) -> None:
+    """Where each station's renewal stands (its last one per certificate type), or with
+    --history every renewal; oldest first, with the reason of each failure."""
+
+    async def action(app: App) -> list[Renewal]:
+        return await app.renewals.list(station_id, limit, latest_only=not history)
+
+    rows = [renewal_view(r) for r in run_with_app(ctx, action)]
     if as_json:
         emit_json(rows)
     else:

@@ -136,10 +136,17 @@ class SqlRenewalStore:
                     failures.append(row.updated_at)
         return failures
 
-    async def list(self, station_id: str | None, limit: int) -> list[Renewal]:
+    async def list(
+        self, station_id: str | None, limit: int, *, latest_only: bool = False
+    ) -> list[Renewal]:
         statement = select(renewals).order_by(renewals.c.id.desc()).limit(limit)
         if station_id is not None:
             statement = statement.where(renewals.c.station_id == station_id)
+        if latest_only:
+            latest = select(func.max(renewals.c.id)).group_by(
+                renewals.c.station_id, renewals.c.kind
+            )
+            statement = statement.where(renewals.c.id.in_(latest.scalar_subquery()))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return [_renewal(r) for r in reversed(rows)]

@@ -114,7 +114,12 @@ class RenewalStore(Protocol):
         """When each renewal failed since the last confirmed one, newest first."""
         ...
 
-    async def list(self, station_id: str | None, limit: int) -> list[Renewal]: ...
+    async def list(
+        self, station_id: str | None, limit: int, *, latest_only: bool = False
+    ) -> list[Renewal]:
+        """Most recent first, returned oldest first; ``latest_only``: the last renewal of
+        each station and kind, i.e. where each stands now."""
+        ...
 
 
 class StationIssuer(Protocol):
@@ -502,8 +507,10 @@ class RenewalService:
         wait = self.settings.retry_after_s * 2 ** (len(failures) - 1)
         return now >= failures[0] + timedelta(seconds=wait)
 
-    async def list(self, station_id: str | None = None, limit: int = 100) -> list[Renewal]:
-        return await self.store.list(station_id, limit)
+    async def list(
+        self, station_id: str | None = None, limit: int = 100, *, latest_only: bool = False
+    ) -> list[Renewal]:
+        return await self.store.list(station_id, limit, latest_only=latest_only)
 
     async def get(self, renewal_id: int) -> Renewal:
         return await self.store.get(renewal_id)

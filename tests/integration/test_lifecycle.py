@@ -565,7 +565,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
-    renewals = await asyncio.to_thread(pkictl_json, home, "renewals", "list")
+    renewals = await asyncio.to_thread(pkictl_json, home, "renewals", "list", "--history")
     assert sorted(r["station"] for r in renewals) == sorted(fleet)  # one each
     assert {r["state"] for r in renewals} == {"confirmed"}
     certificates = await asyncio.to_thread(pkictl_json, home, "cert", "list")
@@ -617,7 +617,7 @@ async def test_a_kill_9_between_signing_and_delivery_loses_nothing(tmp_path: Pat
         process.kill()  # kill -9
         await process.wait()
         listener.cancel()
-        (signed,) = await asyncio.to_thread(pkictl_json, home, "renewals", "list")
+        (signed,) = await asyncio.to_thread(pkictl_json, home, "renewals", "list", "--history")
         assert signed["state"] == "signed"
 
         process, port = await pkictl_serve(home)  # the restart resumes it

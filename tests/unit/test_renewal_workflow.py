@@ -163,6 +163,10 @@ async def test_failures_back_off_then_stop_with_an_alert(
     assert await service.scan() == []  # max_attempts reached
     codes = [a.code for a in await service.alerts.list(STATION)]
     assert codes == ["renewal-failed", "renewal-failed", "renewal-abandoned"]
+    history = await service.list(STATION)
+    assert [r.state for r in history] == [S.FAILED, S.FAILED]
+    (now,) = await service.list(STATION, latest_only=True)  # where the station stands
+    assert now.id == history[-1].id
 
 
 async def test_a_restart_resumes_half_done_renewals(
