@@ -26,6 +26,7 @@ from csms.services.outbox import Outbox, OutboxItem
 from pki.clock import Clock
 from pki.errors import ConflictError, InputError, NotFoundError
 from pki.hashdata import CertificateHashData, hash_data_for
+from pki.serials import parse_serial, serial_hex
 
 LOG = logging.getLogger("pkictl.inventory")
 GET_INSTALLED = "GetInstalledCertificateIds"
@@ -181,18 +182,25 @@ class CertificateManagement:
         """The serial of the CA certificate or trust anchor with this SHA-256 fingerprint
         (hex, colons allowed): how an operator names a root we know."""
         wanted = fingerprint_sha256.replace(":", "").strip().lower()
+        if len(wanted) != 64 or any(c not in "0123456789abcdef" for c in wanted):
+            raise InputError(
+                f"HASH: {fingerprint_sha256!r} is not a SHA-256 fingerprint (64 hex digits)"
+            )
         for known in await self.known():
             der = known.certificate.public_bytes(serialization.Encoding.DER)
             if hashlib.sha256(der).hexdigest() == wanted:
-                return format(known.certificate.serial_number, "x")
+                return serial_hex(known.certificate.serial_number)
         raise NotFoundError(
             f"no CA certificate or trust anchor with fingerprint {wanted}; use --serial"
         )
 
-    async def delete(self, station_ids: Iterable[str], serial_hex: str) -> list[int]:
+    async def delete(self, station_ids: Iterable[str], serial_text: str) -> list[int]:
         """DeleteCertificate with the hash data each station reported (its algorithm).
         All stations are checked before anything is queued."""
-        serial = serial_hex.strip().lower().lstrip("0") or "0"
+        try:
+            serial = serial_hex(parse_serial(serial_text))
+        except ValueError as exc:
+            raise InputError(f"serial: {exc}") from None
         calls = []
         for station_id in station_ids:
             installed = await self.store.list(station_id)

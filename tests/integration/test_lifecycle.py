@@ -371,8 +371,14 @@ async def test_station_certs_roots_install_and_delete(service: Service, tmp_path
     assert refused.exit_code == 2
     assert "not self-signed" in refused.output
 
+    for wrong, named in ((("--serial", "not-hex"), "serial:"), (("abc",), "HASH:")):
+        refused = await asyncio.to_thread(
+            pkictl, service.home, "roots", "delete", *wrong, "--station", "R1"
+        )
+        assert refused.exit_code == 2
+        assert named in refused.output
     last_root = await asyncio.to_thread(
-        pkictl, service.home, "roots", "delete", "--serial", cso_serial, "--station", "R1"
+        pkictl, service.home, "roots", "delete", "--serial", cso_serial.upper(), "--station", "R1"
     )
     assert last_root.exit_code == 5
     assert "only CSMSRootCertificate" in last_root.output
