@@ -11,7 +11,7 @@
 | 6 | home not initialized, or invalid configuration / policy file |
 | 7 | integrity check failed (`audit verify`) |
 | 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
-| 9 | a wait ended first: `renew --wait`, `station certs --refresh` |
+| 9 | a wait ended first: `renew --wait`, `station certs --refresh`, `campaign status --wait` |
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from cli.events import events
 from cli.outbox import outbox
 from cli.policy import policy
 from cli.renewals import alerts, renew, renewals
+from cli.rollover import campaign, rollover
 from cli.roots import roots, station_certs
 from cli.serve import serve_command
 from cli.station import station
@@ -73,15 +74,17 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
     Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 refused by
     policy, 5 conflict, 6 not initialized / bad config or policy, 7 integrity check
     failed, 8 CA key unavailable, 9 a --wait
-    ended before every station answered (`renew`, `station certs --refresh`).
+    ended before every station answered (`renew`, `station certs --refresh`,
+    `campaign status`).
     """
     ctx.obj = Context(home=home, passphrase_file=passphrase_file)
 
 
 station.add_command(station_certs)
+ca.add_command(rollover)
 for command in (
     init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, trust,
-    renew, renewals, alerts, roots, serve_command,
+    renew, renewals, alerts, roots, campaign, serve_command,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -25,6 +25,7 @@ from csms.db.inventory import SqlInventoryStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
 from csms.db.reports import SqlReportStore
+from csms.db.rollover import SqlCampaignStore
 from csms.db.sessions import SqlSessionStore
 from csms.db.tokens import SqlTokenStore
 from csms.db.transactions import SqlTransactionStore
@@ -43,6 +44,7 @@ from csms.services.outbox import Outbox
 from csms.services.renewals import RenewalService, RenewalSettings
 from csms.services.reports import ReportService
 from csms.services.revocations import Revocations
+from csms.services.rollover import RolloverCampaign
 from csms.services.stations import StationService
 from csms.services.tokens import TokenService
 from csms.services.transactions import TransactionService
@@ -55,6 +57,7 @@ from pki.keys.file import FileKeyStore, atomic_write
 from pki.policy import Policy, load_policy, parse_policy
 from pki.records import Authority, AuthorityRole
 from pki.renewal import renewal_due_at
+from pki.rollover import RootRollover, SwitchResult
 from pki.store.sql import SqlStore, open_store
 
 POLICY_DIGEST_SETTING = "policy.digest"
@@ -131,6 +134,7 @@ class App:
     alerts: Alerts
     inventory: CertificateManagement
     revocations: Revocations
+    rollover: RolloverCampaign
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -166,6 +170,18 @@ class App:
             )
             renewed.append(new)
         return renewed
+
+    async def switch_rollover(self, who: str, *, force: bool) -> SwitchResult:
+        """Put the next CSO root in force (see RolloverCampaign.switch), then write the
+        certificate files of every authority that changed -- `pkictl serve` serves the
+        server certificates to new connections -- and the root's next CRL."""
+        result = await self.rollover.switch(who, force=force)
+        for authority in result.changed:
+            self.write_home_file(
+                f"certs/{authority.name}.pem", authority.certificate().public_bytes(Encoding.PEM)
+            )
+        await self.publish_crl(result.rollover.authority, who)
+        return result
 
     async def publish_crl(self, name: str, who: str) -> tuple[x509.CertificateRevocationList, Path]:
         """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""
@@ -204,6 +220,7 @@ def _build(
         return home / relative
 
     revocations = Revocations(ca, write_home_file)
+    inventory = CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known)
     return App(
         home, config, policy, store, clock, ca, stations, passphrase,
         SqlSessionStore(store.engine),
@@ -217,8 +234,12 @@ def _build(
             settings,
         ),
         alerts,
-        CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known),
+        inventory,
         revocations,
+        RolloverCampaign(
+            SqlCampaignStore(store.engine), RootRollover(ca), outbox, clock, store,
+            SqlSessionStore(store.engine), inventory,
+        ),
     )  # fmt: skip
 
 

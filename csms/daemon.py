@@ -1,5 +1,7 @@
 """The periodic work of `pkictl serve`: the renewal scan, then the CSMS's own server
-certificates, at start and every `[renewal] scan_interval_s` (APScheduler).
+certificates, at start and every `[renewal] scan_interval_s` (APScheduler); and every
+few seconds, whether another process changed the authorities (a root rollover switched
+by the CLI), so that new certificates go out with the chain in force.
 
 One run at a time (a run that overran its interval is not started twice), and a run in
 progress finishes before the service closes its database: APScheduler would cancel it
@@ -17,8 +19,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from csms.app import App
 from csms.services.renewals import RenewalService
+from pki.store.rollovers import AUTHORITIES_REVISION
 
 LOG = logging.getLogger("pkictl.daemon")
+AUTHORITIES_CHECK_S = 5.0
 
 
 @dataclass
@@ -29,13 +33,27 @@ class LifecycleDaemon:
         default_factory=lambda: AsyncIOScheduler(timezone=UTC), init=False
     )
     _running: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _revision: str | None = field(default=None, init=False)
+    _revision_known: bool = field(default=False, init=False)
 
     def start(self) -> None:
         self._scheduler.add_job(
             self.run_once, "interval", seconds=self.renewals.settings.scan_interval_s,
             next_run_time=datetime.now(UTC), max_instances=1, coalesce=True, id="lifecycle",
         )  # fmt: skip
+        self._scheduler.add_job(
+            self.check_authorities, "interval", seconds=AUTHORITIES_CHECK_S,
+            next_run_time=datetime.now(UTC),
+            max_instances=1, coalesce=True, id="authorities",
+        )  # fmt: skip
         self._scheduler.start()
+
+    async def check_authorities(self) -> None:
+        revision = await self.app.store.get_setting(AUTHORITIES_REVISION)
+        if self._revision_known and revision != self._revision:
+            LOG.info("the authorities changed (%s): issuing with the chain in force", revision)
+            self.app.ca.forget_authorities()
+        self._revision, self._revision_known = revision, True
 
     async def run_once(self) -> None:
         async with self._running:

@@ -32,6 +32,7 @@ from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
 from csms.services.renewals import CERTIFICATE_SIGNED, GET_VARIABLES, RenewalService
+from csms.services.rollover import INSTALL_CERTIFICATE
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
@@ -245,13 +246,19 @@ async def _start_outbox(
 
 
 async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, LifecycleDaemon]:
-    """The certificate lifecycle on this node's outbox: answers to CertificateSigned and
-    GetInstalledCertificateIds go to their services; what a previous run left half done
+    """The certificate lifecycle on this node's outbox: answers to CertificateSigned,
+    GetVariables, InstallCertificate and GetInstalledCertificateIds go to the services
+    that asked (renewals, inventory, the root rollover campaign); what a previous run left half done
     goes on; then the daemon starts."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
     outbox.listen(GET_VARIABLES, renewals.secc_id_answered)
-    outbox.listen(GET_INSTALLED, replace(app.inventory, outbox=outbox).call_finished)
+    inventory = replace(app.inventory, outbox=outbox)
+    outbox.listen(GET_INSTALLED, inventory.call_finished)
+    campaign = replace(app.rollover, outbox=outbox, inventory=inventory)
+    outbox.listen(GET_VARIABLES, campaign.check_answered)
+    outbox.listen(INSTALL_CERTIFICATE, campaign.install_answered)
+    outbox.listen(GET_INSTALLED, campaign.inventory_answered)
     resumed = await renewals.resume()
     if resumed:
         LOG.info("%d renewals left half done by the previous run go on", resumed)

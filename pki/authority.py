@@ -154,11 +154,11 @@ class CertificateAuthority:
                 issuers[profile.issuer] if profile.issuer else Issuer(profile.name, None, signer)
             )
             signed = issue_for_key(
-                signer.public_key(), self.identity.bindings(), self._draft(profile, parent, now)
+                signer.public_key(), self.identity.bindings(), self.draft(profile, parent, now)
             )
             issuers[profile.name] = Issuer(profile.name, signed.certificate, signer)
             role = AuthorityRole.INTERMEDIATE if profile.issuer else AuthorityRole.ROOT
-            created.append(self._authority(profile.name, role, profile, parent, signed, now))
+            created.append(self.authority_entry(profile.name, role, profile, parent, signed, now))
         return created
 
     def _create_ocsp_signers(
@@ -171,10 +171,10 @@ class CertificateAuthority:
         for name, issuer in issuers.items():
             assert issuer.certificate is not None
             signer = self.keys.create(f"{name}-ocsp", profile.key)
-            bindings = {**self.identity.bindings(), "issuer.cn": _common_name(issuer.certificate)}
-            signed = issue_for_key(signer.public_key(), bindings, self._draft(profile, issuer, now))
+            bindings = {**self.identity.bindings(), "issuer.cn": common_name(issuer.certificate)}
+            signed = issue_for_key(signer.public_key(), bindings, self.draft(profile, issuer, now))
             created.append(
-                self._authority(
+                self.authority_entry(
                     f"{name}-ocsp", AuthorityRole.OCSP_SIGNER, profile, issuer, signed, now
                 )
             )
@@ -196,11 +196,13 @@ class CertificateAuthority:
                 signed = issue_for_key(
                     signer.public_key(),
                     self.identity.bindings(),
-                    self._draft(profile, issuer, now),
+                    self.draft(profile, issuer, now),
                     hosts=self.identity.csms_hosts,
                 )
                 created.append(
-                    self._authority(name, AuthorityRole.CSMS_SERVER, profile, issuer, signed, now)
+                    self.authority_entry(
+                        name, AuthorityRole.CSMS_SERVER, profile, issuer, signed, now
+                    )
                 )
         return created
 
@@ -220,10 +222,10 @@ class CertificateAuthority:
         now = self.clock.now()
         signer = self.keys.replace(authority.key_name, spec)
         signed = issue_for_key(
-            signer.public_key(), self.identity.bindings(), self._draft(profile, issuer, now),
+            signer.public_key(), self.identity.bindings(), self.draft(profile, issuer, now),
             hosts=self.identity.csms_hosts,
         )  # fmt: skip
-        renewed, record = self._authority(
+        renewed, record = self.authority_entry(
             name, AuthorityRole.CSMS_SERVER, profile, issuer, signed, now
         )
         event = AuditEvent(
@@ -239,7 +241,7 @@ class CertificateAuthority:
                 return profile
         raise ConflictError(f"the policy has no {kind} profile")
 
-    def _draft(
+    def draft(
         self, profile: Profile, issuer: Issuer, now: datetime, days: int | None = None
     ) -> Draft:
         return Draft(
@@ -251,7 +253,7 @@ class CertificateAuthority:
             urls=self._urls,
         )
 
-    def _authority(  # noqa: PLR0917 -- private helper, always called with all six
+    def authority_entry(  # noqa: PLR0917 -- always called with all six
         self,
         name: str,
         role: AuthorityRole,
@@ -270,9 +272,9 @@ class CertificateAuthority:
             certificate_der=signed.certificate.public_bytes(Encoding.DER),
             created_at=now,
         )
-        return authority, self._record(signed, profile, issuer, None)
+        return authority, self.record_for(signed, profile, issuer, None)
 
-    def _record(
+    def record_for(
         self,
         signed: Signed,
         profile: Profile,
@@ -407,8 +409,8 @@ class CertificateAuthority:
         actor: str,
     ) -> tuple[x509.Certificate, CertificateRecord]:
         for attempt in range(1, SERIAL_ATTEMPTS + 1):
-            signed = issue_from_csr(csr_pem, bindings, self._draft(profile, issuer, now, days))
-            record = self._record(signed, profile, issuer, station_id)
+            signed = issue_from_csr(csr_pem, bindings, self.draft(profile, issuer, now, days))
+            record = self.record_for(signed, profile, issuer, station_id)
             event = AuditEvent(
                 "certificate.issued",
                 actor,
@@ -543,6 +545,6 @@ class CertificateAuthority:
         return crl
 
 
-def _common_name(certificate: x509.Certificate) -> str:
+def common_name(certificate: x509.Certificate) -> str:
     values = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(values[0].value) if values else certificate.subject.rfc4514_string()

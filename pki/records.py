@@ -156,6 +156,41 @@ class Authority:
         return x509.load_der_x509_certificate(self.certificate_der)
 
 
+class RolloverState(StrEnum):
+    OPEN = "open"
+    """The next root exists and is being installed on stations; the old one is in force."""
+    SWITCHED = "switched"
+    ABANDONED = "abandoned"
+
+
+@dataclass(frozen=True)
+class Rollover:
+    """A root CA key rollover: the next root (its own key and a distinct name), and the
+    link certificate -- the next root's name and key, signed by the root in force -- that
+    stations checking AdditionalRootCertificateCheck need (OCPP M05.FR.09-16)."""
+
+    id: int
+    authority: str
+    generation: int
+    state: RolloverState
+    key_name: str
+    certificate_der: bytes
+    link_der: bytes
+    previous_der: bytes
+    """The root in force when the rollover started: the link certificate's issuer."""
+    started_at: datetime
+    switched_at: datetime | None = None
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.certificate_der)
+
+    def link(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.link_der)
+
+    def previous(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.previous_der)
+
+
 @dataclass(frozen=True)
 class CertificateQuery:
     """Filters of `cert list`; None means no filter."""

@@ -154,3 +154,15 @@ inventory_refreshes = Table(
     Column("station_id", String(48), primary_key=True),
     Column("refreshed_at", UTCDateTime, nullable=False),
 )
+
+rollover_stations = Table(
+    "rollover_stations",
+    metadata,
+    Column("rollover_id", Integer, primary_key=True),
+    Column("station_id", String(48), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("method", String(8), nullable=True),  # "root" or "link", once known
+    Column("outbox_id", Integer, nullable=True, index=True),  # the call awaited
+    Column("reason", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

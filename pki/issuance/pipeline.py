@@ -60,9 +60,14 @@ def issue_for_key(
     bindings: Mapping[str, str | None],
     draft: Draft,
     hosts: Sequence[str] = (),
+    subject: x509.Name | None = None,
 ) -> Signed:
-    """Issue for a key the CA generated itself (CAs, OCSP signers, server certificates)."""
-    return _finish(draft, render_subject(draft.profile, bindings), public_key, hosts)
+    """Issue for a key the CA generated itself (CAs, OCSP signers, server certificates).
+    ``subject`` replaces the profile's only where the CA must tell generations of one
+    authority apart (a root rollover)."""
+    if subject is None:
+        subject = render_subject(draft.profile, bindings)
+    return _finish(draft, subject, public_key, hosts)
 
 
 def _finish(

@@ -14,6 +14,7 @@ from pki.records import (
     Authority,
     CertificateQuery,
     CertificateRecord,
+    Rollover,
     Station,
     TrustAnchor,
     TrustRole,
@@ -47,6 +48,39 @@ class Store(Protocol):
 
     async def get_authority(self, name: str) -> Authority | None: ...
     async def list_authorities(self) -> list[Authority]: ...
+
+    # root rollovers
+    async def open_rollover(
+        self,
+        rollover: Rollover,
+        records: Sequence[CertificateRecord],
+        event: AuditEvent,
+        at: datetime,
+    ) -> int:
+        """Record an open rollover (its id is ignored) with the certificates it made;
+        ConflictError while another rollover of the same authority is open."""
+        ...
+
+    async def rollovers(self, authority: str) -> list[Rollover]:
+        """Every rollover of ``authority``, oldest first."""
+        ...
+
+    async def switch_rollover(
+        self,
+        rollover: Rollover,
+        changed: Sequence[Authority],
+        records: Sequence[CertificateRecord],
+        event: AuditEvent,
+        at: datetime,
+    ) -> None:
+        """In one transaction: the open rollover becomes switched, ``changed``
+        authorities get their new certificates (and key names), ``records`` are
+        recorded; StateError if the rollover is not open."""
+        ...
+
+    async def abandon_rollover(
+        self, rollover: Rollover, event: AuditEvent, at: datetime
+    ) -> None: ...
 
     # certificates
     async def record_certificate(

@@ -158,3 +158,22 @@ trust_anchors = Table(
     Column("der", LargeBinary, nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
 )
+
+rollovers = Table(
+    "rollovers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("authority", String(64), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    # the authority's name while the rollover is open, NULL once it ended: unique, so at
+    # most one rollover per authority is open on any database.
+    Column("open_slot", String(64), nullable=True, unique=True),
+    Column("key_name", String(64), nullable=False),
+    Column("certificate_der", LargeBinary, nullable=False),
+    Column("link_der", LargeBinary, nullable=False),
+    Column("previous_der", LargeBinary, nullable=False),  # the root in force at the start
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("switched_at", UTCDateTime, nullable=True),
+    UniqueConstraint("authority", "generation", name="uq_rollovers_generation"),
+)

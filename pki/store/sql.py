@@ -39,11 +39,19 @@ from pki.records import (
     CertificateQuery,
     CertificateRecord,
     CertificateStatus,
+    Rollover,
+    RolloverState,
     Station,
     TrustAnchor,
     TrustRole,
 )
 from pki.serials import serial_hex
+from pki.store.rollovers import (
+    end_rollover,
+    insert_rollover,
+    replace_authorities,
+    select_rollovers,
+)
 from pki.store.rows import (
     PendingWrite,
     audit_values,
@@ -353,6 +361,44 @@ class SqlStore:
                 )
             ).all()
         return [to_authority(r) for r in rows]
+
+    # --- root rollovers -------------------------------------------------------------
+
+    async def open_rollover(
+        self,
+        rollover: Rollover,
+        records: Sequence[CertificateRecord],
+        event: AuditEvent,
+        at: datetime,
+    ) -> int:
+        try:
+            async with self._write(event, at) as connection:
+                return await insert_rollover(connection, rollover, records, at)
+        except IntegrityError:
+            raise ConflictError(
+                f"a rollover of {rollover.authority} is already open (or generation "
+                f"{rollover.generation} exists)"
+            ) from None
+
+    async def rollovers(self, authority: str) -> list[Rollover]:
+        async with self._engine.connect() as connection:
+            return await select_rollovers(connection, authority)
+
+    async def switch_rollover(
+        self,
+        rollover: Rollover,
+        changed: Sequence[Authority],
+        records: Sequence[CertificateRecord],
+        event: AuditEvent,
+        at: datetime,
+    ) -> None:
+        async with self._write(event, at) as connection:
+            await end_rollover(connection, rollover.id, RolloverState.SWITCHED, at)
+            await replace_authorities(connection, changed, records, at, f"rollover:{rollover.id}")
+
+    async def abandon_rollover(self, rollover: Rollover, event: AuditEvent, at: datetime) -> None:
+        async with self._write(event, at) as connection:
+            await end_rollover(connection, rollover.id, RolloverState.ABANDONED, at)
 
     # --- certificates ---------------------------------------------------------------
 

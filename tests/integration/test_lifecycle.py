@@ -13,7 +13,6 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,14 @@ from integration_support import (
     ORG,
     PASSPHRASE,
     Home,
-    Identity,
     csr,
     initialized_home,
     passphrase_file,
-    write_key,
 )
 from ocpp.routing import on
-from ocpp.v201 import ChargePoint, call, call_result
+from ocpp.v201 import call
 from ocpp.v201.enums import Action
-from websockets.asyncio.client import ClientConnection
+from simulated_station import Renewing, Service, Station, pkictl, pkictl_json, serving
 
 from cli.main import cli
 from csms.app import open_app
@@ -49,138 +46,6 @@ from pki.clock import FixedClock
 from pki.hashdata import hash_data_for
 
 STATIONS = {f"R{n}": (f"SN-R{n}", 3, False) for n in range(1, 6)}
-
-
-class Renewing(ChargePoint):  # type: ignore[misc]
-    """A station that renews when triggered and installs what it is sent; it reports,
-    installs and deletes roots in `station.roots` (type -> PEM)."""
-
-    def __init__(self, station_id: str, connection: ClientConnection, station: Station) -> None:
-        super().__init__(station_id, connection)
-        self.station = station
-
-    @on(Action.trigger_message)
-    async def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
-        if requested_message == "SignChargingStationCertificate":
-            asyncio.get_running_loop().call_later(0.05, self._send_csr)
-        return call_result.TriggerMessage(status="Accepted")
-
-    def _send_csr(self) -> None:
-        self.station.tasks.append(asyncio.create_task(self.sign()))
-
-    async def sign(self, subject_serial: str | None = None) -> Any:
-        self.station.pending_key = ec.generate_private_key(ec.SECP256R1())
-        request = call.SignCertificate(
-            csr=csr(self.station.pending_key, subject_serial or self.station.serial),
-            certificate_type="ChargingStationCertificate",
-        )
-        answer = await self.call(request)
-        self.station.sign_answers.append(answer)
-        return answer
-
-    @on(Action.get_installed_certificate_ids)
-    async def on_get_installed_certificate_ids(self, **_: Any) -> Any:
-        chains = []
-        for certificate_type, pem in self.station.roots:
-            root = x509.load_pem_x509_certificate(pem.encode())
-            data = hash_data_for(root, root.public_key()).to_ocpp()
-            chains.append({"certificateType": certificate_type, "certificateHashData": data})
-        return call_result.GetInstalledCertificateIds(
-            status="Accepted" if chains else "NotFound",
-            certificate_hash_data_chain=chains or None,
-        )
-
-    @on(Action.get_variables)
-    async def on_get_variables(self, get_variable_data: list[dict[str, Any]]) -> Any:
-        known = self.station.secc_id is not None
-        results = [
-            {
-                "attribute_status": "Accepted" if known else "UnknownVariable",
-                "component": item["component"], "variable": item["variable"],
-                **({"attribute_value": self.station.secc_id} if known else {}),
-            }
-            for item in get_variable_data
-        ]  # fmt: skip
-        return call_result.GetVariables(get_variable_result=results)
-
-    @on(Action.install_certificate)
-    async def on_install_certificate(self, certificate_type: str, certificate: str) -> Any:
-        self.station.roots.append((certificate_type, certificate))
-        return call_result.InstallCertificate(status="Accepted")
-
-    @on(Action.delete_certificate)
-    async def on_delete_certificate(self, certificate_hash_data: dict[str, str]) -> Any:
-        self.station.deleted.append(certificate_hash_data)
-        return call_result.DeleteCertificate(status="Accepted")
-
-    @on(Action.certificate_signed)
-    async def on_certificate_signed(self, certificate_chain: str, **_: Any) -> Any:
-        station = self.station
-        chain = x509.load_pem_x509_certificates(certificate_chain.encode())
-        assert station.pending_key is not None
-        fits = chain[0].public_key() == station.pending_key.public_key()
-        no_root = all(c.issuer != c.subject for c in chain)
-        if station.refuse_install or not (fits and no_root):
-            return call_result.CertificateSigned(status="Rejected")
-        station.installed = (
-            station.write(f"{self.id}-renewed.pem", certificate_chain.encode()),
-            write_key(station.directory / f"{self.id}-renewed.key", station.pending_key),
-        )
-        station.installed_serial = format(chain[0].serial_number, "x")
-        station.installing.set()
-        return call_result.CertificateSigned(status="Accepted")
-
-
-@dataclass
-class Station:
-    station_id: str
-    serial: str
-    identity: Identity
-    directory: Path
-    refuse_install: bool = False
-    pending_key: ec.EllipticCurvePrivateKey | None = None
-    installed: Identity | None = None
-    installed_serial: str | None = None
-    sign_answers: list[Any] = field(default_factory=list)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    installing: asyncio.Event = field(default_factory=asyncio.Event)
-    roots: list[tuple[str, str]] = field(default_factory=list)
-    secc_id: str | None = None
-    deleted: list[dict[str, str]] = field(default_factory=list)
-
-    def write(self, name: str, data: bytes) -> Path:
-        path = self.directory / name
-        path.write_bytes(data)
-        return path
-
-
-@dataclass
-class Service:
-    home: Home
-    ports: Listening
-
-    async def connect(self, station: Station, identity: Identity) -> tuple[Renewing, Any]:
-        connection = await websockets.connect(
-            f"wss://127.0.0.1:{self.ports.ocpp_port}/ocpp/{station.station_id}",
-            ssl=self.home.client_context(identity),
-            subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
-            open_timeout=5,
-        )
-        client = Renewing(station.station_id, connection, station)
-        return client, asyncio.create_task(client.start())
-
-    async def station(self, station_id: str) -> Station:
-        serial = STATIONS[station_id][0]
-        identity = await self.home.issue(station_id, station=station_id, serial=serial)
-        return Station(station_id, serial, identity, self.home.directory)
-
-
-def pkictl_json(home: Home, *args: str) -> Any:
-    result = CliRunner().invoke(
-        cli, ["--home", str(home.path), *args, "--json"], catch_exceptions=False
-    )
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 async def renewal_of(home: Home, station_id: str, state: str) -> dict[str, Any]:
@@ -198,16 +63,8 @@ async def renewal_of(home: Home, station_id: str, state: str) -> dict[str, Any]:
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     home = await initialized_home(tmp_path, STATIONS, frozenset({"cso", "v2g"}))
-    stop = asyncio.Event()
-    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
-    async with open_app(home.path, passphrase_file(home.directory)) as app:
-        options = ServeOptions("127.0.0.1", 0, 0, response_timeout=2.0, outbox_poll_interval=0.1)
-        task = asyncio.create_task(serve(app, options, stop, ready.set_result))
-        try:
-            yield Service(home, await asyncio.wait_for(ready, 10))
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+    async with serving(home, STATIONS) as running:
+        yield running
 
 
 async def test_a_renewal_asked_while_offline_ends_confirmed_and_supersedes(
@@ -344,10 +201,6 @@ def new_root(name: str) -> str:
         .sign(key, hashes.SHA256())
     )  # fmt: skip
     return root.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def pkictl(home: Home, *args: str) -> Any:
-    return CliRunner().invoke(cli, ["--home", str(home.path), *args])
 
 
 async def test_station_certs_roots_install_and_delete(service: Service, tmp_path: Path) -> None:
