@@ -17,7 +17,7 @@ from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor
 from csms.services.rollover import CSO_ROOT, CampaignStatus
 from pki.errors import InputError
-from pki.records import Rollover
+from pki.records import Rollover, RolloverState
 from pki.serials import serial_hex
 
 POLL_S = 0.5
@@ -56,7 +56,7 @@ def status_view(status: CampaignStatus) -> dict[str, Any]:
         "rollover": rollover_view(status.rollover),
         "registered": len(status.stations),
         "verified": verified,
-        "ready_to_switch": not status.blocked,
+        "ready_to_switch": status.rollover.state is RolloverState.OPEN and not status.blocked,
         "stations": stations,
     }
 
@@ -139,10 +139,15 @@ def _switch(ctx: Context, *, as_json: bool, force: bool) -> None:
 
 def _abandon(ctx: Context, *, as_json: bool, force: bool) -> None:
     abandoned = run_with_app(ctx, lambda app: app.rollover.rollovers.abandon(CSO_ROOT, actor()))
+    view = rollover_view(abandoned)
     if as_json:
-        emit_json(rollover_view(abandoned))
+        emit_json(view)
     else:
-        note(f"rollover {abandoned.id} of {CSO_ROOT} abandoned; the root in force stays")
+        note(f"rollover {abandoned.id} of {CSO_ROOT} abandoned; the root in force stays. "
+             "Stations that installed the abandoned root (verified in `pkictl campaign "
+             "status`) keep it until deleted: `pkictl roots delete --serial "
+             f"{view['serial']} --station ID...` ({view['link_serial']} for the link "
+             "certificate).")  # fmt: skip
 
 
 def _retry(ctx: Context, *, as_json: bool, force: bool) -> None:

@@ -40,6 +40,7 @@ from csms.home import (
 )
 from csms.services.alerts import Alerts
 from csms.services.inventory import CertificateManagement, KnownCertificate
+from csms.services.ocsp import OcspService
 from csms.services.outbox import Outbox
 from csms.services.renewals import RenewalService, RenewalSettings
 from csms.services.reports import ReportService
@@ -135,6 +136,7 @@ class App:
     inventory: CertificateManagement
     revocations: Revocations
     rollover: RolloverCampaign
+    ocsp: OcspService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -176,12 +178,22 @@ class App:
         certificate files of every authority that changed -- `pkictl serve` serves the
         server certificates to new connections -- and the root's next CRL."""
         result = await self.rollover.switch(who, force=force)
-        for authority in result.changed:
-            self.write_home_file(
-                f"certs/{authority.name}.pem", authority.certificate().public_bytes(Encoding.PEM)
-            )
+        await self.sync_authority_files()
         await self.publish_crl(result.rollover.authority, who)
         return result
+
+    async def sync_authority_files(self) -> list[str]:
+        """Write certs/NAME.pem of every authority whose file is not what the database
+        holds (a switch cut before its files were written, or made by another process):
+        the served server certificates and the exported CAs follow the database."""
+        written = []
+        for authority in await self.store.list_authorities():
+            pem = authority.certificate().public_bytes(Encoding.PEM)
+            path = self.home / "certs" / f"{authority.name}.pem"
+            if not path.exists() or path.read_bytes() != pem:
+                self.write_home_file(f"certs/{authority.name}.pem", pem)
+                written.append(authority.name)
+        return written
 
     async def publish_crl(self, name: str, who: str) -> tuple[x509.CertificateRevocationList, Path]:
         """Issue the next CRL of CA ``name`` and save it as HOME/crl/NAME.crl."""
@@ -240,6 +252,7 @@ def _build(
             SqlCampaignStore(store.engine), RootRollover(ca), outbox, clock, store,
             SqlSessionStore(store.engine), inventory,
         ),
+        OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity),
     )  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-"""The periodic work of `pkictl serve`: the renewal scan, then the CSMS's own server
-certificates, at start and every `[renewal] scan_interval_s` (APScheduler); and every
+"""The periodic work of `pkictl serve`: the renewal scan, the CSMS's own server
+certificates and the CRLs due again, at start and every `[renewal] scan_interval_s`
+(APScheduler); and every
 few seconds, whether another process changed the authorities (a root rollover switched
 by the CLI), so that new certificates go out with the chain in force.
 
@@ -53,6 +54,10 @@ class LifecycleDaemon:
         if self._revision_known and revision != self._revision:
             LOG.info("the authorities changed (%s): issuing with the chain in force", revision)
             self.app.ca.forget_authorities()
+            self.app.ocsp.forget()
+            async with self._running:
+                await self.app.sync_authority_files()
+                await self.app.revocations.refresh_crls("daemon")
         self._revision, self._revision_known = revision, True
 
     async def run_once(self) -> None:
@@ -60,6 +65,8 @@ class LifecycleDaemon:
             await self.renewals.scan()
             for renewed in await self.app.renew_server_certificates("daemon"):
                 LOG.info("server certificate %s renewed: new connections get it", renewed.name)
+            for name in await self.app.revocations.refresh_crls("daemon"):
+                LOG.info("CRL of %s published again before its nextUpdate", name)
 
     async def stop(self) -> None:
         self._scheduler.pause()

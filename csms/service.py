@@ -7,20 +7,20 @@ gate, the sessions and the outbox are put together here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from http import HTTPStatus
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from csms.app import STATION_PROFILE, App
@@ -42,6 +42,7 @@ from csms.transport.endpoint import (
     OcppEndpoint,
     remote_of,
 )
+from csms.transport.http import Handler, HttpServer, Reply
 from csms.transport.tls import (
     ReloadingContext,
     ServerCredential,
@@ -129,7 +130,7 @@ async def serve(
     """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
     stop accepting, close every station connection with 1001 (going away), return."""
     bound_tls_read_buffers()
-    authorities = await app.store.list_authorities()
+    authorities = await _authorities_on_file(app)
     station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     sessions = SessionService(app.session_store, app.clock)
     await sessions.start()
@@ -197,16 +198,8 @@ async def serve(
                 server_header=None,
             )
         )
-        http_server = await servers.enter_async_context(
-            websockets_serve(
-                _never_upgraded,
-                options.host,
-                options.http_port,
-                process_request=lambda connection, request: _http_request(
-                    connection, request, lambda: _health(sessions, gate)
-                ),
-                server_header=None,
-            )
+        http_server = await _start_http(
+            servers, _http_handler(app, lambda: _health(sessions, gate)), options
         )
         plain_port = None
         if options.plain_port is not None:
@@ -230,6 +223,13 @@ async def serve(
         await daemon.stop()
         await watcher
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+async def _authorities_on_file(app: App) -> list[Authority]:
+    """The authorities, once their certificate files are what the database holds."""
+    if written := await app.sync_authority_files():
+        LOG.warning("certificate files brought in line with the database: %s", ", ".join(written))
+    return await app.store.list_authorities()
 
 
 async def _start_outbox(
@@ -259,6 +259,9 @@ async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, Li
     outbox.listen(GET_VARIABLES, campaign.check_answered)
     outbox.listen(INSTALL_CERTIFICATE, campaign.install_answered)
     outbox.listen(GET_INSTALLED, campaign.inventory_answered)
+    if resumed_stations := await campaign.resume():
+        LOG.info("root rollover: %d stations' answers acted on after the restart",
+                 resumed_stations)  # fmt: skip
     resumed = await renewals.resume()
     if resumed:
         LOG.info("%d renewals left half done by the previous run go on", resumed)
@@ -267,13 +270,9 @@ async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, Li
     return renewals, daemon
 
 
-def _port(server: Server) -> int:
+def _port(server: Server | asyncio.Server) -> int:
     port: int = next(iter(server.sockets)).getsockname()[1]
     return port
-
-
-async def _never_upgraded(connection: ServerConnection) -> None:  # pragma: no cover
-    await connection.close()
 
 
 def _health(sessions: SessionService, gate: ConnectionGate) -> dict[str, object]:
@@ -284,12 +283,42 @@ def _health(sessions: SessionService, gate: ConnectionGate) -> dict[str, object]
     }
 
 
-def _http_request(
-    connection: ServerConnection, request: Request, health: Callable[[], dict[str, object]]
-) -> Response:
-    """The HTTP port: /health now; OCSP, CRLs and metrics join in later issues."""
-    if urlsplit(request.path).path == "/health":
-        response = connection.respond(HTTPStatus.OK, json.dumps(health()) + "\n")
-        response.headers["Content-Type"] = "application/json"
-        return response
-    return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
+async def _start_http(
+    servers: contextlib.AsyncExitStack, handler: Handler, options: ServeOptions
+) -> asyncio.Server:
+    """The HTTP port, closed (its connections too) when ``servers`` unwinds."""
+    http = HttpServer(handler)
+    server = await http.start(options.host, options.http_port)
+    # unwound last-in first: stop listening, end the connections, then wait
+    servers.push_async_callback(server.wait_closed)
+    servers.push_async_callback(http.close)
+    servers.callback(server.close)
+    return server
+
+
+OCSP_RESPONSE = "application/ocsp-response"
+
+
+def _http_handler(app: App, health: Callable[[], dict[str, object]]) -> Handler:
+    """The HTTP port: /health, OCSP for our CAs at /ocsp (POST, and GET with the
+    request base64 in the path, RFC 6960 A.1), each CA's latest CRL at /crl/NAME.crl."""
+
+    async def handle(method: str, target: str, body: bytes) -> Reply:
+        path = urlsplit(target).path
+        if path == "/health" and method in ("GET", "HEAD"):
+            return Reply(HTTPStatus.OK, json.dumps(health()).encode() + b"\n", "application/json")
+        if path.rstrip("/") == "/ocsp" and method == "POST":
+            return Reply(HTTPStatus.OK, await app.ocsp.answer(body), OCSP_RESPONSE)
+        if path.startswith("/ocsp/") and method == "GET":
+            try:
+                request = base64.b64decode(unquote(path.removeprefix("/ocsp/")), validate=True)
+            except ValueError:
+                return Reply(HTTPStatus.BAD_REQUEST, b"not a base64 OCSP request\n")
+            return Reply(HTTPStatus.OK, await app.ocsp.answer(request), OCSP_RESPONSE)
+        if path.startswith("/crl/") and path.endswith(".crl") and method == "GET":
+            der = await app.store.latest_crl(path.removeprefix("/crl/").removesuffix(".crl"))
+            if der is not None:
+                return Reply(HTTPStatus.OK, der, "application/pkix-crl")
+        return Reply(HTTPStatus.NOT_FOUND, b"not found\n")
+
+    return handle

@@ -26,6 +26,7 @@ from pki.errors import (
 from pki.issuance.build import Issuer, RevocationUrls
 from pki.issuance.pipeline import Draft, Signed, issue_for_key, issue_from_csr
 from pki.keys import KeyStore
+from pki.ocsp import CertState, Status
 from pki.policy import Policy, Profile
 from pki.records import (
     REVOCATION_REASONS,
@@ -35,6 +36,7 @@ from pki.records import (
     CertificateRecord,
     CertificateSource,
     CertificateStatus,
+    IssuerName,
     Station,
 )
 from pki.renewal import renewal_due_at
@@ -218,7 +220,7 @@ class CertificateAuthority:
         )
         if spec is None or profile.issuer is None:
             raise ConflictError(f"the policy's {profile.name} profile no longer makes {name}")
-        issuer = await self.issuer(profile.issuer)
+        issuer = await self._issuer_in_force(profile.issuer)
         now = self.clock.now()
         signer = self.keys.replace(authority.key_name, spec)
         signed = issue_for_key(
@@ -232,8 +234,15 @@ class CertificateAuthority:
             "csms-server.renewed", actor, f"authority:{name}", "ok",
             {"serial": record.serial_hex, "not_after": record.not_after.isoformat()},
         )  # fmt: skip
-        await self.store.renew_authority(renewed, record, event, now)
+        await self.store.renew_authority(renewed, record, event, now, authority.certificate_der)
         return renewed
+
+    async def _issuer_in_force(self, name: str) -> Issuer:
+        """The issuer as the database has it now, not as cached: a root rollover in
+        another process may have replaced it."""
+        self._issuers.pop(name, None)
+        self._chains.pop(name, None)
+        return await self.issuer(name)
 
     def _profile_of_kind(self, kind: str) -> Profile:
         for profile in self.policy.profiles.values():
@@ -446,6 +455,19 @@ class CertificateAuthority:
                 + "; ".join(m.issuer_dn for m in matches)
             )
         return matches[0]
+
+    async def ocsp_status(self, ca_certificate: x509.Certificate, serial: int) -> Status:
+        """What OCSP says of ``serial`` under this CA: revoked (when, why), good (valid,
+        superseded or expired), or unknown when the CA never issued it."""
+        issuer = IssuerName.of(ca_certificate.subject).hash
+        records = await self.store.find_certificates(CertificateQuery(serial=serial))
+        record = next((r for r in records if r.issuer_name_hash == issuer
+                       and r.source is CertificateSource.ISSUED), None)  # fmt: skip
+        if record is None:
+            return Status(CertState.UNKNOWN)
+        if record.status is CertificateStatus.REVOKED:
+            return Status(CertState.REVOKED, record.revoked_at, record.revocation_reason)
+        return Status(CertState.GOOD)
 
     async def current_certificate(
         self, station_id: str, profile_name: str

@@ -12,6 +12,7 @@ import string
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +34,8 @@ KEY_USAGES = (
     "cRLSign",
 )
 EXTENDED_KEY_USAGES = ("serverAuth", "clientAuth", "OCSPSigning")
+DEFAULT_OCSP_VALIDITY_HOURS = 24
+MAX_OCSP_VALIDITY_HOURS = 7 * 24
 SUBJECT_ATTRIBUTES = ("CN", "O", "OU", "C", "L", "ST", "DC", "serialNumber")
 TEMPLATE_FIELDS = (
     "organization",
@@ -136,6 +139,8 @@ class Policy:
     digest: str
     tls_min_version: str
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    ocsp_validity: timedelta = timedelta(hours=DEFAULT_OCSP_VALIDITY_HOURS)
+    """How long an OCSP response of ours is valid (thisUpdate to nextUpdate)."""
 
     def profile(self, name: str) -> Profile:
         try:
@@ -205,7 +210,7 @@ class _PolicyParser:
         return PolicyError(f"{self.source}: {key}: {reason}")
 
     def parse(self, data: dict[str, Any], digest: str) -> Policy:
-        self._only(data, "", {"schema", "tls", "defaults", "profiles"})
+        self._only(data, "", {"schema", "tls", "ocsp", "defaults", "profiles"})
         if data.get("schema") != 1:
             raise self.fail("schema", "must be 1")
         tls = self._table(data, "tls", "tls")
@@ -213,6 +218,14 @@ class _PolicyParser:
         min_version = tls.get("min_version", "1.3")
         if min_version not in ("1.2", "1.3"):
             raise self.fail("tls.min_version", 'must be "1.2" or "1.3"')
+        ocsp = self._table(data, "ocsp", "ocsp")
+        self._only(ocsp, "ocsp", {"validity_hours"})
+        ocsp_hours = (
+            self._positive_int(ocsp, "validity_hours", "ocsp")
+            if "validity_hours" in ocsp else DEFAULT_OCSP_VALIDITY_HOURS
+        )  # fmt: skip
+        if ocsp_hours > MAX_OCSP_VALIDITY_HOURS:
+            raise self.fail("ocsp.validity_hours", f"at most {MAX_OCSP_VALIDITY_HOURS} (7 days)")
         defaults = self._table(data, "defaults", "defaults")
         self._only(defaults, "defaults", {"signature_hash", "backdate_seconds"})
         raw_profiles = self._table(data, "profiles", "profiles")
@@ -225,8 +238,9 @@ class _PolicyParser:
         for profile in profiles.values():
             self._check_issuer(profile, profiles)
         return Policy(
-            source=self.source, digest=digest, tls_min_version=min_version, profiles=profiles
-        )
+            source=self.source, digest=digest, tls_min_version=min_version, profiles=profiles,
+            ocsp_validity=timedelta(hours=ocsp_hours),
+        )  # fmt: skip
 
     def _profile(self, name: str, raw: dict[str, Any], defaults: dict[str, Any]) -> Profile:
         at = f"profiles.{name}"

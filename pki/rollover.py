@@ -124,11 +124,11 @@ class RootRollover:
             root, key_name=rollover.key_name, certificate_der=rollover.certificate_der
         )
         issuer = Issuer(name, rollover.certificate(), self.ca.keys.open(rollover.key_name))
-        certified = [
-            await self._recertify(child, issuer, now)
-            for child in await self.ca.store.list_authorities()
-            if child.issuer == name
-        ]
+        authorities = await self.ca.store.list_authorities()
+        certified = [await self._recertify(child, issuer, now)
+                     for child in authorities if child.issuer == name]  # fmt: skip
+        # each written only if it is still what was read here (ConflictError otherwise)
+        previous = {a.name: a.certificate_der for a in authorities}
         changed = [new_root, *(authority for authority, _ in certified)]
         event = AuditEvent(
             "ca.rollover.switched", actor, f"ca:{name}", "ok",
@@ -136,7 +136,9 @@ class RootRollover:
              "certified_again": {a.name: r.serial_hex for a, r in certified}},
         )  # fmt: skip
         records = [record for _, record in certified]
-        await self.ca.store.switch_rollover(rollover, changed, records, event, now)
+        await self.ca.store.switch_rollover(
+            rollover, [(a, previous[a.name]) for a in changed], records, event, now
+        )
         self.ca.forget_authorities()
         switched = replace(rollover, state=RolloverState.SWITCHED, switched_at=now)
         return SwitchResult(switched, tuple(changed))
@@ -157,7 +159,7 @@ class RootRollover:
         profile = self.ca.policy.profile(child.profile)
         assert issuer.certificate is not None
         bindings = {**self.ca.identity.bindings(), "issuer.cn": common_name(issuer.certificate)}
-        public_key = self.ca.keys.open(child.key_name).public_key()
+        public_key = child.certificate().public_key()  # the same key; no private key needed
         hosts = self.ca.identity.csms_hosts if child.role is AuthorityRole.CSMS_SERVER else ()
         subject = child.certificate().subject  # the same name: what it signed stays valid
         signed = issue_for_key(

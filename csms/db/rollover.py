@@ -31,7 +31,9 @@ class SqlCampaignStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, rollover_id: int, station_id: str, outbox_id: int, at: datetime) -> bool:
+    async def add(
+        self, rollover_id: int, station_id: str, outbox_id: int | None, at: datetime
+    ) -> bool:
         try:
             async with self._engine.begin() as connection:
                 await connection.execute(

@@ -8,7 +8,7 @@ installed --missing--> failed         Accepted, yet the station does not list it
 * --verify--> verified                the station lists the new root (or the link
                                       certificate) among its CSMSRootCertificates
 pending --reject--> failed            the check itself got no answer
-failed --retry--> pending
+* --retry--> pending                  `--retry`: any station not verified starts over
 
 Only `verified` lets the switch go ahead for the station. Anything else is a bug:
 `advance` raises rather than guess.
@@ -53,7 +53,7 @@ TRANSITIONS: dict[tuple[StationRolloverState, StationRolloverEvent], StationRoll
     (S.INSTALL_SENT, E.ACCEPT): S.INSTALLED,
     (S.INSTALL_SENT, E.REJECT): S.FAILED,
     (S.INSTALLED, E.MISSING): S.FAILED,
-    (S.FAILED, E.RETRY): S.PENDING,
+    **{(state, E.RETRY): S.PENDING for state in S if state is not S.VERIFIED},
     **{(state, E.VERIFY): S.VERIFIED for state in S if state is not S.VERIFIED},
 }
 del S, E

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from pki.authority import CertificateAuthority
 from pki.errors import KeyAccessError
-from pki.records import CertificateRecord
+from pki.records import AuthorityRole, CertificateRecord
 
 LOG = logging.getLogger("pkictl.revocation")
 
@@ -39,6 +39,26 @@ class Revocations:
                         record.issuer_ca, exc, record.issuer_ca)  # fmt: skip
             return record, None
         return record, revocation_list
+
+    async def refresh_crls(self, actor: str) -> list[str]:
+        """Publish the next CRL of every CA whose latest one is past half its validity,
+        missing, or from another generation of the CA (a root rollover), so relying
+        parties never hold one past its nextUpdate."""
+        now = self.ca.clock.now()
+        refreshed = []
+        for authority in await self.ca.store.list_authorities():
+            if authority.role not in (AuthorityRole.ROOT, AuthorityRole.INTERMEDIATE):
+                continue
+            der = await self.ca.store.latest_crl(authority.name)
+            if der is not None:
+                latest = x509.load_der_x509_crl(der)
+                next_update = latest.next_update_utc or now
+                fresh = now < next_update - (next_update - latest.last_update_utc) / 2
+                if fresh and latest.issuer == authority.certificate().subject:
+                    continue
+            await self.publish_crl(authority.name, actor)
+            refreshed.append(authority.name)
+        return refreshed
 
     async def publish_crl(
         self, name: str, actor: str

@@ -11,26 +11,28 @@ The switch refuses while any registered station lacks the new root, unless force
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from csms.domain.outbox import CallState
+from csms.domain.outbox import FINAL, CallState
 from csms.domain.rollover import (
     InstallMethod,
     StationRolloverEvent,
     StationRolloverState,
     advance,
 )
-from csms.services.inventory import installed_from_answer
-from csms.services.outbox import CallMaker, OutboxItem
+from csms.services.inventory import GET_INSTALLED, installed_from_answer
+from csms.services.outbox import OutboxItem
 from csms.services.sessions import SessionRecord
 from pki.clock import Clock
 from pki.errors import ConflictError, NotFoundError
 from pki.hashdata import CertificateHashData, hash_data_for
-from pki.records import Rollover, Station
+from pki.records import Rollover, RolloverState, Station
 from pki.rollover import RootRollover, SwitchResult
 
 LOG = logging.getLogger("pkictl.rollover")
@@ -58,7 +60,9 @@ class CampaignEntry:
 
 
 class CampaignStore(Protocol):
-    async def add(self, rollover_id: int, station_id: str, outbox_id: int, at: datetime) -> bool:
+    async def add(
+        self, rollover_id: int, station_id: str, outbox_id: int | None, at: datetime
+    ) -> bool:
         """A pending entry; False if the station is in the campaign already."""
         ...
 
@@ -72,6 +76,13 @@ class CampaignStore(Protocol):
         ...
 
     async def list(self, rollover_id: int) -> list[CampaignEntry]: ...
+
+
+class CallLog(Protocol):
+    """The outbox, as the campaign uses it: queue calls, look up how they ended."""
+
+    async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int: ...
+    async def list(self, station_id: str | None, limit: int) -> list[OutboxItem]: ...
 
 
 class RegisteredStations(Protocol):
@@ -129,9 +140,14 @@ def _outcome(item: OutboxItem) -> str:
 
 @dataclass
 class RolloverCampaign:
+    """Each step moves the station's entry first (with no call awaited), then queues the
+    call, then records which call it awaits: an answer that comes before the record is
+    still matched (`_awaiting`), and a crash in between leaves an entry that `--retry`
+    or the next start (`resume`) moves on."""
+
     store: CampaignStore
     rollovers: RootRollover
-    outbox: CallMaker
+    outbox: CallLog
     clock: Clock
     stations: RegisteredStations
     presence: Presence
@@ -144,93 +160,156 @@ class RolloverCampaign:
         return rollover, await self._enroll(rollover)
 
     async def retry(self) -> int:
-        """Failed stations start over, and stations registered since the start join.
-        The number of stations (re)started."""
+        """Every station not verified yet starts over (whatever became of the call it
+        awaited), and stations registered since the start join. The number (re)started."""
         rollover = await self.rollovers.open_rollover(CSO_ROOT)
         restarted = 0
         for entry in await self.store.list(rollover.id):
-            if entry.state is StationRolloverState.FAILED:
-                outbox_id = await self._check(entry.station_id)
-                if await self._move(entry, StationRolloverEvent.RETRY, outbox_id=outbox_id,
-                                    reason=None, method=None):  # fmt: skip
+            if entry.state is not StationRolloverState.VERIFIED:
+                moved = await self._move(entry, StationRolloverEvent.RETRY, outbox_id=None,
+                                         reason=None, method=None)  # fmt: skip
+                if moved:
+                    await self._await(moved, self._check(entry.station_id))
                     restarted += 1
         return restarted + await self._enroll(rollover)
+
+    async def resume(self) -> int:
+        """At start: answers a previous run stored but did not act on (it stopped in
+        between) are acted on now. The number of entries moved on."""
+        rollover = await self.rollovers.current(CSO_ROOT)
+        if rollover is None or rollover.state is not RolloverState.OPEN:
+            return 0
+        resumed = 0
+        for entry in await self.store.list(rollover.id):
+            if entry.outbox_id is None or entry.state in _SETTLED:
+                continue
+            items = await self.outbox.list(entry.station_id, RESUME_LOOKBACK)
+            item = next((i for i in items if i.id == entry.outbox_id), None)
+            if item is not None and item.state in FINAL:
+                await self._dispatch(item)
+                resumed += 1
+        return resumed
 
     async def _enroll(self, rollover: Rollover) -> int:
         enrolled = 0
         for station in await self.stations.list_stations():
             if await self.store.get(rollover.id, station.id) is not None:
                 continue
-            outbox_id = await self._check(station.id)
-            if await self.store.add(rollover.id, station.id, outbox_id, self.clock.now()):
+            if await self.store.add(rollover.id, station.id, None, self.clock.now()):
+                entry = await self.store.get(rollover.id, station.id)
+                assert entry is not None
+                await self._await(entry, self._check(station.id))
                 enrolled += 1
         return enrolled
 
-    async def _check(self, station_id: str) -> int:
-        return await self.outbox.enqueue(station_id, "GetVariables", ROOT_CHECK_REQUEST)
+    def _check(self, station_id: str) -> Awaitable[int]:
+        return self.outbox.enqueue(station_id, "GetVariables", ROOT_CHECK_REQUEST)
+
+    async def _await(self, entry: CampaignEntry, call: Awaitable[int]) -> None:
+        """Queue the call, then record it as the one ``entry`` awaits (unless an answer
+        moved the entry on meanwhile)."""
+        outbox_id = await call
+        await self.store.move(entry, entry.state, self.clock.now(), outbox_id=outbox_id)
+
+    async def _awaiting(
+        self, item: OutboxItem, state: StationRolloverState
+    ) -> CampaignEntry | None:
+        """The entry, in ``state``, that awaits ``item``'s answer."""
+        entry = await self.store.by_call(item.id)
+        if entry is None:  # answered before the call was recorded as awaited
+            rollover = await self.rollovers.current(CSO_ROOT)
+            if rollover is None:
+                return None
+            entry = await self.store.get(rollover.id, item.station_id)
+            if entry is None or entry.outbox_id is not None:
+                return None
+        return entry if entry.state is state else None
 
     # --- outcomes of the campaign's calls (outbox listeners) ---------------------------
 
     async def check_answered(self, item: OutboxItem) -> None:
         if item.payload != ROOT_CHECK_REQUEST:
             return
-        entry = await self.store.by_call(item.id)
-        if entry is None or entry.state is not StationRolloverState.PENDING:
+        entry = await self._awaiting(item, StationRolloverState.PENDING)
+        if entry is None:
             return
         if item.state is not CallState.ANSWERED:
             await self._move(entry, StationRolloverEvent.REJECT, reason=_outcome(item))
             return
         rollover = await self.rollovers.current(CSO_ROOT)
-        assert rollover is not None
-        assert rollover.id == entry.rollover_id
+        if rollover is None or rollover.id != entry.rollover_id:
+            return
+        if rollover.state is not RolloverState.OPEN:  # ended meanwhile: install nothing
+            return
         method = _chosen_method(item)
         certificate = rollover.link() if method is InstallMethod.LINK else rollover.certificate()
+        moved = await self._move(entry, StationRolloverEvent.INSTALL, method=method.value,
+                                 outbox_id=None)  # fmt: skip
+        if moved:
+            await self._await(moved, self._install(entry.station_id, certificate))
+
+    def _install(self, station_id: str, certificate: x509.Certificate) -> Awaitable[int]:
         payload = {
             "certificate_type": CSMS_ROOT_TYPE,
             "certificate": certificate.public_bytes(Encoding.PEM).decode(),
         }
-        outbox_id = await self.outbox.enqueue(entry.station_id, INSTALL_CERTIFICATE, payload)
-        await self._move(entry, StationRolloverEvent.INSTALL, method=method.value,
-                         outbox_id=outbox_id)  # fmt: skip
+        return self.outbox.enqueue(station_id, INSTALL_CERTIFICATE, payload)
 
     async def install_answered(self, item: OutboxItem) -> None:
-        entry = await self.store.by_call(item.id)
-        if entry is None or entry.state is not StationRolloverState.INSTALL_SENT:
+        entry = await self._awaiting(item, StationRolloverState.INSTALL_SENT)
+        if entry is None:
             return
         if item.state is CallState.ANSWERED and (item.response or {}).get("status") == "Accepted":
-            outbox_id = await self.inventory.refresh(entry.station_id)
-            await self._move(entry, StationRolloverEvent.ACCEPT, outbox_id=outbox_id)
+            moved = await self._move(entry, StationRolloverEvent.ACCEPT, outbox_id=None)
+            if moved:
+                await self._await(moved, self.inventory.refresh(entry.station_id))
         else:
             await self._move(entry, StationRolloverEvent.REJECT, reason=_outcome(item))
 
     async def inventory_answered(self, item: OutboxItem) -> None:
-        """Any inventory answer of the station counts, not only the campaign's own."""
-        if item.state is not CallState.ANSWERED or item.response is None:
-            return
+        """Any inventory answer of the station verifies it, not only the campaign's own;
+        the campaign's own call failing or not listing the root fails the station."""
         rollover = await self.rollovers.current(CSO_ROOT)
         if rollover is None:
             return
         entry = await self.store.get(rollover.id, item.station_id)
         if entry is None or entry.state is StationRolloverState.VERIFIED:
             return
-        try:
-            installed = installed_from_answer(item.station_id, item.response, self.clock.now())
-        except (KeyError, ValueError, TypeError):
-            installed = []  # the inventory service logs it
-        roots = [i.hash_data for i in installed if i.certificate_type == CSMS_ROOT_TYPE]
-        if any(_is_next_root(rollover, data) for data in roots):
-            await self._move(entry, StationRolloverEvent.VERIFY, reason=None, outbox_id=None)
-        elif entry.state is StationRolloverState.INSTALLED and entry.outbox_id == item.id:
+        if item.state is CallState.ANSWERED and item.response is not None:
+            try:
+                installed = installed_from_answer(item.station_id, item.response, self.clock.now())
+            except (KeyError, ValueError, TypeError):
+                installed = []  # the inventory service logs it
+            roots = [i.hash_data for i in installed if i.certificate_type == CSMS_ROOT_TYPE]
+            if any(_is_next_root(rollover, data) for data in roots):
+                await self._move(entry, StationRolloverEvent.VERIFY, reason=None, outbox_id=None)
+                return
             reason = "InstallCertificate was Accepted, yet the station does not list the new root"
+        else:
+            reason = _outcome(item)
+        if await self._awaiting(item, StationRolloverState.INSTALLED) is not None:
             await self._move(entry, StationRolloverEvent.MISSING, reason=reason)
 
-    async def _move(self, entry: CampaignEntry, event: StationRolloverEvent, **fields: Any) -> bool:
+    async def _dispatch(self, item: OutboxItem) -> None:
+        handlers = {
+            "GetVariables": self.check_answered,
+            INSTALL_CERTIFICATE: self.install_answered,
+            GET_INSTALLED: self.inventory_answered,
+        }
+        await handlers[item.action](item)
+
+    async def _move(
+        self, entry: CampaignEntry, event: StationRolloverEvent, **fields: Any
+    ) -> CampaignEntry | None:
+        """The entry moved by ``event`` (None if it was not in its state any more)."""
         to_state = advance(entry.state, event)
-        moved = await self.store.move(entry, to_state, self.clock.now(), **fields)
-        if moved and to_state is StationRolloverState.FAILED:
+        if not await self.store.move(entry, to_state, self.clock.now(), **fields):
+            return None
+        if to_state is StationRolloverState.FAILED:
             LOG.warning("rollover %d: station %s failed: %s",
                         entry.rollover_id, entry.station_id, fields.get("reason"))  # fmt: skip
-        return moved
+        return replace(entry, state=to_state, **{k: v for k, v in fields.items()
+                                                 if k in ("outbox_id", "reason")})  # fmt: skip
 
     # --- progress and the switch ----------------------------------------------------
 
@@ -271,9 +350,16 @@ class RolloverCampaign:
                 f"{named}; see `pkictl campaign status` (--force switches anyway and cuts "
                 "them off)"
             )
-        return await self.rollovers.switch(
+        result = await self.rollovers.switch(
             CSO_ROOT, actor, {"forced": force, "left_behind": blocked}
         )
+        # A link certificate cannot outlive the old root that signed it: stations that
+        # got one now get the self-signed new root, which their check accepts (it is
+        # signed by the key of the link they hold).
+        for entry in await self.store.list(result.rollover.id):
+            if entry.method is InstallMethod.LINK and entry.state is StationRolloverState.VERIFIED:
+                await self._install(entry.station_id, result.rollover.certificate())
+        return result
 
 
 def _is_next_root(rollover: Rollover, data: CertificateHashData) -> bool:
@@ -304,3 +390,7 @@ def _blocker(entry: CampaignEntry | None, session: SessionRecord | None) -> str 
     if not session.online:
         return f"{waiting}; offline since {session.last_seen.isoformat(timespec='seconds')}"
     return waiting
+
+
+_SETTLED = frozenset({StationRolloverState.VERIFIED, StationRolloverState.FAILED})
+RESUME_LOOKBACK = 50

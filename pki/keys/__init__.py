@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
     PrivateKeyTypes,
 )
+from cryptography.x509 import ocsp
 
 from pki.errors import ConflictError, KeyAccessError
 
@@ -108,6 +109,10 @@ class Signer(Protocol):
         self, builder: x509.CertificateRevocationListBuilder, hash_name: str
     ) -> x509.CertificateRevocationList: ...
 
+    def sign_ocsp_response(
+        self, builder: ocsp.OCSPResponseBuilder, hash_name: str
+    ) -> ocsp.OCSPResponse: ...
+
 
 class KeyStore(Protocol):
     """Creates and opens named CA keys."""
@@ -148,6 +153,13 @@ class InMemorySigner:
     ) -> x509.Certificate:
         algorithm, rsa_padding = signature_parameters(self._key, hash_name)
         return builder.sign(self._key, algorithm, rsa_padding=rsa_padding)
+
+    def sign_ocsp_response(
+        self, builder: ocsp.OCSPResponseBuilder, hash_name: str
+    ) -> ocsp.OCSPResponse:
+        # OCSP responses are signed PKCS#1 v1.5 for RSA: the builder takes no padding,
+        # and the OCSP signers of the default policy are ECDSA anyway.
+        return builder.sign(self._key, HASHES[hash_name]())
 
     def sign_crl(
         self, builder: x509.CertificateRevocationListBuilder, hash_name: str

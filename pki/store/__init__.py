@@ -41,9 +41,12 @@ class Store(Protocol):
         at: datetime,
     ) -> None: ...
     async def renew_authority(
-        self, authority: Authority, record: CertificateRecord, event: AuditEvent, at: datetime
-    ) -> None:
-        """The authority's new certificate (same name and key name), and its record."""
+        self, authority: Authority, record: CertificateRecord, event: AuditEvent, at: datetime,
+        previous_der: bytes,
+    ) -> None:  # fmt: skip
+        """The authority's new certificate (same name and key name), and its record;
+        ConflictError if its certificate is no longer ``previous_der`` (changed
+        meanwhile, e.g. by a root rollover in another process)."""
         ...
 
     async def get_authority(self, name: str) -> Authority | None: ...
@@ -68,14 +71,15 @@ class Store(Protocol):
     async def switch_rollover(
         self,
         rollover: Rollover,
-        changed: Sequence[Authority],
+        changed: Sequence[tuple[Authority, bytes]],
         records: Sequence[CertificateRecord],
         event: AuditEvent,
         at: datetime,
     ) -> None:
         """In one transaction: the open rollover becomes switched, ``changed``
-        authorities get their new certificates (and key names), ``records`` are
-        recorded; StateError if the rollover is not open."""
+        authorities (each with the certificate it must still have) get their new
+        certificates and key names, ``records`` are recorded. StateError if the
+        rollover is not open, ConflictError if an authority changed meanwhile."""
         ...
 
     async def abandon_rollover(
@@ -123,6 +127,10 @@ class Store(Protocol):
     ) -> None: ...
 
     # audit and settings
+    async def latest_crl(self, issuer_ca: str) -> bytes | None:
+        """The DER of the CA's CRL with the highest number, if it has one."""
+        ...
+
     async def append_audit(self, event: AuditEvent, at: datetime) -> AuditEntry: ...
     async def audit_entries(
         self,

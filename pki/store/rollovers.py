@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pki.errors import NotFoundError, StateError
+from pki.errors import ConflictError, StateError
 from pki.records import Authority, CertificateRecord, Rollover, RolloverState
 from pki.store.rows import certificate_values
 from pki.store.schema import authorities, certificates, rollovers, settings
@@ -74,23 +74,30 @@ async def end_rollover(
 
 async def replace_authorities(
     connection: AsyncConnection,
-    changed: Sequence[Authority],
+    changed: Sequence[tuple[Authority, bytes]],
     records: Sequence[CertificateRecord],
     at: datetime,
-    revision: str,
+    revision: str | None,
 ) -> None:
-    """New certificates (and key names) for existing authorities, the records of new
-    certificates, and a new AUTHORITIES_REVISION."""
-    for authority in changed:
+    """New certificates (and key names) for existing authorities, each only if it still
+    has the certificate given with it; the records of new certificates; and, when
+    ``revision`` is given, a new AUTHORITIES_REVISION."""
+    for authority, previous_der in changed:
         result = await connection.execute(
             update(authorities)
             .where(authorities.c.name == authority.name)
+            .where(authorities.c.certificate_der == previous_der)
             .values(certificate_der=authority.certificate_der, key_name=authority.key_name)
         )
         if result.rowcount != 1:
-            raise NotFoundError(f"no authority {authority.name!r}")
+            raise ConflictError(
+                f"authority {authority.name!r} changed meanwhile (or is gone); nothing was "
+                "written: try again"
+            )
     if records:
         await connection.execute(insert(certificates), [certificate_values(r, at) for r in records])
+    if revision is None:
+        return
     updated = await connection.execute(
         update(settings).where(settings.c.key == AUTHORITIES_REVISION).values(value=revision)
     )

@@ -334,16 +334,11 @@ class SqlStore:
             ) from None
 
     async def renew_authority(
-        self, authority: Authority, record: CertificateRecord, event: AuditEvent, at: datetime
-    ) -> None:
+        self, authority: Authority, record: CertificateRecord, event: AuditEvent, at: datetime,
+        previous_der: bytes,
+    ) -> None:  # fmt: skip
         async with self._write(event, at) as connection:
-            result = await connection.execute(
-                update(authorities)
-                .where(authorities.c.name == authority.name)
-                .values(certificate_der=authority.certificate_der)
-            )
-            if result.rowcount != 1:
-                raise NotFoundError(f"no authority {authority.name!r}")
+            await replace_authorities(connection, [(authority, previous_der)], [], at, None)
             await connection.execute(insert(certificates).values(certificate_values(record, at)))
 
     async def get_authority(self, name: str) -> Authority | None:
@@ -387,7 +382,7 @@ class SqlStore:
     async def switch_rollover(
         self,
         rollover: Rollover,
-        changed: Sequence[Authority],
+        changed: Sequence[tuple[Authority, bytes]],
         records: Sequence[CertificateRecord],
         event: AuditEvent,
         at: datetime,
@@ -595,6 +590,16 @@ class SqlStore:
             await connection.execute(
                 insert(crls).values(issuer_ca=issuer_ca, number=number, der=der, created_at=at)
             )
+
+    async def latest_crl(self, issuer_ca: str) -> bytes | None:
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(crls.c.der).where(crls.c.issuer_ca == issuer_ca)
+                    .order_by(crls.c.number.desc()).limit(1)
+                )
+            ).first()  # fmt: skip
+        return row.der if row else None
 
     # --- audit and settings ---------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def test_default_policy_loads(policy: Policy) -> None:
     assert policy.source == str(DEFAULT)
     assert policy.digest == hashlib.sha256(DEFAULT_TEXT.encode()).hexdigest()
     assert policy.tls_min_version == "1.3"
+    assert policy.ocsp_validity == timedelta(hours=24)
 
 
 def test_default_charging_station_profile(policy: Policy) -> None:
@@ -444,3 +446,10 @@ def test_iso15118_server_profile_with_rsa_key_is_refused(tmp_path: Path) -> None
 def test_template_with_format_spec_is_refused(tmp_path: Path, template: str) -> None:
     path, message = load_error(tmp_path, variant(('CN = "{station.serial}"', f'CN = "{template}"')))
     assert_names(message, path, "profiles.charging-station.subject.CN", "format spec")
+
+
+def test_ocsp_validity_is_bounded_by_seven_days(tmp_path: Path) -> None:
+    path, message = load_error(tmp_path, variant(("validity_hours = 24", "validity_hours = 169")))
+    assert_names(message, path, "ocsp.validity_hours", "at most 168")
+    path, message = load_error(tmp_path, variant(("validity_hours = 24", "validity_hours = 0")))
+    assert_names(message, path, "ocsp.validity_hours", "positive integer")

@@ -16,6 +16,7 @@ from csms.domain.rollover import (
     StationRolloverState,
     advance,
 )
+from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.errors import ConflictError, InputError, NotFoundError
 from pki.records import AuthorityRole, RolloverState
@@ -113,11 +114,33 @@ def test_a_station_is_verified_whenever_its_inventory_shows_the_new_root() -> No
             assert advance(state, StationRolloverEvent.VERIFY) is StationRolloverState.VERIFIED
     with pytest.raises(InvalidTransition):
         advance(StationRolloverState.VERIFIED, StationRolloverEvent.MISSING)
-    with pytest.raises(InvalidTransition):  # only a failed station starts over
-        advance(StationRolloverState.INSTALLED, StationRolloverEvent.RETRY)
+    with pytest.raises(InvalidTransition):  # a verified station does not start over
+        advance(StationRolloverState.VERIFIED, StationRolloverEvent.RETRY)
     path = [StationRolloverEvent.INSTALL, StationRolloverEvent.ACCEPT, StationRolloverEvent.MISSING,
             StationRolloverEvent.RETRY]  # fmt: skip
     state = StationRolloverState.PENDING
     for event in path:
         state = advance(state, event)
     assert state is StationRolloverState.PENDING
+
+
+async def test_a_process_that_cached_the_old_root_renews_under_the_new_one(
+    ca: CertificateAuthority,
+) -> None:
+    """`pkictl serve` caches issuers; the switch is made by the CLI, another process."""
+    await ca.issuer("cso-root")  # cached
+    other = CertificateAuthority(store=ca.store, keys=ca.keys, policy=ca.policy,
+                                 clock=ca.clock, identity=ca.identity)  # fmt: skip
+    rollovers = RootRollover(other)
+    rollover = await rollovers.begin("cso-root", "cli")
+    await rollovers.switch("cso-root", "cli", {})
+
+    renewed = await ca.renew_server_certificate("csms-server-ec", "daemon")
+    renewed.certificate().verify_directly_issued_by(rollover.certificate())
+    stale = await ca.store.get_authority("cso-station-ca")
+    assert stale is not None
+    record = await ca.find_by_serial(stale.certificate().serial_number)
+    with pytest.raises(ConflictError, match="changed meanwhile"):  # nothing written over
+        await ca.store.renew_authority(
+            stale, record, AuditEvent("test", "test", "x"), ca.clock.now(), b"not what it holds"
+        )

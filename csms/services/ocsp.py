@@ -1,0 +1,90 @@
+"""The CA's revocation service on the HTTP port: OCSP for our own CAs (RFC 6960) and
+their latest CRLs.
+
+Every OCSP request looks the certificate's status up in the database (one indexed
+query), so a revocation -- by this process or by `pkictl cert revoke` elsewhere --
+shows at once. The signed response is kept per CA, CertID hash and serial, and served
+again while the status is the same and less than half its validity has passed; then it
+is signed anew, well before its nextUpdate. A request with a nonce gets a response of
+its own (the nonce is echoed), never a kept one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from pki.clock import Clock
+from pki.keys import KeyStore
+from pki.ocsp import MalformedRequest, Responder, Status, parse_request, unsuccessful
+from pki.records import Authority, AuthorityRole
+
+LOG = logging.getLogger("pkictl.ocsp")
+
+
+@dataclass(frozen=True)
+class KeptResponse:
+    der: bytes
+    status: Status
+    produced_at: datetime
+    refresh_at: datetime
+
+
+@dataclass
+class OcspService:
+    authorities: Callable[[], Awaitable[list[Authority]]]
+    keys: KeyStore
+    status_of: Callable[[x509.Certificate, int], Awaitable[Status]]
+    """(CA certificate, serial) -> the certificate's status as the database has it."""
+    clock: Clock
+    validity: timedelta
+    _responders: dict[tuple[str, bytes, bytes], Responder] | None = field(default=None)
+    _kept: dict[tuple[str, str, int], KeptResponse] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """The authorities changed (a root rollover): find the responders again."""
+        self._responders = None
+        self._kept.clear()
+
+    async def answer(self, request_der: bytes) -> bytes:
+        try:
+            query = parse_request(request_der)
+        except MalformedRequest as exc:
+            LOG.info("OCSP request refused: %s", exc)
+            return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        responders = await self._by_cert_id()
+        responder = responders.get((query.algorithm, query.issuer_name_hash,
+                                    query.issuer_key_hash))  # fmt: skip
+        if responder is None:  # not one of our CAs: we are not authoritative
+            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        status = await self.status_of(responder.ca_certificate, query.serial)
+        now = self.clock.now()
+        key = (responder.ca_name, query.algorithm, query.serial)
+        kept = self._kept.get(key)
+        if query.nonce is None and kept and kept.status == status and now < kept.refresh_at:
+            return kept.der
+        der = responder.respond(query, status, now, self.validity)
+        if query.nonce is None:
+            self._kept[key] = KeptResponse(der, status, now, now + self.validity / 2)
+        return der
+
+    async def _by_cert_id(self) -> dict[tuple[str, bytes, bytes], Responder]:
+        if self._responders is None:
+            authorities = await self.authorities()
+            by_name = {a.name: a for a in authorities}
+            responders = {}
+            for signer in authorities:
+                ca = by_name.get(signer.issuer or "")
+                if signer.role is not AuthorityRole.OCSP_SIGNER or ca is None:
+                    continue
+                responder = Responder(ca.name, ca.certificate(), signer.certificate(),
+                                      self.keys.open(signer.key_name))  # fmt: skip
+                for cert_id in responder.cert_ids():
+                    responders[cert_id] = responder
+            self._responders = responders
+        return self._responders

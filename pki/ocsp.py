@@ -1,0 +1,120 @@
+"""OCSP responses for the certificates of our own CAs (RFC 6960), pure: the caller
+looks the certificate's status up and hands over the responder.
+
+Each CA answers through its delegated OCSP signer (id-kp-OCSPSigning, ocsp-nocheck), so
+no CA key signs online. A request names a certificate by a CertID -- the hashes of its
+issuer's name and key and its serial -- in SHA-1 (what most clients send) or SHA-2;
+the answer repeats the CertID as asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from pki.hashdata import public_key_bits
+from pki.keys import Signer
+
+CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}  # fmt: skip
+MAX_REQUEST_BYTES = 8192
+
+
+class CertState(StrEnum):
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"  # never issued by this CA
+
+
+@dataclass(frozen=True)
+class Status:
+    state: CertState
+    revoked_at: datetime | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Query:
+    """One CertID asked about, and the request's nonce if it had one."""
+
+    algorithm: str
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    serial: int
+    nonce: bytes | None
+
+
+class MalformedRequest(Exception):
+    """Not an OCSP request we can answer: say malformedRequest."""
+
+
+def parse_request(der: bytes) -> Query:
+    if len(der) > MAX_REQUEST_BYTES:
+        raise MalformedRequest(f"{len(der)} bytes; at most {MAX_REQUEST_BYTES}")
+    try:
+        request = ocsp.load_der_ocsp_request(der)  # refuses more than one CertID
+        algorithm = request.hash_algorithm.name
+        try:
+            nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            nonce = None
+    except (ValueError, TypeError) as exc:
+        raise MalformedRequest(str(exc)) from None
+    if algorithm not in CERT_ID_HASHES:
+        raise MalformedRequest(f"CertID hash {algorithm} is not supported")
+    return Query(algorithm, request.issuer_name_hash, request.issuer_key_hash,
+                 request.serial_number, nonce)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Responder:
+    """A CA of ours and the delegated signer that answers for it."""
+
+    ca_name: str
+    ca_certificate: x509.Certificate
+    certificate: x509.Certificate
+    signer: Signer
+    hash_name: str = "sha256"
+
+    def cert_ids(self) -> list[tuple[str, bytes, bytes]]:
+        """(algorithm, issuer name hash, issuer key hash) under every CertID hash."""
+        name = self.ca_certificate.subject.public_bytes()
+        key = public_key_bits(self.ca_certificate.public_key())
+        return [(a, hashlib.new(a, name).digest(), hashlib.new(a, key).digest())
+                for a in CERT_ID_HASHES]  # fmt: skip
+
+    def respond(self, query: Query, status: Status, now: datetime, validity: timedelta) -> bytes:
+        this_update = now.replace(microsecond=0)
+        revoked = status.state is CertState.REVOKED
+        builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
+            issuer_name_hash=query.issuer_name_hash,
+            issuer_key_hash=query.issuer_key_hash,
+            serial_number=query.serial,
+            algorithm=CERT_ID_HASHES[query.algorithm](),
+            cert_status=ocsp.OCSPCertStatus[status.state.name],
+            this_update=this_update,
+            next_update=this_update + validity,
+            revocation_time=status.revoked_at.replace(microsecond=0)
+            if revoked and status.revoked_at else None,
+            revocation_reason=x509.ReasonFlags(status.reason)
+            if revoked and status.reason and status.reason != "unspecified" else None,
+        )  # fmt: skip
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, self.certificate)
+        builder = builder.certificates([self.certificate])
+        if query.nonce is not None:
+            builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
+        response = self.signer.sign_ocsp_response(builder, self.hash_name)
+        return response.public_bytes(Encoding.DER)
+
+
+def unsuccessful(status: ocsp.OCSPResponseStatus) -> bytes:
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(Encoding.DER)
