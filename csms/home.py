@@ -45,6 +45,9 @@ class HomeConfig:
     """The optional [serve] table: host, ocpp_port, http_port, plain_port."""
     renewal: Mapping[str, int] = field(default_factory=dict)
     """The optional [renewal] table: RENEWAL_KEYS, each a positive whole number."""
+    ocsp_responders: tuple[str, ...] = ()
+    """[ocsp] responders: OCSP URLs GetCertificateStatus may ask besides the AIA of the
+    CAs we trust (special addresses included)."""
 
     def identity(self) -> CsoIdentity:
         return CsoIdentity(self.organization, self.country, self.csms_hosts, self.base_url)
@@ -110,6 +113,11 @@ def render_config(config: HomeConfig) -> str:
         "# jitter_s = 259200       # renewals start up to this long after their threshold",
         "# revoke_replaced_after_s = 604800  # then a replaced certificate is revoked",
         "",
+        "[ocsp]",
+        "# OCSP responders GetCertificateStatus may ask for stations, besides the OCSP URLs",
+        "# of the CAs we trust (private and loopback addresses are asked only if listed):",
+        '# responders = ["http://ocsp.mo.example.com/"]',
+        "",
         "[serve]",
         "# Defaults of `pkictl serve` (its options override them):",
         '# host = "0.0.0.0"',
@@ -151,7 +159,19 @@ def load_config(home: Path) -> HomeConfig:
         database_url=url,
         serve=_serve_table(path, data.get("serve", {})),
         renewal=_renewal_table(path, data.get("renewal", {})),
+        ocsp_responders=_ocsp_responders(path, data.get("ocsp", {})),
     )
+
+
+def _ocsp_responders(path: Path, table: object) -> tuple[str, ...]:
+    if not isinstance(table, dict) or set(table) - {"responders"}:
+        raise HomeError(f"{path}: ocsp: must be a table with only responders = [URL, ...]")
+    urls = table.get("responders", [])
+    if not isinstance(urls, list) or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
+    ):
+        raise HomeError(f"{path}: ocsp.responders: must be a list of http(s) URLs")
+    return tuple(urls)
 
 
 SERVE_KEYS = {"host": str, "ocpp_port": int, "http_port": int, "plain_port": int}

@@ -28,6 +28,7 @@ from csms.daemon import LifecycleDaemon
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
+from csms.services.certificate_status import CertificateStatusService
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
@@ -43,6 +44,7 @@ from csms.transport.endpoint import (
     remote_of,
 )
 from csms.transport.http import Handler, HttpServer, Reply
+from csms.transport.ocsp_client import HttpOcspFetcher
 from csms.transport.tls import (
     ReloadingContext,
     ServerCredential,
@@ -50,6 +52,7 @@ from csms.transport.tls import (
     restore_fitting_key,
     server_context,
 )
+from pki.ocsp import ocsp_urls
 from pki.records import Authority, AuthorityRole, TrustAnchor, TrustRole
 
 LOG = logging.getLogger("pkictl.serve")
@@ -138,7 +141,7 @@ async def serve(
     renewals, daemon = await _start_lifecycle(app, outbox)
     services = SessionServices(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
-        app.reports, renewals,
+        app.reports, renewals, _certificate_status(app),
     )  # fmt: skip
     gate = ConnectionGate(
         store=app.store,
@@ -223,6 +226,20 @@ async def serve(
         await daemon.stop()
         await watcher
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+def _certificate_status(app: App) -> CertificateStatusService:
+    """GetCertificateStatus: our responder, else the AIA OCSP URLs of the CAs we hold
+    or trust, else the responders configured in pkictl.toml."""
+
+    async def allowed() -> frozenset[str]:
+        certificates = [a.certificate() for a in await app.store.list_authorities()]
+        certificates += [t.certificate() for t in await app.trust.list()]
+        return frozenset(url for c in certificates for url in ocsp_urls(c))
+
+    return CertificateStatusService(
+        app.ocsp, HttpOcspFetcher(), allowed, frozenset(app.config.ocsp_responders), app.clock
+    )
 
 
 async def _authorities_on_file(app: App) -> list[Authority]:

@@ -19,6 +19,7 @@ from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnu
 from websockets.exceptions import ConnectionClosed
 
 from csms.domain.renewal import CertificateKind
+from csms.services.certificate_status import CertificateStatusService
 from csms.services.outbox import CallRejected, StationGone
 from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
@@ -47,6 +48,7 @@ class SessionServices:
     transactions: TransactionService
     reports: ReportService
     renewals: RenewalService
+    certificate_status: CertificateStatusService
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -134,6 +136,7 @@ class StationSession(ChargePoint):
         self._tokens = services.tokens
         self._transactions = services.transactions
         self._reports = services.reports
+        self._certificate_status = services.certificate_status
 
     async def connection_ended(self) -> None:
         """Fail the call in flight now rather than at its response timeout, and let the
@@ -303,6 +306,21 @@ class StationSession(ChargePoint):
         if answer.accepted:
             return call_result.SignCertificate(status=GenericStatusEnumType.accepted)
         return _rejected(answer.reason_code or "Rejected", answer.detail)
+
+    @on(Action.get_certificate_status)
+    async def on_get_certificate_status(
+        self, ocsp_request_data: dict[str, Any], **_: Any
+    ) -> call_result.GetCertificateStatus:
+        """M06: our responder for our CAs, an allow-listed responder for the rest."""
+        await self._sessions.seen(self.id)
+        answer = await self._certificate_status.status(ocsp_request_data)
+        if answer.accepted:
+            return call_result.GetCertificateStatus(
+                status=GenericStatusEnumType.accepted, ocsp_result=answer.ocsp_result
+            )
+        info = {"reason_code": (answer.reason_code or "Failed")[:20],
+                "additional_info": (answer.detail or "")[:512]}  # fmt: skip
+        return call_result.GetCertificateStatus(status="Failed", status_info=info)
 
 
 def _rejected(reason_code: str, detail: str | None) -> call_result.SignCertificate:

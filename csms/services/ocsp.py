@@ -21,7 +21,7 @@ from cryptography.x509 import ocsp
 
 from pki.clock import Clock
 from pki.keys import KeyStore
-from pki.ocsp import MalformedRequest, Responder, Status, parse_request, unsuccessful
+from pki.ocsp import MalformedRequest, Query, Responder, Status, parse_request, unsuccessful
 from pki.records import Authority, AuthorityRole
 
 LOG = logging.getLogger("pkictl.ocsp")
@@ -52,16 +52,25 @@ class OcspService:
         self._kept.clear()
 
     async def answer(self, request_der: bytes) -> bytes:
+        """The DER OCSPResponse to a DER OCSPRequest (an unsuccessful one if need be)."""
         try:
             query = parse_request(request_der)
         except MalformedRequest as exc:
             LOG.info("OCSP request refused: %s", exc)
             return unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+        der = await self.answer_query(query)
+        if der is None:  # not one of our CAs: we are not authoritative
+            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        return der
+
+    async def answer_query(self, query: Query) -> bytes | None:
+        """The signed response about ``query``'s certificate; None if its issuer is not
+        one of our CAs."""
         responders = await self._by_cert_id()
         responder = responders.get((query.algorithm, query.issuer_name_hash,
                                     query.issuer_key_hash))  # fmt: skip
-        if responder is None:  # not one of our CAs: we are not authoritative
-            return unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+        if responder is None:
+            return None
         status = await self.status_of(responder.ca_certificate, query.serial)
         now = self.clock.now()
         key = (responder.ca_name, query.algorithm, query.serial)

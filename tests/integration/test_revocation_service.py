@@ -1,6 +1,7 @@
 """The CA's revocation service on the HTTP port of a real `pkictl serve` (issue #5):
 `openssl ocsp` as the client, with SHA-1 and SHA-256 CertIDs, with and without a nonce;
-a revocation by the CLI shows at once; CRLs as `openssl crl` reads them."""
+a revocation by the CLI shows at once; CRLs as `openssl crl` reads them. And
+GetCertificateStatus (M06) from a station, with an MO responder of the test's own."""
 
 from __future__ import annotations
 
@@ -11,16 +12,25 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
 from integration_support import Home, initialized_home, passphrase_file
+from ocpp.v201 import call
 from simulated_station import Service, pkictl, serving
 
+from csms.transport.http import HttpServer, Reply
+from pki.hashdata import hash_data_for
+
 FLEET = {"CS1": ("SN-CS1", 3, False)}
+DOWN = "http://127.0.0.1:9/ocsp"  # configured, but nothing listens (discard port)
 
 
 def openssl_ocsp(service: Service, leaf: Path, *options: str, serial: str | None = None) -> str:
@@ -129,3 +139,104 @@ async def test_crls_are_served_and_read_by_openssl(service: Service) -> None:
     assert "Charging Station CA" in result.stdout
     with pytest.raises(urllib.error.HTTPError, match="404"):
         await asyncio.to_thread(http_get, service, "/crl/no-such-ca.crl")
+
+
+class MoResponder:
+    """An eMobility operator's OCSP responder on loopback, for a hierarchy made here:
+    a root and one contract certificate it issued. It answers good, and counts."""
+
+    def __init__(self) -> None:
+        now = datetime.now(UTC)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test MO Root")])
+        self.root = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        contract = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "DEABCC12345678")])
+        self.contract = (
+            x509.CertificateBuilder().subject_name(contract).issuer_name(name)
+            .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        self.requests = 0
+
+    async def handle(self, method: str, target: str, body: bytes) -> Reply:
+        self.requests += 1
+        request = ocsp.load_der_ocsp_request(body)
+        assert request.serial_number == self.contract.serial_number
+        now = datetime.now(UTC).replace(microsecond=0)
+        response = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(self.contract, self.root, hashes.SHA256(), ocsp.OCSPCertStatus.GOOD,
+                          now, now + timedelta(hours=1), None, None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, self.root)
+            .sign(self.key, hashes.SHA256())
+        )  # fmt: skip
+        return Reply(200, response.public_bytes(serialization.Encoding.DER),
+                     "application/ocsp-response")  # fmt: skip
+
+    def request_data(self, url: str) -> dict[str, str]:
+        data = hash_data_for(self.contract, self.root.public_key()).to_ocpp()
+        return {"hash_algorithm": data["hashAlgorithm"], "issuer_name_hash": data["issuerNameHash"],
+                "issuer_key_hash": data["issuerKeyHash"], "serial_number": data["serialNumber"],
+                "responder_url": url}  # fmt: skip
+
+
+async def test_get_certificate_status_ours_allowed_and_refused(tmp_path: Path) -> None:
+    """M06: our certificate from our responder without a request; a responder on the
+    allow-list asked once, then its answer kept; private addresses never asked."""
+    mo = MoResponder()
+    http = HttpServer(mo.handle)
+    server = await http.start("127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    allowed = f"http://127.0.0.1:{port}/ocsp"
+    home = await initialized_home(tmp_path, FLEET)
+    config = home.path / "pkictl.toml"
+    config.write_text(config.read_text().replace(
+        '# responders = ["http://ocsp.mo.example.com/"]', f'responders = ["{allowed}", "{DOWN}"]'
+    ))  # fmt: skip
+    try:
+        async with serving(home, FLEET) as service:
+            station = await service.station("CS1")
+            client, listener = await service.connect(station, station.identity)
+
+            async def status(data: dict[str, str]) -> Any:
+                return await client.call(call.GetCertificateStatus(ocsp_request_data=data))
+
+            leaf, station_ca = x509.load_pem_x509_certificates(station.identity[0].read_bytes())
+            own = hash_data_for(leaf, station_ca.public_key()).to_ocpp()
+            ours = await status({
+                "hash_algorithm": own["hashAlgorithm"], "issuer_name_hash": own["issuerNameHash"],
+                "issuer_key_hash": own["issuerKeyHash"], "serial_number": own["serialNumber"],
+                "responder_url": "http://10.0.0.1/not-asked",
+            })  # fmt: skip
+            assert ours.status == "Accepted"
+            answer = ocsp.load_der_ocsp_response(base64.b64decode(ours.ocsp_result))
+            assert answer.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+            for _ in range(2):
+                remote = await status(mo.request_data(allowed))
+                assert remote.status == "Accepted", remote
+            assert mo.requests == 1  # the second from what was kept until nextUpdate
+            remote_answer = ocsp.load_der_ocsp_response(base64.b64decode(remote.ocsp_result))
+            assert remote_answer.serial_number == mo.contract.serial_number
+
+            for url in ("http://10.0.0.1/ocsp", "http://169.254.169.254/latest",
+                        "http://ocsp.unknown.example/", "file:///etc/passwd"):  # fmt: skip
+                mo.contract = MoResponder().contract  # not kept: a new certificate each time
+                refused = await status(mo.request_data(url))
+                assert refused.status == "Failed", url
+                assert refused.status_info["reason_code"] == "ResponderNotAllowed", url
+            assert mo.requests == 1
+            down = await status(mo.request_data(DOWN))
+            assert down.status_info["reason_code"] == "ResponderUnreachable"
+            listener.cancel()
+    finally:
+        server.close()
+        await http.close()

@@ -1,4 +1,5 @@
-"""pkictl.toml: the [serve] table and command-line values over it; the [renewal] table."""
+"""pkictl.toml: the [serve] table and command-line values over it; the [renewal] and
+[ocsp] tables."""
 
 from __future__ import annotations
 
@@ -75,3 +76,21 @@ def test_the_renewal_table_configures_the_daemon(tmp_path: Path) -> None:
 def test_bad_renewal_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
     with pytest.raises(HomeError, match=message):
         load_config(with_renewal(tmp_path, table))
+
+
+def with_ocsp(home: Path, keys: str) -> Path:
+    home.mkdir(exist_ok=True)
+    text = render_config(CONFIG).replace("[ocsp]\n", "[ocsp]\n" + keys)
+    (home / "pkictl.toml").write_text(text, encoding="utf-8")
+    return home
+
+
+def test_ocsp_responders_are_http_urls(tmp_path: Path) -> None:
+    config = load_config(with_ocsp(tmp_path / "a", 'responders = ["http://ocsp.mo.example/"]\n'))
+    assert config.ocsp_responders == ("http://ocsp.mo.example/",)
+    for keys, message in (
+        ('responders = ["ftp://x/"]\n', "ocsp.responders: must be a list of http"),
+        ('responder = ["http://x/"]\n', "ocsp: must be a table with only responders"),
+    ):
+        with pytest.raises(HomeError, match=message):
+            load_config(with_ocsp(tmp_path / "b", keys))
