@@ -29,6 +29,7 @@ from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.certificate_status import CertificateStatusService
+from csms.services.contracts import ContractAuthorizer
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
@@ -139,10 +140,7 @@ async def serve(
     await sessions.start()
     outbox, watcher = await _start_outbox(app, options, stop)
     renewals, daemon = await _start_lifecycle(app, outbox)
-    services = SessionServices(
-        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
-        app.reports, renewals, _certificate_status(app),
-    )  # fmt: skip
+    services = _session_services(app, sessions, renewals)
     gate = ConnectionGate(
         store=app.store,
         clock=app.clock,
@@ -226,6 +224,17 @@ async def serve(
         await daemon.stop()
         await watcher
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+def _session_services(
+    app: App, sessions: SessionService, renewals: RenewalService
+) -> SessionServices:
+    certificate_status = _certificate_status(app)
+    return SessionServices(
+        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
+        app.reports, renewals, certificate_status,
+        ContractAuthorizer(app.trust.contract_roots, certificate_status, app.tokens, app.clock),
+    )  # fmt: skip
 
 
 def _certificate_status(app: App) -> CertificateStatusService:

@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from pki.hashdata import public_key_bits
 from pki.keys import Signer
@@ -28,6 +30,7 @@ CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha512": hashes.SHA512,
 }  # fmt: skip
 MAX_REQUEST_BYTES = 8192
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 class CertState(StrEnum):
@@ -87,9 +90,13 @@ class Responder:
     hash_name: str = "sha256"
 
     def cert_ids(self) -> list[tuple[str, bytes, bytes]]:
+        return self.cert_ids_of(self.ca_certificate)
+
+    @staticmethod
+    def cert_ids_of(ca: x509.Certificate) -> list[tuple[str, bytes, bytes]]:
         """(algorithm, issuer name hash, issuer key hash) under every CertID hash."""
-        name = self.ca_certificate.subject.public_bytes()
-        key = public_key_bits(self.ca_certificate.public_key())
+        name = ca.subject.public_bytes()
+        key = public_key_bits(ca.public_key())
         return [(a, hashlib.new(a, name).digest(), hashlib.new(a, key).digest())
                 for a in CERT_ID_HASHES]  # fmt: skip
 
@@ -132,3 +139,64 @@ def ocsp_urls(certificate: x509.Certificate) -> list[str]:
         if d.access_method == AuthorityInformationAccessOID.OCSP
         and isinstance(d.access_location, x509.UniformResourceIdentifier)
     ]  # fmt: skip
+
+
+class UnusableResponse(Exception):
+    """An OCSP response that cannot be relied on for this certificate; says why."""
+
+
+def verified_status(
+    der: bytes, certificate: x509.Certificate, issuer: x509.Certificate, now: datetime
+) -> Status:
+    """The status an OCSP response gives ``certificate``, once it is shown to be signed
+    by ``issuer`` or by a responder ``issuer`` delegated (id-kp-OCSPSigning), to be about
+    this certificate, and to be current."""
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        raise UnusableResponse(f"not an OCSP response: {exc}") from None
+    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise UnusableResponse(f"the responder said {response.response_status.name}")
+    algorithm = response.hash_algorithm.name
+    expected = next(c for c in Responder.cert_ids_of(issuer) if c[0] == algorithm)
+    if (response.serial_number, response.issuer_name_hash, response.issuer_key_hash) != (
+        certificate.serial_number,
+        expected[1],
+        expected[2],
+    ):
+        raise UnusableResponse("the response is about another certificate")
+    _check_signer(response, issuer)
+    if response.this_update_utc > now + CLOCK_SKEW or (
+        response.next_update_utc is not None and response.next_update_utc <= now
+    ):
+        raise UnusableResponse("the response is not current")
+    state = CertState[response.certificate_status.name]
+    reason = response.revocation_reason.value if response.revocation_reason else None
+    return Status(state, response.revocation_time_utc, reason)
+
+
+def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> None:
+    signers = [issuer]
+    for delegated in response.certificates:
+        try:
+            delegated.verify_directly_issued_by(issuer)
+            usage = delegated.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (InvalidSignature, ValueError, TypeError, x509.ExtensionNotFound):
+            continue
+        if ExtendedKeyUsageOID.OCSP_SIGNING in usage:
+            signers.append(delegated)
+    algorithm = response.signature_hash_algorithm
+    for signer in signers:
+        key = signer.public_key()
+        try:
+            if isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+                key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(algorithm))
+            elif isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+                key.verify(response.signature, response.tbs_response_bytes,
+                           padding.PKCS1v15(), algorithm)  # fmt: skip
+            else:
+                continue
+        except InvalidSignature:
+            continue
+        return
+    raise UnusableResponse("the response is not signed by the issuer or its OCSP responder")

@@ -205,6 +205,14 @@ class CertificateQuery:
 class TrustRole(StrEnum):
     STATION_CA = "station-ca"
     """Issues station TLS client certificates we did not issue (a factory CA)."""
+    MO_ROOT = "mo-root"
+    """An eMobility operator's root: contract certificates (ISO 15118, C07) under it."""
+    V2G_ROOT = "v2g-root"
+    """A V2G root of another PKI (e.g. Hubject's): contract chains may end there too."""
+
+    @property
+    def is_root(self) -> bool:
+        return self is not TrustRole.STATION_CA
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from csms.domain.renewal import CertificateKind
 from csms.services.certificate_status import CertificateStatusService
+from csms.services.contracts import ContractAuthorizer
 from csms.services.outbox import CallRejected, StationGone
 from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
@@ -49,6 +50,7 @@ class SessionServices:
     reports: ReportService
     renewals: RenewalService
     certificate_status: CertificateStatusService
+    contracts: ContractAuthorizer
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -137,6 +139,7 @@ class StationSession(ChargePoint):
         self._transactions = services.transactions
         self._reports = services.reports
         self._certificate_status = services.certificate_status
+        self._contracts = services.contracts
 
     async def connection_ended(self) -> None:
         """Fail the call in flight now rather than at its response timeout, and let the
@@ -268,10 +271,36 @@ class StationSession(ChargePoint):
         return call_result.SecurityEventNotification()
 
     @on(Action.authorize)
-    async def on_authorize(self, id_token: dict[str, Any], **_: Any) -> call_result.Authorize:
+    async def on_authorize(
+        self, id_token: dict[str, Any], certificate: str | None = None,
+        iso15118_certificate_hash_data: list[dict[str, Any]] | None = None, **_: Any,
+    ) -> call_result.Authorize:  # fmt: skip
+        """C01 for local tokens; C07 for an eMAID with its contract certificate (chain
+        or hash data): the contract first, then the eMAID as a token."""
         await self._sessions.seen(self.id)
+        if id_token["type"] == "eMAID" and (certificate or iso15118_certificate_hash_data):
+            answer = await self._contracts.authorize(
+                id_token["id_token"], certificate, iso15118_certificate_hash_data
+            )
+            return call_result.Authorize(
+                id_token_info={"status": answer.token_status},
+                certificate_status=answer.certificate_status,
+            )
         status = await self._tokens.status(id_token["id_token"], id_token["type"])
         return call_result.Authorize(id_token_info={"status": status.value})
+
+    @on(Action.get_15118_ev_certificate)
+    async def on_get_15118_ev_certificate(self, **_: Any) -> call_result.Get15118EVCertificate:
+        """Contract certificate installation needs an MO/CPS provider (a later issue):
+        with none configured the answer is Failed, said as such, never faked."""
+        await self._sessions.seen(self.id)
+        LOG.warning("station %s asked Get15118EVCertificate: no provider is configured",
+                    self.id)  # fmt: skip
+        return call_result.Get15118EVCertificate(
+            status="Failed", exi_response="",
+            status_info={"reason_code": "NoProvider",
+                         "additional_info": "no contract certificate provider is configured"},
+        )  # fmt: skip
 
     @on(Action.transaction_event)
     async def on_transaction_event(self, **payload: Any) -> call_result.TransactionEvent:

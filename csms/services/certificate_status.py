@@ -97,19 +97,23 @@ class CertificateStatusService:
         except ValueError as exc:
             return _failed("InvalidHashData", str(exc))
         url = str(request_data.get("responder_url", "")).strip()
-        algorithm = HASH_ALGORITHMS[data.hash_algorithm]
-        query = Query(
-            algorithm, bytes.fromhex(data.issuer_name_hash), bytes.fromhex(data.issuer_key_hash),
-            int(data.serial_number, 16), None,
-        )  # fmt: skip
+        return await self.lookup(query_for(data), url)
+
+    async def lookup(
+        self, query: Query, url: str, also_allowed: frozenset[str] = frozenset()
+    ) -> StatusAnswer:
+        """The OCSP response for ``query``: ours, kept, or asked of ``url`` if allowed
+        (``also_allowed``: URLs the caller vouches for, e.g. the AIA of a chain it
+        validated; special addresses are still refused unless configured)."""
         ours = await self.local.answer_query(query)
         if ours is not None:
             return StatusAnswer(base64.b64encode(ours).decode())
-        key = (algorithm, data.issuer_name_hash, data.issuer_key_hash, query.serial)
+        key = (query.algorithm, query.issuer_name_hash.hex(), query.issuer_key_hash.hex(),
+               query.serial)  # fmt: skip
         kept = self._kept.get(key)
         if kept is not None and self.clock.now() < kept[1]:
             return StatusAnswer(kept[0])
-        refusal = await self._refusal(url)
+        refusal = await self._refusal(url, also_allowed)
         if refusal is not None:
             return _failed("ResponderNotAllowed", refusal)
         return await self._ask(url, query, key)
@@ -132,7 +136,7 @@ class CertificateStatusService:
             self._kept[key] = (result, next_update)
         return StatusAnswer(result)
 
-    async def _refusal(self, url: str) -> str | None:
+    async def _refusal(self, url: str, also_allowed: frozenset[str]) -> str | None:
         """Why ``url`` is not asked, or None."""
         if not url or len(url) > MAX_URL:
             return f"responderURL {url[:64]!r}: empty or over {MAX_URL} characters"
@@ -143,10 +147,17 @@ class CertificateStatusService:
             return f"responderURL {url!r}: not an http(s) URL"
         if _special_address(parts.hostname):
             return f"responderURL {url!r}: a private or special address, not configured"
-        if url not in await self.allowed():
+        if url not in also_allowed and url not in await self.allowed():
             return (f"responderURL {url!r} is not the OCSP URL of a CA we trust, nor in "
                     "[ocsp] responders")  # fmt: skip
         return None
+
+
+def query_for(data: CertificateHashData) -> Query:
+    return Query(
+        HASH_ALGORITHMS[data.hash_algorithm], bytes.fromhex(data.issuer_name_hash),
+        bytes.fromhex(data.issuer_key_hash), int(data.serial_number, 16), None,
+    )  # fmt: skip
 
 
 def _unusable(der: bytes, query: Query) -> str | None:

@@ -1,8 +1,8 @@
 """Local id tokens: who may charge (Authorize, and the idToken of a TransactionEvent).
 
 A token is Accepted only when it is registered and not blocked; an unregistered one is
-Unknown. Adding and blocking tokens are audited. Contract certificates (ISO 15118,
-eMAID with OCSP) come with the OCSP issue.
+Unknown. Adding and blocking tokens are audited. An eMAID presented with its contract
+certificate is checked by `csms.services.contracts` first, then here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 
 from pki.audit import AuditEvent
 from pki.clock import Clock
-from pki.errors import InputError, NotFoundError
+from pki.errors import InputError
 from pki.store import Store
 
 ID_TOKEN_TYPES = (
@@ -57,21 +57,18 @@ class TokenService:
         return token.status if token else TokenStatus.UNKNOWN
 
     async def add(self, id_token: str, type_: str, actor: str) -> IdToken:
-        if type_ not in ID_TOKEN_TYPES:
-            raise InputError(f"type: {type_!r} is not one of {', '.join(ID_TOKEN_TYPES)}")
-        if not 0 < len(id_token) <= MAX_ID_TOKEN or not id_token.isprintable():
-            raise InputError(f"id-token: must be 1 to {MAX_ID_TOKEN} printable characters")
+        _check(id_token, type_)
         return await self._set(
             IdToken(id_token, type_, TokenStatus.ACCEPTED, self._clock.now()), actor
         )
 
     async def block(self, id_token: str, type_: str, actor: str) -> IdToken:
+        """Blocked from now on; a token not registered yet is registered blocked (an
+        eMAID to refuse before it is ever seen)."""
+        _check(id_token, type_)
         token = await self._tokens.get(id_token, type_)
-        if token is None:
-            raise NotFoundError(f"no id token {id_token!r} of type {type_}")
-        return await self._set(
-            IdToken(id_token, type_, TokenStatus.BLOCKED, token.created_at), actor
-        )
+        created = token.created_at if token else self._clock.now()
+        return await self._set(IdToken(id_token, type_, TokenStatus.BLOCKED, created), actor)
 
     async def list(self) -> list[IdToken]:
         return await self._tokens.list()
@@ -87,3 +84,10 @@ class TokenService:
             self._clock.now(),
         )
         return token
+
+
+def _check(id_token: str, type_: str) -> None:
+    if type_ not in ID_TOKEN_TYPES:
+        raise InputError(f"type: {type_!r} is not one of {', '.join(ID_TOKEN_TYPES)}")
+    if not 0 < len(id_token) <= MAX_ID_TOKEN or not id_token.isprintable():
+        raise InputError(f"id-token: must be 1 to {MAX_ID_TOKEN} printable characters")

@@ -1,9 +1,11 @@
 """CA certificates the operator trusts beyond the ones this CA made: a manufacturer's
-factory CA whose station certificates should be admitted (and then replaced by ours)."""
+factory CA whose station certificates should be admitted (and then replaced by ours),
+and the MO and V2G roots that contract certificates (ISO 15118) must lead to."""
 
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pki.audit import AuditEvent
@@ -32,6 +34,8 @@ class TrustService:
             constraints = None
         if constraints is None or not constraints.value.ca:
             raise InputError("file: not a CA certificate (basicConstraints CA:TRUE is required)")
+        if role.is_root and not _self_signed(certificate):
+            raise InputError(f"file: a {role.value} must be a self-signed root certificate")
         now = self._clock.now()
         if certificate.not_valid_after_utc <= now:
             raise InputError(
@@ -55,5 +59,17 @@ class TrustService:
         )
         return anchor
 
+    async def contract_roots(self) -> list[x509.Certificate]:
+        """The roots contract certificate chains may end at (C07)."""
+        return [a.certificate() for a in await self._store.trust_anchors() if a.role.is_root]
+
     async def list(self, role: TrustRole | None = None) -> list[TrustAnchor]:
         return await self._store.trust_anchors(role)
+
+
+def _self_signed(certificate: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
