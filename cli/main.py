@@ -18,6 +18,7 @@ from cli.cert import cert, crl
 from cli.context import Context
 from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.events import events
+from cli.ocsp import ocsp_group
 from cli.outbox import outbox
 from cli.policy import policy
 from cli.renewals import alerts, renew, renewals
@@ -84,7 +85,7 @@ station.add_command(station_certs)
 ca.add_command(rollover)
 for command in (
     init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, trust,
-    renew, renewals, alerts, roots, campaign, serve_command,
+    renew, renewals, alerts, roots, campaign, ocsp_group, serve_command,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -27,19 +27,22 @@ def trust_view(anchor: TrustAnchor) -> dict[str, object]:
 
 @click.group()
 def trust() -> None:
-    """CA certificates trusted beyond this CA's own (e.g. a manufacturer's factory CA)."""
+    """CA certificates trusted beyond this CA's own: factory CAs, MO and V2G roots."""
 
 
 @trust.command("add")
 @click.option("--role", type=click.Choice([r.value for r in TrustRole]), required=True,
-              help="station-ca: admit station certificates it issued (profile 3).")  # fmt: skip
+              help="station-ca: admit station certificates it issued (profile 3); mo-root, "
+                   "v2g-root: contract certificate chains may end at it (C07).")  # fmt: skip
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_option
 @click.pass_obj
 def trust_add(ctx: Context, role: str, file: Path, as_json: bool) -> None:
-    """Trust the CA certificate in FILE (PEM) for ROLE. Stations whose certificates it
-    issued are admitted once `pkictl serve` is restarted -- and, as for every station,
-    only with CN = their registered serial and O = your organization."""
+    """Trust the CA certificate in FILE (PEM) for ROLE. A station-ca: stations whose
+    certificates it issued are admitted once `pkictl serve` is restarted -- and, as for
+    every station, only with CN = their registered serial and O = your organization.
+    An mo-root or v2g-root (self-signed roots only): contract certificates under it are
+    accepted by Authorize (with their OCSP status and the eMAID as a token)."""
     pem = file.read_bytes()
     view = trust_view(run_with_app(ctx, lambda app: app.trust.add(TrustRole(role), pem, actor())))
     if as_json:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.alerts import SqlAlertStore
 from csms.db.inventory import SqlInventoryStore
+from csms.db.ocsp import SqlResponseLog
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
 from csms.db.reports import SqlReportStore
@@ -252,7 +253,8 @@ def _build(
             SqlCampaignStore(store.engine), RootRollover(ca), outbox, clock, store,
             SqlSessionStore(store.engine), inventory,
         ),
-        OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity),
+        OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity,
+                    SqlResponseLog(store.engine)),
     )  # fmt: skip
 
 

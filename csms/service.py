@@ -247,8 +247,9 @@ def _certificate_status(app: App) -> CertificateStatusService:
         return frozenset(url for c in certificates for url in ocsp_urls(c))
 
     return CertificateStatusService(
-        app.ocsp, HttpOcspFetcher(), allowed, frozenset(app.config.ocsp_responders), app.clock
-    )
+        app.ocsp, HttpOcspFetcher(), allowed, frozenset(app.config.ocsp_responders), app.clock,
+        app.ocsp.log,
+    )  # fmt: skip
 
 
 async def _authorities_on_file(app: App) -> list[Authority]:

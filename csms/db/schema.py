@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Index, Integer, LargeBinary, String, Table, Text
 
 from pki.store.schema import UTCDateTime, metadata
 
@@ -165,4 +165,19 @@ rollover_stations = Table(
     Column("outbox_id", Integer, nullable=True, index=True),  # the call awaited
     Column("reason", Text, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ocsp_responses = Table(
+    "ocsp_responses",
+    metadata,
+    # the CertID asked about: hash algorithm, issuer name and key hashes (hex), serial
+    Column("algorithm", String(8), primary_key=True),
+    Column("issuer_name_hash", String(128), primary_key=True),
+    Column("issuer_key_hash", String(128), primary_key=True),
+    Column("serial_hex", String(40), primary_key=True),
+    Column("responder", Text, nullable=False),  # "ca:NAME" for ours, else the URL asked
+    Column("cert_status", String(8), nullable=False),
+    Column("der", LargeBinary, nullable=False),
+    Column("produced_at", UTCDateTime, nullable=False),
+    Column("next_update", UTCDateTime, nullable=True),
 )

@@ -7,7 +7,8 @@ allow-list -- the OCSP URLs (AIA) of our CAs and of the CAs we trust, and those
 configured in `[ocsp] responders` of pkictl.toml -- and never, unless configured, when it
 is a private, loopback, link-local or otherwise special address: a station must not be
 able to make the CSMS reach into a network it cannot (SSRF). Answers are kept by CertID
-until their nextUpdate.
+until their nextUpdate (in the database: they outlive a restart and `pkictl ocsp
+status` lists them).
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import base64
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from csms.services.ocsp import ResponseLog, logged
 from pki.clock import Clock
 from pki.hashdata import HASH_ALGORITHMS, CertificateHashData
 from pki.ocsp import CERT_ID_HASHES, Query
+from pki.serials import serial_hex
 
 LOG = logging.getLogger("pkictl.ocsp")
 MAX_URL = 512  # OCPP OCSPRequestDataType.responderURL
@@ -82,7 +84,7 @@ class CertificateStatusService:
     configured: frozenset[str]
     """`[ocsp] responders`: allowed, special addresses included."""
     clock: Clock
-    _kept: dict[tuple[str, str, str, int], tuple[str, datetime]] = field(default_factory=dict)
+    log: ResponseLog
 
     async def status(self, request_data: Mapping[str, Any]) -> StatusAnswer:
         """``request_data``: OCPP OCSPRequestDataType as the `ocpp` library hands it over
@@ -108,17 +110,22 @@ class CertificateStatusService:
         ours = await self.local.answer_query(query)
         if ours is not None:
             return StatusAnswer(base64.b64encode(ours).decode())
-        key = (query.algorithm, query.issuer_name_hash.hex(), query.issuer_key_hash.hex(),
-               query.serial)  # fmt: skip
-        kept = self._kept.get(key)
-        if kept is not None and self.clock.now() < kept[1]:
-            return StatusAnswer(kept[0])
+        kept = await self.log.get(
+            query.algorithm, query.issuer_name_hash.hex(), query.issuer_key_hash.hex(),
+            serial_hex(query.serial),
+        )  # fmt: skip
+        if (
+            kept is not None
+            and kept.next_update is not None
+            and self.clock.now() < kept.next_update
+        ):
+            return StatusAnswer(base64.b64encode(kept.der).decode())
         refusal = await self._refusal(url, also_allowed)
         if refusal is not None:
             return _failed("ResponderNotAllowed", refusal)
-        return await self._ask(url, query, key)
+        return await self._ask(url, query)
 
-    async def _ask(self, url: str, query: Query, key: tuple[str, str, str, int]) -> StatusAnswer:
+    async def _ask(self, url: str, query: Query) -> StatusAnswer:
         request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
             query.issuer_name_hash, query.issuer_key_hash, query.serial,
             CERT_ID_HASHES[query.algorithm](),
@@ -130,11 +137,8 @@ class CertificateStatusService:
         problem = _unusable(der, query)
         if problem is not None:
             return _failed("InvalidOcspResponse", f"{url}: {problem}")
-        result = base64.b64encode(der).decode()
-        next_update = ocsp.load_der_ocsp_response(der).next_update_utc
-        if next_update is not None:
-            self._kept[key] = (result, next_update)
-        return StatusAnswer(result)
+        await self.log.keep(logged(query, url, der, self.clock.now()))
+        return StatusAnswer(base64.b64encode(der).decode())
 
     async def _refusal(self, url: str, also_allowed: frozenset[str]) -> str | None:
         """Why ``url`` is not asked, or None."""

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.x509 import ocsp
@@ -23,8 +24,44 @@ from pki.clock import Clock
 from pki.keys import KeyStore
 from pki.ocsp import MalformedRequest, Query, Responder, Status, parse_request, unsuccessful
 from pki.records import Authority, AuthorityRole
+from pki.serials import serial_hex
 
 LOG = logging.getLogger("pkictl.ocsp")
+
+
+@dataclass(frozen=True)
+class LoggedResponse:
+    """An OCSP response kept by CertID: ours as signed, or another responder's."""
+
+    algorithm: str
+    issuer_name_hash: str
+    issuer_key_hash: str
+    serial_hex: str
+    responder: str
+    """"ca:NAME" for ours, else the URL that was asked."""
+    cert_status: str
+    der: bytes
+    produced_at: datetime
+    next_update: datetime | None
+
+
+class ResponseLog(Protocol):
+    async def keep(self, response: LoggedResponse) -> None:
+        """Insert, or replace the one kept for the same CertID."""
+        ...
+
+    async def get(self, algorithm: str, issuer_name_hash: str, issuer_key_hash: str,
+                  serial_hex: str) -> LoggedResponse | None: ...  # fmt: skip
+    async def list(self, limit: int) -> list[LoggedResponse]: ...
+
+
+def logged(query: Query, responder: str, der: bytes, at: datetime) -> LoggedResponse:
+    response = ocsp.load_der_ocsp_response(der)
+    return LoggedResponse(
+        query.algorithm, query.issuer_name_hash.hex(), query.issuer_key_hash.hex(),
+        serial_hex(query.serial), responder, response.certificate_status.name.lower(), der,
+        at, response.next_update_utc,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,6 +80,7 @@ class OcspService:
     """(CA certificate, serial) -> the certificate's status as the database has it."""
     clock: Clock
     validity: timedelta
+    log: ResponseLog
     _responders: dict[tuple[str, bytes, bytes], Responder] | None = field(default=None)
     _kept: dict[tuple[str, str, int], KeptResponse] = field(default_factory=dict)
 
@@ -80,6 +118,7 @@ class OcspService:
         der = responder.respond(query, status, now, self.validity)
         if query.nonce is None:
             self._kept[key] = KeptResponse(der, status, now, now + self.validity / 2)
+            await self.log.keep(logged(query, f"ca:{responder.ca_name}", der, now))
         return der
 
     async def _by_cert_id(self) -> dict[tuple[str, bytes, bytes], Responder]:

@@ -24,7 +24,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from integration_support import Home, initialized_home, passphrase_file
 from ocpp.v201 import call
-from simulated_station import Service, pkictl, serving
+from simulated_station import Service, pkictl, pkictl_json, serving
 
 from csms.transport.http import HttpServer, Reply
 from pki.hashdata import hash_data_for
@@ -95,6 +95,24 @@ async def test_openssl_ocsp_verifies_good_then_revoked_at_once(service: Service)
 
     unknown = await asyncio.to_thread(openssl_ocsp, service, leaf, serial="0x1234abcd")
     assert "0x1234abcd: unknown" in unknown, unknown
+
+    url = f"http://127.0.0.1:{service.ports.http_port}/ocsp"
+    checked = await asyncio.to_thread(
+        pkictl_json, home, "ocsp", "check", "--cert", str(leaf), "--url", url
+    )
+    assert (checked["status"], checked["revocation_reason"], checked["nonce_echoed"]) == (
+        "revoked", "keyCompromise", True,
+    )  # fmt: skip
+    assert "OCSP Signer" in checked["responder"]
+    kept = await asyncio.to_thread(pkictl_json, home, "ocsp", "status")
+    assert {(k["responder"], k["serial"], k["status"]) for k in kept} >= {
+        ("ca:cso-station-ca", serial, "revoked"),
+    }
+    foreign = home.directory / "foreign.pem"
+    foreign.write_text(MoResponder().root.public_bytes(serialization.Encoding.PEM).decode())
+    not_ours = await asyncio.to_thread(pkictl, home, "ocsp", "check", "--cert", str(foreign))
+    assert not_ours.exit_code == 2
+    assert "--issuer" in not_ours.output
 
 
 async def test_get_requests_unknown_issuers_and_garbage(service: Service) -> None:
