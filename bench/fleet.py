@@ -122,7 +122,9 @@ async def build_fleet(directory: Path, stations: int) -> Fleet:
 
 
 @contextlib.asynccontextmanager
-async def pkictl_serve(fleet: Fleet) -> Any:
+async def pkictl_serve(fleet: Fleet, ports: dict[str, int] | None = None) -> Any:
+    """`pkictl serve` on free loopback ports: (process, OCPP port); ``ports``, if given,
+    gets both ports ("ocpp", "http")."""
     pkictl = Path(sys.executable).parent / "pkictl"
     process = await asyncio.create_subprocess_exec(
         str(pkictl), "--home", str(fleet.home), "serve", "--host", "127.0.0.1",
@@ -136,8 +138,10 @@ async def pkictl_serve(fleet: Fleet) -> Any:
             line = await asyncio.wait_for(process.stderr.readline(), 30)
             if not line:
                 raise RuntimeError("pkictl serve exited before listening")
-        match = re.search(rb"wss://127\.0\.0\.1:(\d+)/", line)
+        match = re.search(rb"wss://127\.0\.0\.1:(\d+)/.*http://127\.0\.0\.1:(\d+)/", line)
         assert match is not None
+        if ports is not None:
+            ports.update(ocpp=int(match.group(1)), http=int(match.group(2)))
         drain = asyncio.create_task(_drain(process.stderr))
         yield process, int(match.group(1))
     finally:

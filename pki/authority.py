@@ -36,7 +36,6 @@ from pki.records import (
     CertificateRecord,
     CertificateSource,
     CertificateStatus,
-    IssuerName,
     Station,
 )
 from pki.renewal import renewal_due_at
@@ -456,17 +455,14 @@ class CertificateAuthority:
             )
         return matches[0]
 
-    async def ocsp_status(self, ca_certificate: x509.Certificate, serial: int) -> Status:
+    async def ocsp_status(self, issuer_name_hash: str, serial: int) -> Status:
         """What OCSP says of ``serial`` under this CA: revoked (when, why), good (valid,
         superseded or expired), or unknown when the CA never issued it."""
-        issuer = IssuerName.of(ca_certificate.subject).hash
-        records = await self.store.find_certificates(CertificateQuery(serial=serial))
-        record = next((r for r in records if r.issuer_name_hash == issuer
-                       and r.source is CertificateSource.ISSUED), None)  # fmt: skip
-        if record is None:
+        state = await self.store.revocation_state(serial, issuer_name_hash)
+        if state is None or state.source is not CertificateSource.ISSUED:
             return Status(CertState.UNKNOWN)
-        if record.status is CertificateStatus.REVOKED:
-            return Status(CertState.REVOKED, record.revoked_at, record.revocation_reason)
+        if state.status is CertificateStatus.REVOKED:
+            return Status(CertState.REVOKED, state.revoked_at, state.reason)
         return Status(CertState.GOOD)
 
     async def current_certificate(

@@ -112,8 +112,9 @@ def _refusal(
 def _iso15118_problem(
     leaf: x509.Certificate, intermediates: list[x509.Certificate], emaid: str
 ) -> str | None:
-    if len(intermediates) >= MAX_BELOW_ROOT:
-        return f"{1 + len(intermediates)} certificates below the root; at most {MAX_BELOW_ROOT}"
+    below_root = 1 + sum(1 for c in intermediates if c.subject != c.issuer)  # a root may come
+    if below_root > MAX_BELOW_ROOT:
+        return f"{below_root} certificates below the root; at most {MAX_BELOW_ROOT}"
     key = leaf.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         return "the contract certificate's key is not P-256 (ISO 15118-2)"

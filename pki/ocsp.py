@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -88,6 +89,11 @@ class Responder:
     certificate: x509.Certificate
     signer: Signer
     hash_name: str = "sha256"
+
+    @cached_property
+    def issuer_name_hash(self) -> str:
+        """How certificate records name this CA as issuer (SHA-256 of its DER name)."""
+        return hashlib.sha256(self.ca_certificate.subject.public_bytes()).hexdigest()
 
     def cert_ids(self) -> list[tuple[str, bytes, bytes]]:
         return self.cert_ids_of(self.ca_certificate)

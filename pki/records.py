@@ -141,6 +141,16 @@ class CertificateRecord:
 
 
 @dataclass(frozen=True)
+class RevocationState:
+    """What OCSP needs of a certificate record, and no more (it is read per request)."""
+
+    status: CertificateStatus
+    source: CertificateSource
+    revoked_at: datetime | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class Authority:
     """A certificate the CA itself holds a key for: a CA, an OCSP signer, a server cert."""
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cryptography import x509
 from cryptography.x509 import ocsp
 
 from pki.clock import Clock
@@ -76,8 +75,8 @@ class KeptResponse:
 class OcspService:
     authorities: Callable[[], Awaitable[list[Authority]]]
     keys: KeyStore
-    status_of: Callable[[x509.Certificate, int], Awaitable[Status]]
-    """(CA certificate, serial) -> the certificate's status as the database has it."""
+    status_of: Callable[[str, int], Awaitable[Status]]
+    """(issuer name hash, serial) -> the certificate's status as the database has it."""
     clock: Clock
     validity: timedelta
     log: ResponseLog
@@ -109,7 +108,7 @@ class OcspService:
                                     query.issuer_key_hash))  # fmt: skip
         if responder is None:
             return None
-        status = await self.status_of(responder.ca_certificate, query.serial)
+        status = await self.status_of(responder.issuer_name_hash, query.serial)
         now = self.clock.now()
         key = (responder.ca_name, query.algorithm, query.serial)
         kept = self._kept.get(key)

@@ -68,9 +68,11 @@ class HttpServer:
                 ("Content-Length", str(len(reply.body))),
                 *reply.headers,
             ]
-            writer.write(connection.send(h11.Response(status_code=reply.status, headers=headers)))
-            writer.write(connection.send(h11.Data(data=reply.body)))
-            writer.write(connection.send(h11.EndOfMessage()))
+            writer.write(b"".join((  # one write: one segment for a small answer
+                connection.send(h11.Response(status_code=reply.status, headers=headers)) or b"",
+                connection.send(h11.Data(data=reply.body)) or b"",
+                connection.send(h11.EndOfMessage()) or b"",
+            )))  # fmt: skip
             await writer.drain()
             if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                 return
@@ -85,7 +87,8 @@ class HttpServer:
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), IDLE_TIMEOUT_S)
+                async with asyncio.timeout(IDLE_TIMEOUT_S):
+                    data = await reader.read(READ_CHUNK)
                 connection.receive_data(data)
                 continue
             if isinstance(event, h11.Request):

@@ -14,6 +14,7 @@ from pki.records import (
     Authority,
     CertificateQuery,
     CertificateRecord,
+    RevocationState,
     Rollover,
     Station,
     TrustAnchor,
@@ -91,6 +92,11 @@ class Store(Protocol):
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> None: ...
     async def find_certificates(self, query: CertificateQuery) -> list[CertificateRecord]: ...
+    async def revocation_state(self, serial: int, issuer_name_hash: str) -> RevocationState | None:
+        """The status of the certificate (serial, issuer name hash), as OCSP needs it;
+        None if there is no such record. Read per OCSP request: kept narrow and fast."""
+        ...
+
     async def revoke_certificate(
         self, record: CertificateRecord, reason: str, event: AuditEvent, at: datetime
     ) -> CertificateRecord: ...

@@ -38,7 +38,9 @@ from pki.records import (
     Authority,
     CertificateQuery,
     CertificateRecord,
+    CertificateSource,
     CertificateStatus,
+    RevocationState,
     Rollover,
     RolloverState,
     Station,
@@ -72,7 +74,7 @@ from pki.store.schema import (
     stations,
     trust_anchors,
 )
-from pki.store.sqlite_fast import SqliteFastPath, Unavailable, sqlite_file
+from pki.store.sqlite_fast import UNAVAILABLE, SqliteFastPath, Unavailable, sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -432,6 +434,34 @@ class SqlStore:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return [to_certificate(r) for r in rows]
+
+    async def revocation_state(self, serial: int, issuer_name_hash: str) -> RevocationState | None:
+        serial_text = serial_hex(serial)
+        row: tuple[Any, ...] | None
+        fast = self._fast
+        found = (
+            fast.read(lambda c: fast.revocation_state(c, serial_text, issuer_name_hash))
+            if fast is not None else UNAVAILABLE
+        )  # fmt: skip
+        if isinstance(found, Unavailable):
+            statement = select(
+                certificates.c.status, certificates.c.source, certificates.c.revoked_at,
+                certificates.c.revocation_reason,
+            ).where(
+                certificates.c.serial_hex == serial_text,
+                certificates.c.issuer_name_hash == issuer_name_hash,
+            )  # fmt: skip
+            async with self._engine.connect() as connection:
+                first = (await connection.execute(statement)).first()
+            row = tuple(first) if first is not None else None
+        else:
+            row = found
+        if row is None:
+            return None
+        status, source, revoked_at, reason = row
+        return RevocationState(
+            CertificateStatus(status), CertificateSource(source), revoked_at, reason
+        )
 
     async def revoke_certificate(
         self, record: CertificateRecord, reason: str, event: AuditEvent, at: datetime

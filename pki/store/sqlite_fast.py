@@ -117,6 +117,20 @@ class SqliteFastPath:
         self._station_results = [
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in stations.c
         ]
+        revocation_columns = (
+            certificates.c.status, certificates.c.source, certificates.c.revoked_at,
+            certificates.c.revocation_reason,
+        )  # fmt: skip
+        self.revocation = _Compiled(
+            select(*revocation_columns).where(
+                certificates.c.serial_hex == bindparam("serial_hex"),
+                certificates.c.issuer_name_hash == bindparam("issuer_name_hash"),
+            ),
+            dialect,
+        )
+        self._revocation_results = [
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in revocation_columns
+        ]
         self.insert_certificate = _Compiled(
             insert(certificates).values({key: bindparam(key) for key in CERTIFICATE_COLUMNS}),
             dialect,
@@ -204,6 +218,23 @@ class SqliteFastPath:
             for column, value, process in zip(stations.c, row, self._station_results, strict=True)
         }
         return to_station(SimpleNamespace(**values))
+
+    def revocation_state(
+        self, connection: sqlite3.Connection, serial_hex: str, issuer_name_hash: str
+    ) -> tuple[Any, ...] | None:
+        """(status, source, revoked_at, reason) as the SQLAlchemy path returns them."""
+        row = connection.execute(
+            self.revocation.sql,
+            self.revocation.parameters(
+                {"serial_hex": serial_hex, "issuer_name_hash": issuer_name_hash}
+            ),
+        ).fetchone()
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(row, self._revocation_results, strict=True)
+        )
 
     def record(
         self, connection: sqlite3.Connection, batch: Sequence[PendingWrite]
