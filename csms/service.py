@@ -30,6 +30,7 @@ from csms.home import HomeConfig
 from csms.protocol.session import SessionServices, StationSession
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
+from csms.services.ev_certificates import EvCertificates
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
@@ -234,6 +235,7 @@ def _session_services(
         sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
         app.reports, renewals, certificate_status,
         ContractAuthorizer(app.trust.contract_roots, certificate_status, app.tokens, app.clock),
+        EvCertificates(provider=None),  # no contract certificate provider yet
     )  # fmt: skip
 
 

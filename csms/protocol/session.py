@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from csms.domain.renewal import CertificateKind
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
+from csms.services.ev_certificates import EvCertificates
 from csms.services.outbox import CallRejected, StationGone
 from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
@@ -51,6 +52,7 @@ class SessionServices:
     renewals: RenewalService
     certificate_status: CertificateStatusService
     contracts: ContractAuthorizer
+    ev_certificates: EvCertificates
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -140,6 +142,7 @@ class StationSession(ChargePoint):
         self._reports = services.reports
         self._certificate_status = services.certificate_status
         self._contracts = services.contracts
+        self._ev_certificates = services.ev_certificates
 
     async def connection_ended(self) -> None:
         """Fail the call in flight now rather than at its response timeout, and let the
@@ -290,17 +293,23 @@ class StationSession(ChargePoint):
         return call_result.Authorize(id_token_info={"status": status.value})
 
     @on(Action.get_15118_ev_certificate)
-    async def on_get_15118_ev_certificate(self, **_: Any) -> call_result.Get15118EVCertificate:
-        """Contract certificate installation needs an MO/CPS provider (a later issue):
-        with none configured the answer is Failed, said as such, never faked."""
+    async def on_get_15118_ev_certificate(
+        self, iso15118_schema_version: str, action: str, exi_request: str, **_: Any
+    ) -> call_result.Get15118EVCertificate:
+        """Through the contract certificate provider; Failed `NoProvider` without one."""
         await self._sessions.seen(self.id)
-        LOG.warning("station %s asked Get15118EVCertificate: no provider is configured",
-                    self.id)  # fmt: skip
+        answer = await self._ev_certificates.answer(
+            self.id, iso15118_schema_version, action, exi_request
+        )
+        if answer.accepted:
+            return call_result.Get15118EVCertificate(
+                status="Accepted", exi_response=answer.exi_response
+            )
+        info = {"reason_code": (answer.reason_code or "Failed")[:20],
+                "additional_info": (answer.detail or "")[:512]}  # fmt: skip
         return call_result.Get15118EVCertificate(
-            status="Failed", exi_response="",
-            status_info={"reason_code": "NoProvider",
-                         "additional_info": "no contract certificate provider is configured"},
-        )  # fmt: skip
+            status="Failed", exi_response=answer.exi_response, status_info=info
+        )
 
     @on(Action.transaction_event)
     async def on_transaction_event(self, **payload: Any) -> call_result.TransactionEvent:

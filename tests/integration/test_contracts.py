@@ -141,6 +141,14 @@ async def test_hash_data_alone_is_checked_by_allowed_responders(setup: Setup) ->
     assert "self-signed root" in refused.output
 
 
+async def test_get_15118_ev_certificate_fails_without_a_provider(setup: Setup) -> None:
+    answer = await setup.station.call(call.Get15118EVCertificate(
+        iso15118_schema_version="urn:iso:15118:2:2013:MsgDef", action="Install",
+        exi_request="gAQ=",
+    ))  # fmt: skip
+    assert (answer.status, answer.status_info["reason_code"]) == ("Failed", "NoProvider")
+
+
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:
     path.write_text(pem(certificate))
     return path
