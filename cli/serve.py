@@ -54,8 +54,9 @@ def serve_command(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # pkictl logs admissions, refusals, sessions and renewals itself; the libraries'
-    # per-request, per-job and migration chatter only at WARNING.
-    for chatty in ("alembic", "websockets", "apscheduler"):
+    # per-message, per-request, per-job and migration chatter only at WARNING (the
+    # `ocpp` library logs every message at INFO: a formatted line per message).
+    for chatty in ("alembic", "websockets", "apscheduler", "ocpp"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
     def ready(listening: Listening, host: str) -> None:

@@ -238,8 +238,8 @@ def _build(
         home, config, policy, store, clock, ca, stations, passphrase,
         SqlSessionStore(store.engine),
         TokenService(SqlTokenStore(store.engine), store, clock),
-        TransactionService(SqlTransactionStore(store.engine), clock),
-        ReportService(SqlReportStore(store.engine), clock),
+        TransactionService(SqlTransactionStore(store.database), clock),
+        ReportService(SqlReportStore(store.database), clock),
         outbox,
         trust,
         RenewalService(

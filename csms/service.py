@@ -27,7 +27,7 @@ from csms.app import STATION_PROFILE, App
 from csms.daemon import LifecycleDaemon
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
-from csms.protocol.session import SessionServices, StationSession
+from csms.protocol.session import SessionServices, StationSession, validate_inline
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
 from csms.services.ev_certificates import EvCertificates
@@ -134,7 +134,7 @@ async def serve(
 ) -> None:
     """Run the OCPP endpoint and the HTTP endpoint until ``stop`` is set, then drain:
     stop accepting, close every station connection with 1001 (going away), return."""
-    bound_tls_read_buffers()
+    _tune_process()
     authorities = await _authorities_on_file(app)
     station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     sessions = SessionService(app.session_store, app.clock)
@@ -252,6 +252,13 @@ def _certificate_status(app: App) -> CertificateStatusService:
         app.ocsp, HttpOcspFetcher(), allowed, frozenset(app.config.ocsp_responders), app.clock,
         app.ocsp.log,
     )  # fmt: skip
+
+
+def _tune_process() -> None:
+    """Process-wide settings for serving many stations: asyncio's TLS read buffers
+    bounded, OCPP payloads validated on the loop rather than in a thread pool."""
+    bound_tls_read_buffers()
+    validate_inline()
 
 
 async def _authorities_on_file(app: App) -> list[Authority]:

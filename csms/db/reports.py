@@ -1,28 +1,27 @@
-"""ReportStore on SQLAlchemy: the `station_reports` table."""
+"""ReportStore on SQLAlchemy: the `station_reports` table (writes inline on SQLite)."""
 
 from __future__ import annotations
 
 from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import station_reports
 from csms.services.reports import Report
+from pki.store.inline import Database
 
 
 class SqlReportStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def add(self, report: Report) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                insert(station_reports).values(
-                    station_id=report.station_id,
-                    action=report.action,
-                    received_at=report.received_at,
-                    payload=report.payload,
-                )
-            )
+        statement = insert(station_reports).values(
+            station_id=report.station_id,
+            action=report.action,
+            received_at=report.received_at,
+            payload=report.payload,
+        )
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def list(self, station_id: str, limit: int) -> list[Report]:
         async with self._engine.connect() as connection:

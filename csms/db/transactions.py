@@ -5,95 +5,55 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Connection, Row, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from csms.db.schema import meter_samples, transaction_events, transactions
 from csms.domain.metering import Sample, register_wh
 from csms.services.transactions import TransactionEventRecord, TransactionSummary
+from pki.store.inline import Database
 from pki.store.sql import upsert
 
 
 class SqlTransactionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """Writes are units of work (`Database.write`): inline on SQLite."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def record_event(self, event: TransactionEventRecord, samples: Sequence[Sample]) -> bool:
+        def work(connection: Connection) -> None:
+            connection.execute(
+                insert(transaction_events).values(
+                    station_id=event.station_id,
+                    transaction_id=event.transaction_id,
+                    seq_no=event.seq_no,
+                    event_type=event.event_type,
+                    timestamp=event.timestamp,
+                    trigger_reason=event.trigger_reason,
+                    offline=event.offline,
+                    payload=event.payload,
+                    received_at=event.received_at,
+                )
+            )
+            _insert_samples(
+                connection, event.station_id, event.transaction_id, event.evse_id, samples
+            )
+            _update_summary(connection, event)
+
         try:
-            async with self._engine.begin() as connection:
-                await connection.execute(
-                    insert(transaction_events).values(
-                        station_id=event.station_id,
-                        transaction_id=event.transaction_id,
-                        seq_no=event.seq_no,
-                        event_type=event.event_type,
-                        timestamp=event.timestamp,
-                        trigger_reason=event.trigger_reason,
-                        offline=event.offline,
-                        payload=event.payload,
-                        received_at=event.received_at,
-                    )
-                )
-                await _insert_samples(
-                    connection, event.station_id, event.transaction_id, event.evse_id, samples
-                )
-                await self._update_summary(connection, event)
+            await self._database.write(work)
         except IntegrityError:
             return False  # (station, transaction, seqNo) stored already: a replay
         return True
 
-    async def _update_summary(
-        self, connection: AsyncConnection, event: TransactionEventRecord
-    ) -> None:
-        key = (
-            transactions.c.station_id == event.station_id,
-            transactions.c.transaction_id == event.transaction_id,
-        )
-        existing = (await connection.execute(select(transactions).where(*key))).first()
-        readings = register_wh(
-            [
-                Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit)
-                for r in (
-                    await connection.execute(
-                        select(meter_samples).where(
-                            meter_samples.c.station_id == event.station_id,
-                            meter_samples.c.transaction_id == event.transaction_id,
-                        )
-                    )
-                ).all()
-            ]
-        )
-        values = {
-            "station_id": event.station_id,
-            "transaction_id": event.transaction_id,
-            "id_token": _first(existing, "id_token", event.id_token),
-            "evse_id": _first(existing, "evse_id", event.evse_id),
-            "connector_id": _first(existing, "connector_id", event.connector_id),
-            "started_at": event.timestamp
-            if event.event_type == "Started"
-            else _first(existing, "started_at", None),
-            "ended_at": event.timestamp
-            if event.event_type == "Ended"
-            else _first(existing, "ended_at", None),
-            "stopped_reason": event.stopped_reason or _first(existing, "stopped_reason", None),
-            "meter_start_wh": readings[0][1] if readings else None,
-            "meter_stop_wh": readings[-1][1] if readings else None,
-            "events": (existing.events if existing else 0) + 1,
-            "updated_at": event.received_at,
-        }
-        await connection.execute(
-            upsert(connection.dialect, transactions, values).on_conflict_do_update(
-                index_elements=[transactions.c.station_id, transactions.c.transaction_id],
-                set_=values,
-            )
-        )
-
     async def record_samples(
         self, station_id: str, evse_id: int | None, samples: Sequence[Sample]
     ) -> None:
-        async with self._engine.begin() as connection:
-            await _insert_samples(connection, station_id, None, evse_id, samples)
+        await self._database.write(
+            lambda connection: _insert_samples(connection, station_id, None, evse_id, samples)
+        )
 
     async def list(self, station_id: str | None = None) -> list[TransactionSummary]:
         statement = select(transactions).order_by(
@@ -121,14 +81,59 @@ class SqlTransactionStore:
         ]
 
 
+def _update_summary(connection: Connection, event: TransactionEventRecord) -> None:
+    key = (
+        transactions.c.station_id == event.station_id,
+        transactions.c.transaction_id == event.transaction_id,
+    )
+    existing = (connection.execute(select(transactions).where(*key))).first()
+    readings = register_wh(
+        [
+            Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit)
+            for r in (
+                connection.execute(
+                    select(meter_samples).where(
+                        meter_samples.c.station_id == event.station_id,
+                        meter_samples.c.transaction_id == event.transaction_id,
+                    )
+                )
+            ).all()
+        ]
+    )
+    values = {
+        "station_id": event.station_id,
+        "transaction_id": event.transaction_id,
+        "id_token": _first(existing, "id_token", event.id_token),
+        "evse_id": _first(existing, "evse_id", event.evse_id),
+        "connector_id": _first(existing, "connector_id", event.connector_id),
+        "started_at": event.timestamp
+        if event.event_type == "Started"
+        else _first(existing, "started_at", None),
+        "ended_at": event.timestamp
+        if event.event_type == "Ended"
+        else _first(existing, "ended_at", None),
+        "stopped_reason": event.stopped_reason or _first(existing, "stopped_reason", None),
+        "meter_start_wh": readings[0][1] if readings else None,
+        "meter_stop_wh": readings[-1][1] if readings else None,
+        "events": (existing.events if existing else 0) + 1,
+        "updated_at": event.received_at,
+    }
+    connection.execute(
+        upsert(connection.dialect, transactions, values).on_conflict_do_update(
+            index_elements=[transactions.c.station_id, transactions.c.transaction_id],
+            set_=values,
+        )
+    )
+
+
 def _first(existing: Row[Any] | None, column: str, new: Any) -> Any:
     """The value stored first wins; the event fills it only when it is still empty."""
     stored = getattr(existing, column) if existing is not None else None
     return stored if stored is not None else new
 
 
-async def _insert_samples(
-    connection: AsyncConnection,
+def _insert_samples(
+    connection: Connection,
     station_id: str,
     transaction_id: str | None,
     evse_id: int | None,
@@ -136,7 +141,7 @@ async def _insert_samples(
 ) -> None:
     if not samples:
         return
-    await connection.execute(
+    connection.execute(
         insert(meter_samples),
         [
             {

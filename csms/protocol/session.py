@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import ocpp.messages
 from ocpp.charge_point import remove_nones
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
@@ -34,6 +35,14 @@ from csms.services.transactions import TransactionService
 def ocpp_time(at: datetime) -> str:
     """RFC 3339 UTC with a Z, millisecond precision, as OCPP's dateTime wants it."""
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_inline() -> None:
+    """Validate OCPP payloads on the event loop (process-wide). The `ocpp` library hands
+    each validation to a thread pool by default: a thread hop per message, and on a busy
+    loop a wait for the GIL on the way back, for a check that takes tens of
+    microseconds with the validators it compiles once."""
+    ocpp.messages.ASYNC_VALIDATION = False
 
 
 KNOWN_ACTIONS = frozenset(a.value for a in Action)

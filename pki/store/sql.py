@@ -48,6 +48,7 @@ from pki.records import (
     TrustRole,
 )
 from pki.serials import serial_hex
+from pki.store.inline import Database
 from pki.store.rollovers import (
     end_rollover,
     insert_rollover,
@@ -149,6 +150,8 @@ async def open_store(url: str) -> SqlStore:
 class SqlStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.database = Database(engine)
+        """Units of work for the CSMS's stores (inline on SQLite)."""
         path = sqlite_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
         self._fast = SqliteFastPath(path, engine.dialect) if path else None
         self._pending: list[tuple[PendingWrite, asyncio.Future[AuditEntry]]] = []
@@ -163,6 +166,7 @@ class SqlStore:
             await self._flusher
         if self._fast is not None:
             self._fast.close()
+        self.database.close()
         await self._engine.dispose()
 
     @asynccontextmanager

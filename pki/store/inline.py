@@ -1,0 +1,112 @@
+"""Units of work on SQLite run on the event loop's thread.
+
+aiosqlite runs each statement in its own thread: a hop there and back per statement,
+and on a loop busy with sockets every hop back waits for the GIL. For the CSMS's small
+writes (a report, a transaction event with its samples, an outbox row) the hops cost
+far more than SQLite does: a local WAL transaction takes tens of microseconds. So on a
+file-backed SQLite database a unit of work -- a function of a synchronous SQLAlchemy
+Connection -- runs inline, in one BEGIN IMMEDIATE transaction, on a connection of its
+own with busy timeout 0. If another connection or process holds the write lock, or the
+call is not on the thread that opened the connection, it is not waited for here: the
+same function runs on the async engine instead (`AsyncConnection.run_sync`), which
+queues on the normal busy timeout. PostgreSQL always takes the async path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import SingletonThreadPool
+
+from pki.store.sqlite_fast import SQLITE_BUSY_CODES, sqlite_file
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
+
+
+class _Busy(Exception):
+    """The write lock is held elsewhere: take the async path."""
+
+
+def _busy(exc: OperationalError) -> bool:
+    original = exc.orig
+    code = getattr(original, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(original) or "busy" in str(original)
+    return (code & 0xFF) in SQLITE_BUSY_CODES
+
+
+def _inline_engine(path: str) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", poolclass=SingletonThreadPool, pool_size=1)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """The async engine, and (on a file SQLite database) the inline path beside it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        path = sqlite_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
+        self._inline = _inline_engine(path) if path else None
+        self._thread: int | None = None
+        self._fallback = asyncio.Lock()
+
+    async def write(self, work: Work[T]) -> T:
+        """``work`` in one transaction, committed before this returns."""
+        if self._inline is None or not self._on_loop_thread():
+            return await self._run_async(work)
+        if not self._fallback.locked():
+            try:
+                return self._run_inline(work)
+            except _Busy:
+                pass
+        # Busy: another process writes, or one of our own units waits on the async path
+        # holding the write lock. One at a time on that path; each first tries inline
+        # again, since the lock is often free by the time its turn comes.
+        async with self._fallback:
+            try:
+                return self._run_inline(work)
+            except _Busy:
+                return await self._run_async(work)
+
+    async def _run_async(self, work: Work[T]) -> T:
+        async with self.engine.begin() as connection:
+            return await connection.run_sync(work)
+
+    def _on_loop_thread(self) -> bool:
+        current = threading.get_ident()
+        if self._thread is None:
+            self._thread = current
+        return self._thread == current
+
+    def _run_inline(self, work: Work[T]) -> T:
+        assert self._inline is not None
+        try:
+            with self._inline.begin() as connection:
+                return work(connection)
+        except OperationalError as exc:
+            if _busy(exc):
+                raise _Busy from None  # rolled back by the context manager
+            raise
+
+    def close(self) -> None:
+        if self._inline is not None:
+            self._inline.dispose()
