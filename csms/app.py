@@ -214,7 +214,7 @@ def _build(
     ca = CertificateAuthority(
         store=store, keys=keys, policy=policy, clock=clock, identity=config.identity()
     )
-    outbox = Outbox(SqlOutboxStore(store.engine), clock)
+    outbox = Outbox(SqlOutboxStore(store.database), clock)
     alerts = Alerts(SqlAlertStore(store.engine), clock)
     settings = RenewalSettings(**config.renewal)
     trust = TrustService(store, clock)
@@ -236,14 +236,14 @@ def _build(
     inventory = CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known)
     return App(
         home, config, policy, store, clock, ca, stations, passphrase,
-        SqlSessionStore(store.engine),
+        SqlSessionStore(store.database),
         TokenService(SqlTokenStore(store.engine), store, clock),
         TransactionService(SqlTransactionStore(store.database), clock),
         ReportService(SqlReportStore(store.database), clock),
         outbox,
         trust,
         RenewalService(
-            SqlRenewalStore(store.engine), ca, outbox, clock, alerts, stations, revocations,
+            SqlRenewalStore(store.database), ca, outbox, clock, alerts, stations, revocations,
             settings,
         ),
         alerts,
@@ -251,7 +251,7 @@ def _build(
         revocations,
         RolloverCampaign(
             SqlCampaignStore(store.engine), RootRollover(ca), outbox, clock, store,
-            SqlSessionStore(store.engine), inventory,
+            SqlSessionStore(store.database), inventory,
         ),
         OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity,
                     SqlResponseLog(store.engine)),

@@ -9,40 +9,43 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import outbox
 from csms.domain.outbox import CallState
 from csms.services.outbox import OutboxItem
+from pki.store.inline import Database
 
 
 class SqlOutboxStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """The delivery path (add, oldest queued, move) runs as units of work: inline on
+    SQLite."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def add(self, station_id: str, action: str, payload: str, at: datetime) -> int:
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                insert(outbox)
-                .values(
-                    station_id=station_id, action=action, payload=payload,
-                    state=CallState.QUEUED.value, attempts=0, created_at=at,
-                )
-                .returning(outbox.c.id)
-            )  # fmt: skip
-            item_id: int = result.scalar_one()
+        statement = (
+            insert(outbox)
+            .values(
+                station_id=station_id, action=action, payload=payload,
+                state=CallState.QUEUED.value, attempts=0, created_at=at,
+            )
+            .returning(outbox.c.id)
+        )  # fmt: skip
+        item_id: int = await self._database.write(
+            lambda connection: connection.execute(statement).scalar_one()
+        )
         return item_id
 
     async def oldest_queued(self, station_id: str) -> OutboxItem | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(outbox)
-                    .where(outbox.c.station_id == station_id, outbox.c.state == CallState.QUEUED)
-                    .order_by(outbox.c.id)
-                    .limit(1)
-                )
-            ).first()
+        statement = (
+            select(outbox)
+            .where(outbox.c.station_id == station_id, outbox.c.state == CallState.QUEUED)
+            .order_by(outbox.c.id)
+            .limit(1)
+        )
+        row = await self._database.read(lambda connection: connection.execute(statement).first())
         return _item(row) if row else None
 
     async def move(
@@ -60,13 +63,15 @@ class SqlOutboxStore:
             values.update(sent_at=at, attempts=outbox.c.attempts + 1)
         elif to_state is not CallState.QUEUED:
             values.update(finished_at=at, response=response, error=error)
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(outbox)
-                .where(outbox.c.id == item_id, outbox.c.state == from_state.value)
-                .values(values)
-            )
-        return bool(result.rowcount)
+        statement = (
+            update(outbox)
+            .where(outbox.c.id == item_id, outbox.c.state == from_state.value)
+            .values(values)
+        )
+        moved: int = await self._database.write(
+            lambda connection: connection.execute(statement).rowcount
+        )
+        return bool(moved)
 
     async def stations_with_queued(self, station_ids: Sequence[str]) -> list[str]:
         found: list[str] = []

@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import renewals
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
 from csms.services.renewals import Renewal
+from pki.store.inline import Database
 
 
 def _slot(station_id: str, kind: CertificateKind) -> str:
@@ -21,8 +21,11 @@ def _slot(station_id: str, kind: CertificateKind) -> str:
 
 
 class SqlRenewalStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """Each step of a renewal is a unit of work: inline on SQLite."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None:
         return await self._one(renewals.c.open_slot == _slot(station_id, kind))
@@ -37,18 +40,19 @@ class SqlRenewalStore:
         old_serial: str | None,
         at: datetime,
     ) -> Renewal | None:
+        statement = (
+            insert(renewals)
+            .values(
+                station_id=station_id, kind=kind.value, state=state.value,
+                open_slot=_slot(station_id, kind), old_serial=old_serial,
+                requested_by=requested_by, created_at=at, updated_at=at,
+            )
+            .returning(renewals.c.id)
+        )  # fmt: skip
         try:
-            async with self._engine.begin() as connection:
-                result = await connection.execute(
-                    insert(renewals)
-                    .values(
-                        station_id=station_id, kind=kind.value, state=state.value,
-                        open_slot=_slot(station_id, kind), old_serial=old_serial,
-                        requested_by=requested_by, created_at=at, updated_at=at,
-                    )
-                    .returning(renewals.c.id)
-                )  # fmt: skip
-                renewal_id: int = result.scalar_one()
+            renewal_id: int = await self._database.write(
+                lambda connection: connection.execute(statement).scalar_one()
+            )
         except IntegrityError:
             return None  # one is open already
         return await self.get(renewal_id)
@@ -60,19 +64,19 @@ class SqlRenewalStore:
         values: dict[str, Any] = {"state": to_state.value, "updated_at": at, **fields}
         if to_state in ENDED:
             values["open_slot"] = None
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(renewals)
-                .where(renewals.c.id == renewal_id, renewals.c.state == from_state.value)
-                .values(values)
-            )
-        return bool(result.rowcount)
+        statement = (
+            update(renewals)
+            .where(renewals.c.id == renewal_id, renewals.c.state == from_state.value)
+            .values(values)
+        )
+        moved: int = await self._database.write(
+            lambda connection: connection.execute(statement).rowcount
+        )
+        return bool(moved)
 
     async def set_outbox_id(self, renewal_id: int, outbox_id: int) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(renewals).where(renewals.c.id == renewal_id).values(outbox_id=outbox_id)
-            )
+        statement = update(renewals).where(renewals.c.id == renewal_id).values(outbox_id=outbox_id)
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def get(self, renewal_id: int) -> Renewal:
         found = await self._one(renewals.c.id == renewal_id)
@@ -152,8 +156,8 @@ class SqlRenewalStore:
         return [_renewal(r) for r in reversed(rows)]
 
     async def _one(self, condition: Any) -> Renewal | None:
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(select(renewals).where(condition))).first()
+        statement = select(renewals).where(condition)
+        row = await self._database.read(lambda connection: connection.execute(statement).first())
         return _renewal(row) if row else None
 
 

@@ -6,40 +6,42 @@ from dataclasses import asdict
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import station_sessions
 from csms.services.sessions import SessionRecord
+from pki.store.inline import Database
 from pki.store.sql import upsert
 
 
 class SqlSessionStore:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    """Connections, disconnections and sightings are units of work: inline on SQLite."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def save(self, record: SessionRecord) -> None:
         values = asdict(record)
         statement = upsert(self._engine.dialect, station_sessions, values).on_conflict_do_update(
             index_elements=[station_sessions.c.station_id], set_=values
         )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def seen(self, station_id: str, at: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(station_sessions)
-                .where(station_sessions.c.station_id == station_id)
-                .values(last_seen=at)
-            )
+        statement = (
+            update(station_sessions)
+            .where(station_sessions.c.station_id == station_id)
+            .values(last_seen=at)
+        )
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def offline(self, station_id: str, at: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(station_sessions)
-                .where(station_sessions.c.station_id == station_id)
-                .values(online=False, last_seen=at)
-            )
+        statement = (
+            update(station_sessions)
+            .where(station_sessions.c.station_id == station_id)
+            .values(online=False, last_seen=at)
+        )
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def all_offline(self, at: datetime) -> None:
         async with self._engine.begin() as connection:

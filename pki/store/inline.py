@@ -28,6 +28,7 @@ from sqlalchemy.pool import SingletonThreadPool
 from pki.store.sqlite_fast import SQLITE_BUSY_CODES, sqlite_file
 
 T = TypeVar("T")
+READ_ONLY = "pkictl.read_only"
 Work = Callable[[Connection], T]
 
 
@@ -54,7 +55,9 @@ def _inline_engine(path: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # a unit that writes takes the write lock at once (never a lock upgrade half
+        # way); a read only snapshots
+        connection.exec_driver_sql("BEGIN" if connection.info.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -86,6 +89,19 @@ class Database:
                 return self._run_inline(work)
             except _Busy:
                 return await self._run_async(work)
+
+    async def read(self, work: Work[T]) -> T:
+        """``work``, which only reads, on one snapshot (inline on SQLite: WAL readers
+        never wait for writers)."""
+        if self._inline is None or not self._on_loop_thread():
+            async with self.engine.connect() as connection:
+                return await connection.run_sync(work)
+        with self._inline.connect() as connection:
+            connection.info[READ_ONLY] = True
+            try:
+                return work(connection)
+            finally:
+                connection.info.pop(READ_ONLY, None)
 
     async def _run_async(self, work: Work[T]) -> T:
         async with self.engine.begin() as connection:

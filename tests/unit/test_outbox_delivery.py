@@ -24,7 +24,7 @@ STATION = "CS001"
 
 @pytest.fixture
 async def outbox(sqlite_store: SqlStore, clock: FixedClock) -> Outbox:
-    return Outbox(SqlOutboxStore(sqlite_store.engine), clock, response_timeout=5.0)
+    return Outbox(SqlOutboxStore(sqlite_store.database), clock, response_timeout=5.0)
 
 
 class Station:

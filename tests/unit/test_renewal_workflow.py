@@ -70,8 +70,9 @@ def renewal_service(
     ca: CertificateAuthority, clock: FixedClock, settings: RenewalSettings | None = None
 ) -> RenewalService:
     engine = ca.store.engine  # type: ignore[attr-defined]
+    database = ca.store.database  # type: ignore[attr-defined]
     return RenewalService(
-        SqlRenewalStore(engine), ca, Outbox(SqlOutboxStore(engine), clock), clock,
+        SqlRenewalStore(database), ca, Outbox(SqlOutboxStore(database), clock), clock,
         Alerts(SqlAlertStore(engine), clock), StationService(ca.store, clock),
         Revocations(ca, lambda relative, _: Path(relative)),  # CRL files: not under test here
         settings or RenewalSettings(jitter_s=0),
@@ -258,7 +259,7 @@ async def test_a_reconnection_racing_the_answer_still_confirms(
     ca: CertificateAuthority, clock: FixedClock
 ) -> None:
     service = renewal_service(ca, clock)
-    racing = dataclasses.replace(service, store=RacingStore(ca.store.engine))  # type: ignore[attr-defined]
+    racing = dataclasses.replace(service, store=RacingStore(ca.store.database))  # type: ignore[attr-defined]
     renewal = await racing.store.create(
         STATION, CertificateKind.STATION, S.SIGNED,
         requested_by="test", old_serial=None, at=clock.now(),
