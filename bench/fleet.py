@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench.plot import line_chart
 from csms.app import default_policy_text, initialize_home, open_app
 from csms.home import HomeConfig
 
@@ -188,7 +189,7 @@ async def connect_and_boot(port: int, station_id: str, context: ssl.SSLContext) 
     return connection
 
 
-async def idle(fleet: Fleet) -> dict[str, Any]:
+async def idle(fleet: Fleet, plot: Path | None = None) -> dict[str, Any]:
     async with pkictl_serve(fleet) as (process, port):
         warm = [await connect_and_boot(port, s, c) for s, c in fleet.identities[:20]]
         for connection in warm:
@@ -196,16 +197,24 @@ async def idle(fleet: Fleet) -> dict[str, Any]:
         await asyncio.sleep(1)
         before = rss_kib(process.pid)
         connections = []
+        curve = [(0, before)]
         started = time.perf_counter()
         for start in range(0, len(fleet.identities), 50):
             batch = fleet.identities[start : start + 50]
             connections += await asyncio.gather(*(connect_and_boot(port, s, c) for s, c in batch))
+            curve.append((len(connections), rss_kib(process.pid)))
         elapsed = time.perf_counter() - started
         await asyncio.sleep(2)
         after = rss_kib(process.pid)
         for connection in connections:
             await connection.close()
     per_connection = (after - before) / len(connections)
+    if plot is not None:
+        line_chart(
+            plot, [n for n, _ in curve], [(kib - before) / 1024 for _, kib in curve],
+            title="pkictl serve: memory of idle mutual-TLS stations",
+            xlabel="stations connected (TLS 1.3, booted)", ylabel="server RSS growth (MiB)",
+        )  # fmt: skip
     return {
         "bench": "fleet.idle",
         "stations": len(connections),
@@ -441,6 +450,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per rate round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rate rounds")
     parser.add_argument("--concurrency", type=int, default=8, help="clients in the rate rounds")
+    parser.add_argument("--plot", type=Path, help="idle: write a PNG of memory vs connections")
     args = parser.parse_args(argv)
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
@@ -452,7 +462,7 @@ async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]
     fleet = await build_fleet(directory, args.stations)
     results = []
     if args.scenario in ("idle", "all"):
-        results.append(await idle(fleet))
+        results.append(await idle(fleet, args.plot))
         print(json.dumps(results[-1]), flush=True)
     if args.scenario in ("handshakes", "all"):
         results.append(await handshakes(fleet, args.duration, args.concurrency, args.rounds))

@@ -42,6 +42,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
 from bench.fleet import _csr, build_fleet, log, pkictl_serve
+from bench.plot import line_chart
 from csms.app import open_app
 
 TARGET_S_PER_10K = 180.0
@@ -227,6 +228,13 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             await asyncio.wait_for(worker.wait(), 30)
     exactly_once = await _confirmed_once(fleet.home, args.stations)
     projected = elapsed * 10_000 / args.stations
+    if args.plot:
+        confirmed = sorted(at - started for at, _ in results)
+        line_chart(
+            args.plot, confirmed, range(1, len(confirmed) + 1),
+            title=f"Renewal campaign: {args.stations} mTLS stations, one 2-core machine",
+            xlabel="seconds since `pkictl renew`", ylabel="stations confirmed",
+        )  # fmt: skip
     return {
         "bench": "renewal.campaign",
         "stations": args.stations,
@@ -256,6 +264,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument("--timeout", type=float, default=600, help="seconds, per phase")
+    parser.add_argument("--plot", type=Path, help="write a PNG of stations confirmed over time")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # PORT FILE TIMEOUT
     args = parser.parse_args(argv)
     if args.stations < 1 or args.workers < 1 or args.timeout <= 0:
