@@ -150,7 +150,7 @@ async def _worker(job: WorkerJob) -> None:
         return at, max(0.0, client.delivered - client.sign_answered)
 
     confirmed = await asyncio.gather(*(renew(*c) for c in connected))
-    print(json.dumps({"done": confirmed}), flush=True)
+    print(json.dumps({"done": confirmed, "cpu_s": time.process_time()}), flush=True)
 
 
 async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
@@ -163,11 +163,15 @@ async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
 
 
 async def _line(worker: asyncio.subprocess.Process, key: str, timeout_s: float) -> Any:
+    return (await _message(worker, key, timeout_s))[key]
+
+
+async def _message(worker: asyncio.subprocess.Process, key: str, timeout_s: float) -> Any:
     assert worker.stdout is not None
     line = await asyncio.wait_for(worker.stdout.readline(), timeout_s)
     if not line:
         raise RuntimeError(f"a client worker exited before {key!r}")
-    return json.loads(line)[key]
+    return json.loads(line)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -218,12 +222,15 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         started = time.time()
         await _renew_all(fleet.home, station_ids)
         results: list[tuple[float, float]] = []
+        clients_after = 0.0  # each worker says its own: it may be gone once it has
         for worker in workers:
-            results += await _line(worker, "done", args.timeout)
+            done = await _message(worker, "done", args.timeout)
+            results += done["done"]
+            clients_after += done["cpu_s"]
         elapsed = max(at for at, _ in results) - started
         delivery = sorted(seconds for _, seconds in results)
         cpu = _cpu_seconds(process.pid) - cpu_before
-        clients_cpu = sum(_cpu_seconds(w.pid) for w in workers) - clients_before
+        clients_cpu = clients_after - clients_before
         for worker in workers:
             await asyncio.wait_for(worker.wait(), 30)
     exactly_once = await _confirmed_once(fleet.home, args.stations)
