@@ -29,6 +29,7 @@ from pki.store.sqlite_fast import SQLITE_BUSY_CODES, sqlite_file
 
 T = TypeVar("T")
 READ_ONLY = "pkictl.read_only"
+RETRY_PAUSES_S = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016)
 Work = Callable[[Connection], T]
 
 
@@ -76,14 +77,19 @@ class Database:
         """``work`` in one transaction, committed before this returns."""
         if self._inline is None or not self._on_loop_thread():
             return await self._run_async(work)
-        if not self._fallback.locked():
+        # Busy: another process writes (its transactions are short: the CLI's are units
+        # of work too), or one of our own units holds the lock on the async path. Try
+        # again after short pauses on the loop, then queue for the async path, one at a
+        # time, each trying inline once more when its turn comes.
+        for pause in RETRY_PAUSES_S:
+            if pause:
+                await asyncio.sleep(pause)
+            if self._fallback.locked():
+                continue
             try:
                 return self._run_inline(work)
             except _Busy:
                 pass
-        # Busy: another process writes, or one of our own units waits on the async path
-        # holding the write lock. One at a time on that path; each first tries inline
-        # again, since the lock is often free by the time its turn comes.
         async with self._fallback:
             try:
                 return self._run_inline(work)
