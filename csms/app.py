@@ -254,7 +254,7 @@ def _build(
             SqlSessionStore(store.database), inventory,
         ),
         OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity,
-                    SqlResponseLog(store.engine)),
+                    SqlResponseLog(store.database)),
     )  # fmt: skip
 
 

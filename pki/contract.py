@@ -30,7 +30,6 @@ from cryptography.x509.verification import (
 )
 
 MAX_BELOW_ROOT = 3  # contract certificate and up to two MO sub-CAs
-MAX_CHAIN_PEM = 5500 * 2  # OCPP AuthorizeRequest.certificate: string[0..5500] (+ slack)
 _SEPARATORS = re.compile(r"[-*\s]")
 
 
@@ -75,7 +74,7 @@ def check_contract(
         x509.BasicConstraints, Criticality.AGNOSTIC, None
     )
     verifier = (
-        PolicyBuilder().store(Store(roots)).time(now).max_chain_depth(MAX_BELOW_ROOT)
+        PolicyBuilder().store(Store(roots)).time(now).max_chain_depth(MAX_BELOW_ROOT - 1)
         .extension_policies(ca_policy=ca_policy, ee_policy=ExtensionPolicy.permit_all())
         .build_client_verifier()
     )  # fmt: skip
@@ -115,11 +114,23 @@ def _iso15118_problem(
     below_root = 1 + sum(1 for c in intermediates if c.subject != c.issuer)  # a root may come
     if below_root > MAX_BELOW_ROOT:
         return f"{below_root} certificates below the root; at most {MAX_BELOW_ROOT}"
-    key = leaf.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-        return "the contract certificate's key is not P-256 (ISO 15118-2)"
-    if leaf.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
-        return "the contract certificate is not signed with ECDSA/SHA-256 (ISO 15118-2)"
+    for certificate in (leaf, *intermediates):
+        key = certificate.public_key()
+        name = certificate.subject.rfc4514_string()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+            return f"{name}: the key is not P-256 (ISO 15118-2)"
+        if certificate.signature_algorithm_oid != SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+            return f"{name}: not signed with ECDSA/SHA-256 (ISO 15118-2)"
+    return _leaf_problem(leaf, emaid)
+
+
+def _leaf_problem(leaf: x509.Certificate, emaid: str) -> str | None:
+    try:
+        is_ca = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca:
+        return "the contract certificate is a CA certificate"
     dc = [str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.DOMAIN_COMPONENT)]
     if "MO" not in dc:
         return "the contract certificate's subject has no DC=MO"

@@ -32,6 +32,8 @@ CERT_ID_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 }  # fmt: skip
 MAX_REQUEST_BYTES = 8192
 CLOCK_SKEW = timedelta(minutes=5)
+MAX_AGE_WITHOUT_NEXT_UPDATE = timedelta(hours=24)
+MAX_SERIAL_OCTETS = 20  # RFC 5280 4.1.2.2: no serial we answer for is longer
 
 
 class CertState(StrEnum):
@@ -76,6 +78,8 @@ def parse_request(der: bytes) -> Query:
         raise MalformedRequest(str(exc)) from None
     if algorithm not in CERT_ID_HASHES:
         raise MalformedRequest(f"CertID hash {algorithm} is not supported")
+    if not 0 < request.serial_number < 1 << (8 * MAX_SERIAL_OCTETS):
+        raise MalformedRequest("the serial number is not a positive number of at most 20 octets")
     return Query(algorithm, request.issuer_name_hash, request.issuer_key_hash,
                  request.serial_number, nonce)  # fmt: skip
 
@@ -163,27 +167,37 @@ def verified_status(
         raise UnusableResponse(f"not an OCSP response: {exc}") from None
     if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise UnusableResponse(f"the responder said {response.response_status.name}")
-    algorithm = response.hash_algorithm.name
-    expected = next(c for c in Responder.cert_ids_of(issuer) if c[0] == algorithm)
-    if (response.serial_number, response.issuer_name_hash, response.issuer_key_hash) != (
-        certificate.serial_number,
-        expected[1],
-        expected[2],
-    ):
+    try:
+        (single,) = list(response.responses)
+    except ValueError:
+        raise UnusableResponse("the response is not about exactly one certificate") from None
+    expected = [c for c in Responder.cert_ids_of(issuer) if c[0] == single.hash_algorithm.name]
+    about = (single.serial_number, single.issuer_name_hash, single.issuer_key_hash)
+    if not expected or about != (certificate.serial_number, *expected[0][1:]):
         raise UnusableResponse("the response is about another certificate")
-    _check_signer(response, issuer)
-    if response.this_update_utc > now + CLOCK_SKEW or (
-        response.next_update_utc is not None and response.next_update_utc <= now
-    ):
+    _check_signer(response, issuer, now)
+    if not current(single.this_update_utc, single.next_update_utc, now):
         raise UnusableResponse("the response is not current")
-    state = CertState[response.certificate_status.name]
-    reason = response.revocation_reason.value if response.revocation_reason else None
-    return Status(state, response.revocation_time_utc, reason)
+    state = CertState[single.certificate_status.name]
+    reason = single.revocation_reason.value if single.revocation_reason else None
+    return Status(state, single.revocation_time_utc, reason)
 
 
-def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> None:
+def current(this_update: datetime, next_update: datetime | None, now: datetime) -> bool:
+    """Not from the future, not past its nextUpdate, and without one not older than
+    MAX_AGE_WITHOUT_NEXT_UPDATE."""
+    if this_update > now + CLOCK_SKEW:
+        return False
+    if next_update is None:
+        return now - this_update <= MAX_AGE_WITHOUT_NEXT_UPDATE
+    return now < next_update
+
+
+def _check_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) -> None:
     signers = [issuer]
     for delegated in response.certificates:
+        if not delegated.not_valid_before_utc <= now < delegated.not_valid_after_utc:
+            continue
         try:
             delegated.verify_directly_issued_by(issuer)
             usage = delegated.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value

@@ -7,10 +7,10 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import ocsp_responses
 from csms.services.ocsp import LoggedResponse
+from pki.store.inline import Database
 from pki.store.sql import upsert
 
 TABLE = ocsp_responses
@@ -22,31 +22,27 @@ def _response(row: Row[Any]) -> LoggedResponse:
 
 
 class SqlResponseLog:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.engine
 
     async def keep(self, response: LoggedResponse) -> None:
         values = asdict(response)
         statement = upsert(self._engine.dialect, TABLE, values).on_conflict_do_update(
             index_elements=list(KEY), set_={k: v for k, v in values.items() if k not in KEY}
         )
-        async with self._engine.begin() as connection:
-            await connection.execute(statement)
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def get(
         self, algorithm: str, issuer_name_hash: str, issuer_key_hash: str, serial_hex: str
     ) -> LoggedResponse | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(TABLE).where(
-                        TABLE.c.algorithm == algorithm,
-                        TABLE.c.issuer_name_hash == issuer_name_hash,
-                        TABLE.c.issuer_key_hash == issuer_key_hash,
-                        TABLE.c.serial_hex == serial_hex,
-                    )
-                )
-            ).first()
+        statement = select(TABLE).where(
+            TABLE.c.algorithm == algorithm,
+            TABLE.c.issuer_name_hash == issuer_name_hash,
+            TABLE.c.issuer_key_hash == issuer_key_hash,
+            TABLE.c.serial_hex == serial_hex,
+        )
+        row = await self._database.read(lambda connection: connection.execute(statement).first())
         return _response(row) if row else None
 
     async def list(self, limit: int) -> list[LoggedResponse]:

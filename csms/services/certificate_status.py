@@ -13,25 +13,30 @@ status` lists them).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
+from csms.services.inventory import hash_data_of
 from csms.services.ocsp import ResponseLog, logged
 from pki.clock import Clock
 from pki.hashdata import HASH_ALGORITHMS, CertificateHashData
-from pki.ocsp import CERT_ID_HASHES, Query
+from pki.ocsp import CERT_ID_HASHES, Query, current
 from pki.serials import serial_hex
 
 LOG = logging.getLogger("pkictl.ocsp")
 MAX_URL = 512  # OCPP OCSPRequestDataType.responderURL
+MAX_RESULT_DER = 5500 * 3 // 4  # OCPP ocspResult: base64, at most 5500 characters
 
 
 class OcspFetchError(Exception):
@@ -67,12 +72,34 @@ def _failed(reason_code: str, detail: str) -> StatusAnswer:
     return StatusAnswer(None, reason_code, detail)
 
 
-def _special_address(host: str) -> bool:
+def _http_target(url: str) -> tuple[str, int] | str:
+    """(host, port) of an http(s) URL, or why it is not one."""
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
     except ValueError:
-        return host.lower() in ("localhost", "localhost.localdomain")
-    return not address.is_global or address.is_multicast
+        return f"responderURL {url!r}: not a URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"responderURL {url!r}: not an http(s) URL"
+    return host, port or (443 if parts.scheme == "https" else 80)
+
+
+def _special(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+async def _resolves_to_special(host: str, port: int) -> bool:
+    """True if ``host`` is, or resolves to, any address outside the global unicast
+    space (private, loopback, link-local, the metadata address ...), in any spelling
+    ("2130706433", "0x7f.1", "[::ffff:10.0.0.1]"), or does not resolve at all."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return True
+    return not infos or any(_special(str(info[4][0])) for info in infos)
 
 
 @dataclass
@@ -90,12 +117,7 @@ class CertificateStatusService:
         """``request_data``: OCPP OCSPRequestDataType as the `ocpp` library hands it over
         (snake_case)."""
         try:
-            data = CertificateHashData.from_ocpp({
-                "hashAlgorithm": request_data.get("hash_algorithm"),
-                "issuerNameHash": request_data.get("issuer_name_hash"),
-                "issuerKeyHash": request_data.get("issuer_key_hash"),
-                "serialNumber": request_data.get("serial_number"),
-            })  # fmt: skip
+            data = hash_data_of(request_data)
         except ValueError as exc:
             return _failed("InvalidHashData", str(exc))
         url = str(request_data.get("responder_url", "")).strip()
@@ -116,6 +138,7 @@ class CertificateStatusService:
         )  # fmt: skip
         if (
             kept is not None
+            and kept.responder == url  # another responder's word is not this one's
             and kept.next_update is not None
             and self.clock.now() < kept.next_update
         ):
@@ -134,7 +157,7 @@ class CertificateStatusService:
             der = await self.fetcher.fetch(url, request.public_bytes(Encoding.DER))
         except OcspFetchError as exc:
             return _failed("ResponderUnreachable", f"{url}: {exc}")
-        problem = _unusable(der, query)
+        problem = _unusable(der, query, self.clock.now())
         if problem is not None:
             return _failed("InvalidOcspResponse", f"{url}: {problem}")
         await self.log.keep(logged(query, url, der, self.clock.now()))
@@ -146,14 +169,14 @@ class CertificateStatusService:
             return f"responderURL {url[:64]!r}: empty or over {MAX_URL} characters"
         if url in self.configured:
             return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return f"responderURL {url!r}: not an http(s) URL"
-        if _special_address(parts.hostname):
-            return f"responderURL {url!r}: a private or special address, not configured"
+        target = _http_target(url)
+        if isinstance(target, str):
+            return target
         if url not in also_allowed and url not in await self.allowed():
             return (f"responderURL {url!r} is not the OCSP URL of a CA we trust, nor in "
                     "[ocsp] responders")  # fmt: skip
+        if await _resolves_to_special(*target):
+            return f"responderURL {url!r}: a private or special address, not configured"
         return None
 
 
@@ -164,18 +187,25 @@ def query_for(data: CertificateHashData) -> Query:
     )  # fmt: skip
 
 
-def _unusable(der: bytes, query: Query) -> str | None:
-    """Why the responder's answer cannot be handed on, or None."""
+def _unusable(der: bytes, query: Query, now: datetime) -> str | None:
+    """Why the responder's answer cannot be handed on, or None. (Its signature is for
+    whoever holds the issuer's certificate to check: the EV, or `pki.ocsp.verified_status`
+    on the contract path.)"""
+    if len(der) > MAX_RESULT_DER:
+        return f"{len(der)} bytes: over what OCPP's ocspResult can carry"
     try:
         response = ocsp.load_der_ocsp_response(der)
+        if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return f"responder said {response.response_status.name}"
+        (single,) = list(response.responses)
     except ValueError as exc:
-        return f"not an OCSP response: {exc}"
-    if response.response_status is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-        return f"responder said {response.response_status.name}"
-    if (response.serial_number, response.issuer_name_hash, response.issuer_key_hash) != (
+        return f"not an OCSP response about one certificate: {exc}"
+    if (single.serial_number, single.issuer_name_hash, single.issuer_key_hash) != (
         query.serial,
         query.issuer_name_hash,
         query.issuer_key_hash,
     ):
         return "the response is about another certificate"
+    if not current(single.this_update_utc, single.next_update_utc, now):
+        return "the response is not current"
     return None

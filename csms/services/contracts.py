@@ -27,10 +27,10 @@ from cryptography import x509
 from cryptography.x509 import ocsp
 
 from csms.services.certificate_status import StatusAnswer, query_for
+from csms.services.inventory import hash_data_of
 from csms.services.tokens import TokenStatus
 from pki.clock import Clock
 from pki.contract import ContractOutcome, check_contract
-from pki.hashdata import CertificateHashData
 from pki.ocsp import CertState, Query, Responder, UnusableResponse, ocsp_urls, verified_status
 
 LOG = logging.getLogger("pkictl.contracts")
@@ -115,12 +115,7 @@ class ContractAuthorizer:
             return ContractAnswer("NoCertificateAvailable", "Invalid", "no certificate given")
         for entry in entries:
             try:
-                data = CertificateHashData.from_ocpp({
-                    "hashAlgorithm": entry.get("hash_algorithm"),
-                    "issuerNameHash": entry.get("issuer_name_hash"),
-                    "issuerKeyHash": entry.get("issuer_key_hash"),
-                    "serialNumber": entry.get("serial_number"),
-                })  # fmt: skip
+                data = hash_data_of(entry)
             except ValueError as exc:
                 return ContractAnswer("CertChainError", "Invalid", f"hash data: {exc}")
             answer = await self.status.lookup(query_for(data), str(entry.get("responder_url", "")))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -71,7 +71,9 @@ _CAMEL = {
 _SNAKE = {camel: snake for snake, camel in _CAMEL.items()}
 
 
-def _hash_data(snake_case: dict[str, Any]) -> CertificateHashData:
+def hash_data_of(snake_case: Mapping[str, Any]) -> CertificateHashData:
+    """OCPP CertificateHashData as the `ocpp` library hands it over (snake_case); other
+    keys (a responderURL) are ignored. ValueError names what is wrong."""
     return CertificateHashData.from_ocpp({_CAMEL.get(k, k): v for k, v in snake_case.items()})
 
 
@@ -83,14 +85,14 @@ def installed_from_answer(
         return []  # NotFound: nothing of the types asked for is installed
     installed = []
     for chain in answer.get("certificate_hash_data_chain") or []:
-        own = _hash_data(chain["certificate_hash_data"])
+        own = hash_data_of(chain["certificate_hash_data"])
         children = chain.get("child_certificate_hash_data") or []
         installed.append(
             InstalledCertificate(
                 station_id,
                 chain["certificate_type"],
                 own,
-                tuple(_hash_data(c) for c in children),
+                tuple(hash_data_of(c) for c in children),
                 at,
             )
         )

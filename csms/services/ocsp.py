@@ -12,6 +12,7 @@ its own (the nonce is echoed), never a kept one.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,11 +22,20 @@ from cryptography.x509 import ocsp
 
 from pki.clock import Clock
 from pki.keys import KeyStore
-from pki.ocsp import MalformedRequest, Query, Responder, Status, parse_request, unsuccessful
+from pki.ocsp import (
+    CertState,
+    MalformedRequest,
+    Query,
+    Responder,
+    Status,
+    parse_request,
+    unsuccessful,
+)
 from pki.records import Authority, AuthorityRole
 from pki.serials import serial_hex
 
 LOG = logging.getLogger("pkictl.ocsp")
+MAX_KEPT = 200_000  # responses kept in memory, least recently served dropped first
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,6 @@ def logged(query: Query, responder: str, der: bytes, at: datetime) -> LoggedResp
 class KeptResponse:
     der: bytes
     status: Status
-    produced_at: datetime
     refresh_at: datetime
 
 
@@ -81,7 +90,7 @@ class OcspService:
     validity: timedelta
     log: ResponseLog
     _responders: dict[tuple[str, bytes, bytes], Responder] | None = field(default=None)
-    _kept: dict[tuple[str, str, int], KeptResponse] = field(default_factory=dict)
+    _kept: OrderedDict[tuple[str, str, int], KeptResponse] = field(default_factory=OrderedDict)
 
     def forget(self) -> None:
         """The authorities changed (a root rollover): find the responders again."""
@@ -115,8 +124,13 @@ class OcspService:
         if query.nonce is None and kept and kept.status == status and now < kept.refresh_at:
             return kept.der
         der = responder.respond(query, status, now, self.validity)
-        if query.nonce is None:
-            self._kept[key] = KeptResponse(der, status, now, now + self.validity / 2)
+        # Kept (and logged) only for certificates we issued: anyone can ask about any
+        # number of serials, and an "unknown" is cheap to sign again.
+        if query.nonce is None and status.state is not CertState.UNKNOWN:
+            self._kept[key] = KeptResponse(der, status, now + self.validity / 2)
+            self._kept.move_to_end(key)
+            if len(self._kept) > MAX_KEPT:
+                self._kept.popitem(last=False)
             await self.log.keep(logged(query, f"ca:{responder.ca_name}", der, now))
         return der
 

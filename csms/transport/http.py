@@ -59,10 +59,13 @@ class HttpServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY_BYTES)
         while True:
-            request, body = await self._read_request(connection, reader, writer)
+            async with asyncio.timeout(IDLE_TIMEOUT_S):  # the whole request, not each read
+                request, body = await self._read_request(connection, reader, writer)
             if request is None:
                 return
             reply = await self._reply(request, body)
+            if request.method == b"HEAD":  # the headers of the GET, no body
+                reply = Reply(reply.status, b"", reply.content_type, reply.headers)
             headers = [
                 ("Content-Type", reply.content_type),
                 ("Content-Length", str(len(reply.body))),
@@ -70,10 +73,11 @@ class HttpServer:
             ]
             writer.write(b"".join((  # one write: one segment for a small answer
                 connection.send(h11.Response(status_code=reply.status, headers=headers)) or b"",
-                connection.send(h11.Data(data=reply.body)) or b"",
+                connection.send(h11.Data(data=reply.body)) or b"" if reply.body else b"",
                 connection.send(h11.EndOfMessage()) or b"",
             )))  # fmt: skip
-            await writer.drain()
+            async with asyncio.timeout(IDLE_TIMEOUT_S):  # a client that never reads
+                await writer.drain()
             if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                 return
             connection.start_next_cycle()
@@ -87,9 +91,7 @@ class HttpServer:
         while True:
             event = connection.next_event()
             if event is h11.NEED_DATA:
-                async with asyncio.timeout(IDLE_TIMEOUT_S):
-                    data = await reader.read(READ_CHUNK)
-                connection.receive_data(data)
+                connection.receive_data(await reader.read(READ_CHUNK))
                 continue
             if isinstance(event, h11.Request):
                 request = event

@@ -23,7 +23,11 @@ _OPENER = urllib.request.build_opener(_NoRedirects)
 
 class HttpOcspFetcher:
     async def fetch(self, url: str, request_der: bytes) -> bytes:
-        return await asyncio.to_thread(self._fetch, url, request_der)
+        try:  # the whole exchange, not each socket operation
+            return await asyncio.wait_for(asyncio.to_thread(self._fetch, url, request_der),
+                                          TIMEOUT_S)  # fmt: skip
+        except TimeoutError:
+            raise OcspFetchError(f"no answer within {TIMEOUT_S:g} s") from None
 
     @staticmethod
     def _fetch(url: str, request_der: bytes) -> bytes:

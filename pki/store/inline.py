@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool
 
-from pki.store.sqlite_fast import SQLITE_BUSY_CODES, sqlite_file
+from pki.store.sqlite_fast import is_busy, sqlite_file
 
 T = TypeVar("T")
 READ_ONLY = "pkictl.read_only"
@@ -38,11 +38,7 @@ class _Busy(Exception):
 
 
 def _busy(exc: OperationalError) -> bool:
-    original = exc.orig
-    code = getattr(original, "sqlite_errorcode", None)
-    if code is None:
-        return "locked" in str(original) or "busy" in str(original)
-    return (code & 0xFF) in SQLITE_BUSY_CODES
+    return isinstance(exc.orig, sqlite3.OperationalError) and is_busy(exc.orig)
 
 
 def _inline_engine(path: str) -> Engine:
@@ -97,23 +93,29 @@ class Database:
                 return await self._run_async(work)
 
     async def read(self, work: Work[T]) -> T:
-        """``work``, which only reads, on one snapshot (inline on SQLite: WAL readers
-        never wait for writers)."""
-        if self._inline is None or not self._on_loop_thread():
-            async with self.engine.connect() as connection:
-                return await connection.run_sync(work)
-        with self._inline.connect() as connection:
-            connection.info[READ_ONLY] = True
+        """``work``, which only reads (inline on SQLite, one snapshot: WAL readers do
+        not wait for writers; on PostgreSQL, at its READ COMMITTED)."""
+        if self._inline is not None and self._on_loop_thread():
             try:
-                return work(connection)
-            finally:
-                connection.info.pop(READ_ONLY, None)
+                with self._inline.connect() as connection:
+                    connection.info[READ_ONLY] = True
+                    try:
+                        return work(connection)
+                    finally:
+                        connection.info.pop(READ_ONLY, None)
+            except OperationalError as exc:
+                if not _busy(exc):  # (a WAL reader waits only in rare recovery cases)
+                    raise
+        async with self.engine.connect() as connection:
+            return await connection.run_sync(work)
 
     async def _run_async(self, work: Work[T]) -> T:
         async with self.engine.begin() as connection:
             return await connection.run_sync(work)
 
     def _on_loop_thread(self) -> bool:
+        """The inline connection belongs to the first thread that used it -- the event
+        loop's, in `pkictl serve` and the CLI; a call from any other runs async."""
         current = threading.get_ident()
         if self._thread is None:
             self._thread = current

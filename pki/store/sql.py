@@ -626,13 +626,13 @@ class SqlStore:
             )
 
     async def latest_crl(self, issuer_ca: str) -> bytes | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    select(crls.c.der).where(crls.c.issuer_ca == issuer_ca)
-                    .order_by(crls.c.number.desc()).limit(1)
-                )
-            ).first()  # fmt: skip
+        statement = (
+            select(crls.c.der)
+            .where(crls.c.issuer_ca == issuer_ca)
+            .order_by(crls.c.number.desc())
+            .limit(1)
+        )
+        row = await self.database.read(lambda connection: connection.execute(statement).first())
         return row.der if row else None
 
     # --- audit and settings ---------------------------------------------------------

@@ -84,7 +84,8 @@ class Unavailable:
 UNAVAILABLE: Final = Unavailable()
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: the lock is held elsewhere."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is None:
         return "locked" in str(exc) or "busy" in str(exc)
@@ -182,7 +183,7 @@ class SqliteFastPath:
         try:
             return work(connection)
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return UNAVAILABLE
             raise
 
@@ -193,7 +194,7 @@ class SqliteFastPath:
         try:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return UNAVAILABLE
             raise
         try:
@@ -202,7 +203,7 @@ class SqliteFastPath:
         except BaseException as exc:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
                 return UNAVAILABLE
             raise
         return result

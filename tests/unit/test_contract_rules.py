@@ -1,5 +1,6 @@
 """The pure parts of contract validation and OCSP verification (pki.contract, pki.ocsp):
-ISO 15118-2 rules and what a relying party must check in a response."""
+ISO 15118-2 rules and what a relying party must check in a response; and which
+responder addresses GetCertificateStatus refuses to ask."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mo_pki import MoPki, certificate, pem
 
+from csms.services.certificate_status import CertificateStatusService
 from pki.contract import ContractOutcome, check_contract, normalized_emaid
 from pki.ocsp import CertState, Responder, UnusableResponse, verified_status
 
@@ -115,3 +117,33 @@ def test_a_response_is_relied_on_only_from_the_issuer_or_its_delegate(mo: MoPki)
     stale = response(mo, leaf, signer=(mo.sub2, mo.sub2_key), next_update=-timedelta(hours=1))
     with pytest.raises(UnusableResponse, match="not current"):
         verified_status(stale, leaf, mo.sub2, now())
+
+
+def test_a_ca_certificate_is_no_contract(mo: MoPki) -> None:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, EMAID),
+                      x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "MO")])  # fmt: skip
+    ca_leaf = certificate(name, ec.generate_private_key(ec.SECP256R1()),
+                          (mo.sub2, mo.sub2_key), ca=True)  # fmt: skip
+    check = check_contract(pem(ca_leaf, mo.sub2, mo.sub1), EMAID, [mo.root], now())
+    assert check.outcome is ContractOutcome.CERT_CHAIN_ERROR
+    assert "is a CA certificate" in check.reason
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://[::ffff:10.0.0.1]/",
+     "http://169.254.169.254/", "http://localhost/", "http://[::1/"],
+)  # fmt: skip
+async def test_responder_addresses_are_judged_after_resolution(url: str) -> None:
+    """Every spelling of a private or special address is refused (allow-listed or not)."""
+    service = CertificateStatusService(
+        local=None, fetcher=None, allowed=lambda: _allowed(url), configured=frozenset(),  # type: ignore[arg-type]
+        clock=None, log=None,  # type: ignore[arg-type]
+    )  # fmt: skip
+    refusal = await service._refusal(url, frozenset())
+    assert refusal is not None
+    assert "special address" in refusal or "not a URL" in refusal
+
+
+async def _allowed(url: str) -> frozenset[str]:
+    return frozenset({url})
