@@ -419,8 +419,7 @@ class SqlStore:
             .order_by(certificates.c.renew_after)
             .limit(limit)
         )  # served by ix_certificates_due (status, renew_after)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).all()
+        rows = await self.database.read(lambda connection: connection.execute(statement).all())
         return [to_certificate(r) for r in rows]
 
     async def find_certificates(self, query: CertificateQuery) -> list[CertificateRecord]:
@@ -435,8 +434,7 @@ class SqlStore:
             statement = statement.where(certificates.c.serial_hex == serial_hex(query.serial))
         if query.limit is not None:
             statement = statement.limit(query.limit)
-        async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).all()
+        rows = await self.database.read(lambda connection: connection.execute(statement).all())
         return [to_certificate(r) for r in rows]
 
     async def revocation_state(self, serial: int, issuer_name_hash: str) -> RevocationState | None:
