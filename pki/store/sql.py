@@ -185,21 +185,7 @@ class SqlStore:
     async def _append_many(
         self, connection: AsyncConnection, events: Sequence[tuple[AuditEvent, datetime]]
     ) -> list[AuditEntry]:
-        row = (
-            await connection.execute(
-                select(audit_head.c.seq, audit_head.c.hash)
-                .where(audit_head.c.id == 1)
-                .with_for_update()
-            )
-        ).one()
-        entries = seal_chain(events, AuditHead(row.seq, row.hash) if row.seq else None)
-        await connection.execute(insert(audit_log), [audit_values(e) for e in entries])
-        await connection.execute(
-            update(audit_head)
-            .where(audit_head.c.id == 1)
-            .values(seq=entries[-1].seq, hash=entries[-1].hash)
-        )
-        return entries
+        return await connection.run_sync(lambda sync: append_audit_entries(sync, events))
 
     # --- batched writes: certificates and audit entries -----------------------------
 
@@ -529,25 +515,24 @@ class SqlStore:
             certificates.c.serial_hex == record.serial_hex,
             certificates.c.issuer_name_hash == record.issuer_name_hash,
         )
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(select(certificates).where(*key).with_for_update())
-            ).first()
+
+        def work(connection: Connection) -> CertificateRecord:
+            row = connection.execute(select(certificates).where(*key).with_for_update()).first()
             if row is None:  # never seen: monitored from now on (a factory certificate)
                 observed = replace(record, first_seen=at, last_seen=at)
-                await connection.execute(
-                    insert(certificates).values(certificate_values(observed, at))
-                )
-                await self._append(connection, event, at)
+                connection.execute(insert(certificates).values(certificate_values(observed, at)))
+                append_audit_entries(connection, [(event, at)])
                 return observed
             stored = to_certificate(row)
             seen = replace(stored, first_seen=stored.first_seen or at, last_seen=at)
-            await connection.execute(
+            connection.execute(
                 update(certificates)
                 .where(*key)
                 .values(first_seen=seen.first_seen, last_seen=seen.last_seen)
             )
             return seen
+
+        return await self.database.write(work)  # at every handshake: inline on SQLite
 
     async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]:
         async with self._engine.connect() as connection:
@@ -679,6 +664,25 @@ class SqlStore:
             )
             if result.rowcount == 0:
                 await connection.execute(insert(settings).values(key=key, value=value))
+
+
+def append_audit_entries(
+    connection: Connection, events: Sequence[tuple[AuditEvent, datetime]]
+) -> list[AuditEntry]:
+    """Seal ``events`` onto the audit chain in the caller's transaction: the head row is
+    locked (FOR UPDATE on PostgreSQL; SQLite's writer holds the database) so that two
+    writers never extend the chain from the same head."""
+    row = connection.execute(
+        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+    ).one()
+    entries = seal_chain(events, AuditHead(row.seq, row.hash) if row.seq else None)
+    connection.execute(insert(audit_log), [audit_values(e) for e in entries])
+    connection.execute(
+        update(audit_head)
+        .where(audit_head.c.id == 1)
+        .values(seq=entries[-1].seq, hash=entries[-1].hash)
+    )
+    return entries
 
 
 def _conflict(batch: Sequence[PendingWrite]) -> ConflictError:
