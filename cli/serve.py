@@ -29,7 +29,8 @@ from csms.service import Listening, ServeOptions, serve, serve_options
 @click.option(
     "--http-port",
     type=click.IntRange(0, 65535),
-    help=f"HTTP port (/health) [default: {ServeOptions.http_port}]; 0: any free port.",
+    help=f"HTTP port: /health, /ocsp, /crl/NAME.crl [default: {ServeOptions.http_port}]; "
+    "0: any free port.",
 )
 @click.option(
     "--plain-port",

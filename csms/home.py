@@ -122,7 +122,7 @@ def render_config(config: HomeConfig) -> str:
         "# Defaults of `pkictl serve` (its options override them):",
         '# host = "0.0.0.0"',
         "# ocpp_port = 8443    # wss, mutual TLS (security profiles 2 and 3)",
-        "# http_port = 8080    # /health",
+        "# http_port = 8080    # /health, OCSP (/ocsp) and CRLs (/crl/NAME.crl)",
         "# plain_port = 8081   # ws:// for security profile 1 stations; off unless set",
     ]
     return "\n".join(lines) + "\n"
