@@ -1,0 +1,57 @@
+"""Units of work on SQLite (pki.store.inline.Database): inline on the loop, all or
+nothing, and -- while another connection holds the write lock -- still done, on the
+async path, once the lock is free."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from pki.store.schema import settings
+from pki.store.sql import SqlStore
+
+
+def put(key: str, value: str) -> Callable[[Connection], object]:
+    return lambda connection: connection.execute(insert(settings).values(key=key, value=value))
+
+
+def value_of(key: str) -> Callable[[Connection], str | None]:
+    return lambda connection: connection.execute(
+        select(settings.c.value).where(settings.c.key == key)
+    ).scalar_one_or_none()
+
+
+async def test_a_failing_unit_leaves_nothing(sqlite_store: SqlStore) -> None:
+    database = sqlite_store.database
+
+    def half_then_fail(connection: Connection) -> None:
+        connection.execute(insert(settings).values(key="half", value="written"))
+        connection.execute(insert(settings).values(key="half", value="again"))  # duplicate
+
+    with pytest.raises(IntegrityError):
+        await database.write(half_then_fail)
+    assert await database.read(value_of("half")) is None
+
+
+async def test_a_unit_waits_out_another_process_holding_the_write_lock(
+    sqlite_store: SqlStore,
+) -> None:
+    database = sqlite_store.database
+    path = sqlite_store.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)  # another process, as the CLI
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO settings (key, value) VALUES ('other', 'first')")
+    write = asyncio.create_task(database.write(put("mine", "second")))
+    await asyncio.sleep(0.2)
+    assert not write.done()  # not written past the lock, not failed either
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(write, 15)
+    assert await database.read(value_of("mine")) == "second"
+    assert await database.read(value_of("other")) == "first"
