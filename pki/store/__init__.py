@@ -115,8 +115,9 @@ class Store(Protocol):
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> CertificateRecord:
         """A station presented this certificate at ``at``: advance first/last seen of the
-        stored one, or store it as observed (with ``event``) if it is unknown. Returns
-        the stored record, whose status tells whether it was revoked."""
+        stored one (last seen to the minute: no write for a reconnection within one), or
+        store it as observed (with ``event``) if it is unknown. Returns the stored
+        record, read now, whose status tells whether it was revoked."""
         ...
 
     # trust anchors the operator adds

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_SIZE = 10
 SQLITE_POOL_SIZE = 1  # SQLite has one writer: more connections only contend and back off
+LAST_SEEN_RESOLUTION = timedelta(minutes=1)  # a certificate's last_seen, per handshake
 MAX_BATCH = 256  # rows per group commit: bounds one transaction's size and lock time
 
 
@@ -515,6 +516,13 @@ class SqlStore:
             certificates.c.serial_hex == record.serial_hex,
             certificates.c.issuer_name_hash == record.issuer_name_hash,
         )
+        found = await self.database.read(
+            lambda connection: connection.execute(select(certificates).where(*key)).first()
+        )
+        if found is not None:
+            stored = to_certificate(found)
+            if stored.last_seen is not None and at - stored.last_seen < LAST_SEEN_RESOLUTION:
+                return stored  # seen a moment ago (a reconnecting station): no write
 
         def work(connection: Connection) -> CertificateRecord:
             row = connection.execute(select(certificates).where(*key).with_for_update()).first()
