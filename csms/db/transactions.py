@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Connection, Row, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import meter_samples, transaction_events, transactions
-from csms.domain.metering import Sample, register_wh
+from csms.domain.metering import ENERGY_REGISTER, TO_WH, Sample, register_wh
 from csms.services.transactions import TransactionEventRecord, TransactionSummary
 from pki.store.inline import Database
 from pki.store.sql import upsert
@@ -87,18 +87,24 @@ def _update_summary(connection: Connection, event: TransactionEventRecord) -> No
         transactions.c.transaction_id == event.transaction_id,
     )
     existing = (connection.execute(select(transactions).where(*key))).first()
+    # The first and the last energy register reading, read as two rows (the database
+    # sorts): an event costs the same at the end of a long session as at its start.
+    register = select(meter_samples).where(
+        meter_samples.c.station_id == event.station_id,
+        meter_samples.c.transaction_id == event.transaction_id,
+        meter_samples.c.measurand == ENERGY_REGISTER,
+        meter_samples.c.phase.is_(None),
+        or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
+    )
+    ends = [
+        connection.execute(register.order_by(*order).limit(1)).first()
+        for order in (
+            (meter_samples.c.timestamp, meter_samples.c.value),
+            (meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()),
+        )
+    ]
     readings = register_wh(
-        [
-            Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit)
-            for r in (
-                connection.execute(
-                    select(meter_samples).where(
-                        meter_samples.c.station_id == event.station_id,
-                        meter_samples.c.transaction_id == event.transaction_id,
-                    )
-                )
-            ).all()
-        ]
+        [Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit) for r in ends if r]
     )
     values = {
         "station_id": event.station_id,
