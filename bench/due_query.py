@@ -17,13 +17,9 @@ Local only, bounded; the temporary database is removed at the end.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import insert, text
 
+from bench.fleet import run_in_scratch
 from csms.services.renewals import RenewalSettings
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 from pki.store.rows import certificate_values
@@ -135,14 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    directory = Path(tempfile.mkdtemp(prefix="pkictl-due-"))
-    try:
-        result = asyncio.run(run(args, directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(result), flush=True)
-    return 0 if result["pass"] else 1
+    return run_in_scratch(run, parse_args(argv), "pkictl-due-")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,21 @@ async def rate(
     return done / (time.perf_counter() - started)
 
 
+def run_in_scratch(
+    run: Callable[[argparse.Namespace, Path], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace, prefix: str,
+) -> int:  # fmt: skip
+    """Run a bench in a temporary directory removed afterwards; print its JSON line;
+    exit 0 if it met its target."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        result = asyncio.run(run(args, directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    print(json.dumps(result), flush=True)
+    return 0 if result["pass"] else 1
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

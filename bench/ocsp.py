@@ -22,11 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -36,7 +33,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from bench.fleet import PASSPHRASE, Fleet, build_fleet, free_port, log, pkictl_serve
+from bench.fleet import (
+    PASSPHRASE,
+    Fleet,
+    build_fleet,
+    free_port,
+    log,
+    pkictl_serve,
+    run_in_scratch,
+)
 
 TARGET = 2.0
 KEEP_ALIVE_REQUESTS = 50
@@ -212,14 +217,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    directory = Path(tempfile.mkdtemp(prefix="pkictl-ocsp-"))
-    try:
-        result = asyncio.run(run(args, directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(result), flush=True)
-    return 0 if result["pass"] else 1
+    return run_in_scratch(run, parse_args(argv), "pkictl-ocsp-")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,8 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import ssl
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from bench.fleet import _csr, build_fleet, log, pkictl_serve
+from bench.fleet import _csr, build_fleet, log, pkictl_serve, run_in_scratch
 from bench.plot import line_chart
 from csms.app import open_app
 
@@ -287,13 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         float(timeout_s))  # fmt: skip
         asyncio.run(_worker(job))
         return 0
-    directory = Path(tempfile.mkdtemp(prefix="pkictl-renewal-"))
-    try:
-        result = asyncio.run(campaign(args, directory))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-    print(json.dumps(result), flush=True)
-    return 0 if result["pass"] else 1
+    return run_in_scratch(campaign, args, "pkictl-renewal-")
 
 
 if __name__ == "__main__":

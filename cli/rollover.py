@@ -105,12 +105,17 @@ def rollover(ctx: Context, name: str, mode: str | None, force: bool, as_json: bo
                          "(the CSMSRootCertificate of stations)")  # fmt: skip
     if force and mode != "switch":
         raise InputError("--force: only with --switch")
-    {"switch": _switch, "abandon": _abandon, "retry": _retry}.get(mode or "", _start)(
-        ctx, as_json=as_json, force=force
-    )
+    if mode == "switch":
+        _switch(ctx, as_json=as_json, force=force)
+    elif mode == "abandon":
+        _abandon(ctx, as_json=as_json)
+    elif mode == "retry":
+        _retry(ctx, as_json=as_json)
+    else:
+        _start(ctx, as_json=as_json)
 
 
-def _start(ctx: Context, *, as_json: bool, force: bool) -> None:
+def _start(ctx: Context, *, as_json: bool) -> None:
     async def start(app: App) -> tuple[Rollover, int]:
         return await app.rollover.start(actor())
 
@@ -137,7 +142,7 @@ def _switch(ctx: Context, *, as_json: bool, force: bool) -> None:
          "`pkictl roots delete` when ready.")  # fmt: skip
 
 
-def _abandon(ctx: Context, *, as_json: bool, force: bool) -> None:
+def _abandon(ctx: Context, *, as_json: bool) -> None:
     abandoned = run_with_app(ctx, lambda app: app.rollover.rollovers.abandon(CSO_ROOT, actor()))
     view = rollover_view(abandoned)
     if as_json:
@@ -150,7 +155,7 @@ def _abandon(ctx: Context, *, as_json: bool, force: bool) -> None:
              "certificate).")  # fmt: skip
 
 
-def _retry(ctx: Context, *, as_json: bool, force: bool) -> None:
+def _retry(ctx: Context, *, as_json: bool) -> None:
     restarted = run_with_app(ctx, lambda app: app.rollover.retry())
     if as_json:
         emit_json({"restarted": restarted})

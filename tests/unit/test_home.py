@@ -51,16 +51,16 @@ def test_bad_serve_values_name_the_key(tmp_path: Path, table: str, message: str)
         load_config(write(tmp_path, table))
 
 
-def with_renewal(home: Path, keys: str) -> Path:
-    """The rendered config with ``keys`` in its (commented) [renewal] table."""
+def with_keys(home: Path, table: str, keys: str) -> Path:
+    """The rendered config with ``keys`` in its (commented) ``table``."""
     home.mkdir(exist_ok=True)
-    text = render_config(CONFIG).replace("[renewal]\n", "[renewal]\n" + keys)
+    text = render_config(CONFIG).replace(f"[{table}]\n", f"[{table}]\n" + keys)
     (home / "pkictl.toml").write_text(text, encoding="utf-8")
     return home
 
 
 def test_the_renewal_table_configures_the_daemon(tmp_path: Path) -> None:
-    config = load_config(with_renewal(tmp_path, "max_in_flight = 7\nretry_after_s = 60\n"))
+    config = load_config(with_keys(tmp_path, "renewal", "max_in_flight = 7\nretry_after_s = 60\n"))
     assert config.renewal == {"max_in_flight": 7, "retry_after_s": 60}
     assert RenewalSettings(**config.renewal) == RenewalSettings(max_in_flight=7, retry_after_s=60)
 
@@ -75,22 +75,17 @@ def test_the_renewal_table_configures_the_daemon(tmp_path: Path) -> None:
 )
 def test_bad_renewal_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
     with pytest.raises(HomeError, match=message):
-        load_config(with_renewal(tmp_path, table))
-
-
-def with_ocsp(home: Path, keys: str) -> Path:
-    home.mkdir(exist_ok=True)
-    text = render_config(CONFIG).replace("[ocsp]\n", "[ocsp]\n" + keys)
-    (home / "pkictl.toml").write_text(text, encoding="utf-8")
-    return home
+        load_config(with_keys(tmp_path, "renewal", table))
 
 
 def test_ocsp_responders_are_http_urls(tmp_path: Path) -> None:
-    config = load_config(with_ocsp(tmp_path / "a", 'responders = ["http://ocsp.mo.example/"]\n'))
+    config = load_config(
+        with_keys(tmp_path / "a", "ocsp", 'responders = ["http://ocsp.mo.example/"]\n')
+    )
     assert config.ocsp_responders == ("http://ocsp.mo.example/",)
     for keys, message in (
         ('responders = ["ftp://x/"]\n', "ocsp.responders: must be a list of http"),
         ('responder = ["http://x/"]\n', "ocsp: must be a table with only responders"),
     ):
         with pytest.raises(HomeError, match=message):
-            load_config(with_ocsp(tmp_path / "b", keys))
+            load_config(with_keys(tmp_path / "b", "ocsp", keys))
