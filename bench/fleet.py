@@ -168,6 +168,12 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 BOOT = json.dumps(
     [2, "b", "BootNotification",
      {"reason": "PowerUp", "chargingStation": {"model": "Bench", "vendorName": "pkictl"}}]

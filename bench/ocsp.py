@@ -26,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from bench.fleet import (
     PASSPHRASE,
     Fleet,
     build_fleet,
+    cpu_seconds,
     free_port,
     log,
     pkictl_serve,
@@ -95,7 +97,7 @@ async def openssl_responder(fleet: Fleet) -> Any:
             await asyncio.sleep(0.05)
         else:
             raise RuntimeError(f"openssl ocsp did not start: {log_file.read_text()}")
-        yield port
+        yield process.pid, port
     finally:
         if process.returncode is None:
             process.kill()
@@ -161,41 +163,64 @@ def _keep_alive(port: int, requests: list[bytes]) -> Callable[[int], Awaitable[i
     return many
 
 
+@dataclass
+class Side:
+    """One responder's rounds: responses/s, and responses per second of its own CPU."""
+
+    pid: int
+    rates: list[float] = field(default_factory=list)
+    per_cpu_s: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
+
+    async def round(self, one: Callable[[int], Awaitable[int]], args: argparse.Namespace) -> None:
+        cpu, started = cpu_seconds(self.pid), time.perf_counter()
+        rate = await _rate(one, args.duration, args.concurrency)
+        elapsed, used = time.perf_counter() - started, cpu_seconds(self.pid) - cpu
+        self.rates.append(rate)
+        self.per_cpu_s.append(rate * elapsed / max(used, 1e-9))
+        self.busy.append(used / elapsed)
+
+    def report(self) -> dict[str, list[float]]:
+        return {"per_s": [round(r, 1) for r in self.rates],
+                "per_cpu_s": [round(r, 1) for r in self.per_cpu_s],
+                "server_cpu_share": [round(b, 2) for b in self.busy]}  # fmt: skip
+
+
+def _median_ratio(ours: list[float], theirs: list[float]) -> float:
+    return round(statistics.median(o / t for o, t in zip(ours, theirs, strict=True)), 3)
+
+
 async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     log(f"setup: {args.certificates} station certificates in {directory}")
     fleet = await build_fleet(directory, args.certificates)
     requests = _requests(fleet)
     ports: dict[str, int] = {}
-    rates: dict[str, list[float]] = {"openssl": [], "pkictl": [], "pkictl_keep_alive": []}
-    async with pkictl_serve(fleet, ports), openssl_responder(fleet) as openssl_port:
+    async with (
+        pkictl_serve(fleet, ports) as (server, _),
+        openssl_responder(fleet) as (openssl_pid, openssl_port),
+    ):
         warm = _per_connection(ports["http"], requests)
         for index in range(len(requests)):  # each response signed once and kept
             await warm(index)
+        openssl, ours, ours_kept_alive = Side(openssl_pid), Side(server.pid), Side(server.pid)
         for round_ in range(args.rounds):
-            rates["openssl"].append(
-                await _rate(
-                    _per_connection(openssl_port, requests), args.duration, args.concurrency
-                )
-            )
-            rates["pkictl"].append(
-                await _rate(
-                    _per_connection(ports["http"], requests), args.duration, args.concurrency
-                )
-            )
-            rates["pkictl_keep_alive"].append(
-                await _rate(_keep_alive(ports["http"], requests), args.duration, args.concurrency)
-            )
-            log(f"round {round_ + 1}/{args.rounds}: "
-                + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()))  # fmt: skip
-    ratio = statistics.median(p / o for p, o in zip(rates["pkictl"], rates["openssl"], strict=True))
-    keep_alive_ratio = statistics.median(
-        p / o for p, o in zip(rates["pkictl_keep_alive"], rates["openssl"], strict=True)
-    )
+            await openssl.round(_per_connection(openssl_port, requests), args)
+            await ours.round(_per_connection(ports["http"], requests), args)
+            await ours_kept_alive.round(_keep_alive(ports["http"], requests), args)
+            log(f"round {round_ + 1}/{args.rounds}: openssl {openssl.rates[-1]:.0f}/s "
+                f"({openssl.busy[-1]:.0%} CPU), pkictl {ours.rates[-1]:.0f}/s "
+                f"({ours.busy[-1]:.0%}), keep-alive {ours_kept_alive.rates[-1]:.0f}/s "
+                f"({ours_kept_alive.busy[-1]:.0%})")  # fmt: skip
+    ratio = _median_ratio(ours.rates, openssl.rates)
     return {
         "bench": "ocsp.cached", "certificates": args.certificates,
         "concurrency": args.concurrency, "duration_s": args.duration, "rounds": args.rounds,
-        "per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-        "ratio": round(ratio, 3), "ratio_keep_alive": round(keep_alive_ratio, 3),
+        "openssl": openssl.report(), "pkictl": ours.report(),
+        "pkictl_keep_alive": ours_kept_alive.report(),
+        "ratio": ratio, "ratio_keep_alive": _median_ratio(ours_kept_alive.rates, openssl.rates),
+        "ratio_per_cpu_s": _median_ratio(ours.per_cpu_s, openssl.per_cpu_s),
+        "ratio_keep_alive_per_cpu_s": _median_ratio(ours_kept_alive.per_cpu_s,
+                                                    openssl.per_cpu_s),
         "target": TARGET, "pass": ratio >= TARGET,
     }  # fmt: skip
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import ssl
 import sys
 import time
@@ -39,7 +38,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from bench.fleet import _csr, build_fleet, log, pkictl_serve, run_in_scratch
+from bench.fleet import _csr, build_fleet, cpu_seconds, log, pkictl_serve, run_in_scratch
 from bench.plot import line_chart
 from csms.app import open_app
 
@@ -172,11 +171,6 @@ async def _message(worker: asyncio.subprocess.Process, key: str, timeout_s: floa
     return json.loads(line)
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _renew_all(home: Path, station_ids: list[str]) -> None:
     pkictl = Path(sys.executable).parent / "pkictl"
     process = await asyncio.create_subprocess_exec(
@@ -215,8 +209,8 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         ]  # fmt: skip
         connected = sum([await _line(w, "ready", args.timeout) for w in workers])
         log(f"{connected} stations connected; campaign starts")
-        cpu_before = _cpu_seconds(process.pid)
-        clients_before = sum(_cpu_seconds(w.pid) for w in workers)
+        cpu_before = cpu_seconds(process.pid)
+        clients_before = sum(cpu_seconds(w.pid) for w in workers)
         started = time.time()
         await _renew_all(fleet.home, station_ids)
         results: list[tuple[float, float]] = []
@@ -227,7 +221,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
             clients_after += done["cpu_s"]
         elapsed = max(at for at, _ in results) - started
         delivery = sorted(seconds for _, seconds in results)
-        cpu = _cpu_seconds(process.pid) - cpu_before
+        cpu = cpu_seconds(process.pid) - cpu_before
         clients_cpu = clients_after - clients_before
         for worker in workers:
             await asyncio.wait_for(worker.wait(), 30)
