@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.alerts import SqlAlertStore
 from csms.db.inventory import SqlInventoryStore
+from csms.db.nodes import SqlNodeStore
 from csms.db.ocsp import SqlResponseLog
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
@@ -41,6 +42,7 @@ from csms.home import (
 )
 from csms.services.alerts import Alerts
 from csms.services.inventory import CertificateManagement, KnownCertificate
+from csms.services.nodes import NodeService
 from csms.services.ocsp import OcspService
 from csms.services.outbox import Outbox
 from csms.services.renewals import RenewalService, RenewalSettings
@@ -138,6 +140,7 @@ class App:
     revocations: Revocations
     rollover: RolloverCampaign
     ocsp: OcspService
+    nodes: NodeService
 
     def write_home_file(self, relative: str, data: bytes) -> Path:
         path = self.home / relative
@@ -255,6 +258,7 @@ def _build(
         ),
         OcspService(store.list_authorities, keys, ca.ocsp_status, clock, policy.ocsp_validity,
                     SqlResponseLog(store.database)),
+        NodeService(SqlNodeStore(store.database), clock),
     )  # fmt: skip
 
 

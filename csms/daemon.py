@@ -1,8 +1,11 @@
 """The periodic work of `pkictl serve`: the renewal scan, the CSMS's own server
 certificates and the CRLs due again, at start and every `[renewal] scan_interval_s`
-(APScheduler); and every
-few seconds, whether another process changed the authorities (a root rollover switched
-by the CLI), so that new certificates go out with the chain in force.
+(APScheduler); every few seconds, whether another process changed the authorities (a
+root rollover switched by the CLI), so that new certificates go out with the chain in
+force, and whether a stopped or lost node left a renewal half done.
+
+With several nodes on one database (ADR 13), the scans, the CRLs and the recovery run
+on the node holding the lifecycle lease only; every node follows the authorities.
 
 One run at a time (a run that overran its interval is not started twice), and a run in
 progress finishes before the service closes its database: APScheduler would cancel it
@@ -19,17 +22,20 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from csms.app import App
+from csms.services.nodes import NodeService
 from csms.services.renewals import RenewalService
 from pki.store.rollovers import AUTHORITIES_REVISION
 
 LOG = logging.getLogger("pkictl.daemon")
 AUTHORITIES_CHECK_S = 5.0
+RECOVERY_CHECK_S = 15.0
 
 
 @dataclass
 class LifecycleDaemon:
     app: App
     renewals: RenewalService
+    nodes: NodeService
     _scheduler: AsyncIOScheduler = field(
         default_factory=lambda: AsyncIOScheduler(timezone=UTC), init=False
     )
@@ -47,6 +53,10 @@ class LifecycleDaemon:
             next_run_time=datetime.now(UTC),
             max_instances=1, coalesce=True, id="authorities",
         )  # fmt: skip
+        self._scheduler.add_job(
+            self.recover, "interval", seconds=RECOVERY_CHECK_S,
+            max_instances=1, coalesce=True, id="recovery",
+        )  # fmt: skip
         self._scheduler.start()
 
     async def check_authorities(self) -> None:
@@ -57,11 +67,23 @@ class LifecycleDaemon:
             self.app.ocsp.forget()
             async with self._running:
                 await self.app.sync_authority_files()
-                await self.app.revocations.refresh_crls("daemon")
+                if await self.nodes.lead():
+                    await self.app.revocations.refresh_crls("daemon")
         self._revision, self._revision_known = revision, True
+
+    async def recover(self) -> None:
+        """Renewal steps a node left half done (stopped or lost mid-step) go on, once
+        they are older than any step in progress on a live node could be."""
+        async with self._running:
+            if await self.nodes.lead():
+                stale_before = self.app.clock.now() - 2 * self.nodes.lease
+                if resumed := await self.renewals.resume(stale_before):
+                    LOG.info("%d renewals left half done by a stopped node go on", resumed)
 
     async def run_once(self) -> None:
         async with self._running:
+            if not await self.nodes.lead():
+                return  # another node holds the lifecycle lease
             await self.renewals.scan()
             for renewed in await self.app.renew_server_certificates("daemon"):
                 LOG.info("server certificate %s renewed: new connections get it", renewed.name)

@@ -137,9 +137,27 @@ async def serve(
     _tune_process()
     authorities = await _authorities_on_file(app)
     station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
-    sessions = SessionService(app.session_store, app.clock)
-    await sessions.start()
-    outbox, watcher = await _start_outbox(app, options, stop)
+    nodes = app.nodes
+    await nodes.start()
+    try:
+        await _serve_as_node(app, options, stop, on_ready, authorities, station_cas)
+    finally:
+        await nodes.stop()
+
+
+async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
+    app: App,
+    options: ServeOptions,
+    stop: asyncio.Event,
+    on_ready: Callable[[Listening], None] | None,
+    authorities: list[Authority],
+    station_cas: list[x509.Certificate],
+) -> None:
+    nodes = app.nodes
+    sessions = SessionService(app.session_store, app.clock, node_id=nodes.node_id)
+    nodes.revived.append(sessions.reclaim)
+    heartbeat = asyncio.create_task(nodes.run(stop))
+    outbox, watcher = _start_outbox(app, options, stop)
     renewals, daemon = await _start_lifecycle(app, outbox)
     services = _session_services(app, sessions, renewals)
     gate = ConnectionGate(
@@ -224,6 +242,7 @@ async def serve(
         await stop.wait()
         await daemon.stop()
         await watcher
+        await heartbeat
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
 
@@ -268,16 +287,17 @@ async def _authorities_on_file(app: App) -> list[Authority]:
     return await app.store.list_authorities()
 
 
-async def _start_outbox(
+def _start_outbox(
     app: App, options: ServeOptions, stop: asyncio.Event
 ) -> tuple[Outbox, asyncio.Task[None]]:
-    """This node's outbox, with the watcher that finds calls queued elsewhere."""
+    """This node's outbox, with the watcher that finds calls queued elsewhere. (Calls a
+    stopped or lost node left in flight were queued again when this node started.)"""
     outbox = replace(
         app.outbox,
         response_timeout=options.response_timeout,
         poll_interval=options.outbox_poll_interval,
+        node_id=app.nodes.node_id,
     )
-    await outbox.start()
     return outbox, asyncio.create_task(outbox.watch(stop))
 
 
@@ -298,10 +318,10 @@ async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, Li
     if resumed_stations := await campaign.resume():
         LOG.info("root rollover: %d stations' answers acted on after the restart",
                  resumed_stations)  # fmt: skip
-    resumed = await renewals.resume()
-    if resumed:
-        LOG.info("%d renewals left half done by the previous run go on", resumed)
-    daemon = LifecycleDaemon(app, renewals)
+    stale_before = app.clock.now() - 2 * app.nodes.lease  # younger: maybe in progress
+    if resumed := await renewals.resume(stale_before):
+        LOG.info("%d renewals left half done by a previous run go on", resumed)
+    daemon = LifecycleDaemon(app, renewals, app.nodes)
     daemon.start()
     return renewals, daemon
 

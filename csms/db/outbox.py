@@ -57,10 +57,11 @@ class SqlOutboxStore:
         *,
         response: str | None = None,
         error: str | None = None,
+        node_id: str | None = None,
     ) -> bool:
         values: dict[str, Any] = {"state": to_state.value}
         if to_state is CallState.SENT:
-            values.update(sent_at=at, attempts=outbox.c.attempts + 1)
+            values.update(sent_at=at, attempts=outbox.c.attempts + 1, node_id=node_id)
         elif to_state is not CallState.QUEUED:
             values.update(finished_at=at, response=response, error=error)
         statement = (
@@ -85,15 +86,6 @@ class SqlOutboxStore:
                 )
                 found += [r.station_id for r in rows]
         return found
-
-    async def requeue_sent(self) -> int:
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(outbox)
-                .where(outbox.c.state == CallState.SENT.value)
-                .values(state=CallState.QUEUED.value)
-            )
-        return int(result.rowcount)
 
     async def list(self, station_id: str | None, limit: int) -> list[OutboxItem]:
         statement = select(outbox).order_by(outbox.c.id.desc()).limit(limit)

@@ -18,6 +18,7 @@ station_sessions = Table(
     Column("certificate_not_after", UTCDateTime, nullable=True),
     Column("connected_at", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
+    Column("node_id", String(40), nullable=True),  # the node holding the connection
 )
 
 id_tokens = Table(
@@ -100,7 +101,30 @@ outbox = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Column("response", Text, nullable=True),
     Column("error", Text, nullable=True),
+    Column("node_id", String(40), nullable=True),  # the node that sent it
     Index("ix_outbox_station_state", "station_id", "state", "id"),
+    Index("ix_outbox_sent_by", "state", "node_id"),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+    Column("stop_reason", String(16), nullable=True),  # "stopped" or "lost"
+    Index("ix_nodes_live", "stopped_at", "heartbeat_at"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(40), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
 )
 
 renewals = Table(

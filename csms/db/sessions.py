@@ -35,21 +35,15 @@ class SqlSessionStore:
         )
         await self._database.write(lambda connection: connection.execute(statement))
 
-    async def offline(self, station_id: str, at: datetime) -> None:
+    async def offline(self, station_id: str, node_id: str | None, at: datetime) -> None:
         statement = (
             update(station_sessions)
-            .where(station_sessions.c.station_id == station_id)
+            .where(station_sessions.c.station_id == station_id,
+                   station_sessions.c.node_id.is_(None) if node_id is None
+                   else station_sessions.c.node_id == node_id)
             .values(online=False, last_seen=at)
-        )
+        )  # fmt: skip
         await self._database.write(lambda connection: connection.execute(statement))
-
-    async def all_offline(self, at: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(station_sessions)
-                .where(station_sessions.c.online.is_(True))
-                .values(online=False)
-            )
 
     async def list(self) -> list[SessionRecord]:
         async with self._engine.connect() as connection:

@@ -2,9 +2,10 @@
 
 Services that need a station to do something (TriggerMessage, CertificateSigned, ...)
 see only `CallMaker.enqueue`: the call is written to the database and delivered when
-the station is connected -- at once if it is, when it comes back if not, again after a
-restart of the CSMS if it was in flight. One call in flight per station; each ends
-answered, failed (CALLERROR) or timed out, with the answer kept.
+the station is connected -- at once if it is, when it comes back if not; a call in
+flight when its node stopped or was lost is sent again by the node that holds the
+station next (ADR 13). One call in flight per station; each ends answered, failed
+(CALLERROR) or timed out, with the answer kept.
 
 Delivery is woken in-process when a call is queued on this node; calls queued by the
 CLI or another node are found by one poll per interval for all connected stations.
@@ -56,16 +57,15 @@ class OutboxStore(Protocol):
         *,
         response: str | None = None,
         error: str | None = None,
+        node_id: str | None = None,
     ) -> bool:
-        """Change the item's state if it is still in ``from_state``; False otherwise."""
+        """Change the item's state if it is still in ``from_state``; False otherwise.
+        ``node_id``: the node sending it (to SENT), so that its calls in flight are
+        queued again if it is lost."""
         ...
 
     async def stations_with_queued(self, station_ids: Sequence[str]) -> list[str]:
         """Those of ``station_ids`` with at least one queued call."""
-        ...
-
-    async def requeue_sent(self) -> int:
-        """At start: calls a previous run left in flight are sent again."""
         ...
 
     async def list(self, station_id: str | None, limit: int) -> list[OutboxItem]: ...
@@ -99,6 +99,8 @@ class Outbox:
     clock: Clock
     response_timeout: float = RESPONSE_TIMEOUT_S
     poll_interval: float = POLL_INTERVAL_S
+    node_id: str | None = None
+    """This node (ADR 13): recorded on each call it sends."""
     _senders: dict[str, Sender] = field(default_factory=dict)
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _woken: set[str] = field(default_factory=set)
@@ -113,11 +115,6 @@ class Outbox:
 
     async def list(self, station_id: str | None = None, limit: int = 50) -> list[OutboxItem]:
         return await self.store.list(station_id, limit)
-
-    async def start(self) -> None:
-        requeued = await self.store.requeue_sent()
-        if requeued:
-            LOG.info("%d calls left in flight by the previous run are queued again", requeued)
 
     def listen(self, action: str, listener: Listener) -> None:
         """Call ``listener`` with each ``action`` call this node ends (answered, failed or
@@ -245,5 +242,6 @@ class Outbox:
     ) -> bool:
         state = from_state or item.state
         return await self.store.move(
-            item.id, state, advance(state, event), self.clock.now(), response=response, error=error
-        )
+            item.id, state, advance(state, event), self.clock.now(), response=response,
+            error=error, node_id=self.node_id,
+        )  # fmt: skip

@@ -394,12 +394,18 @@ class RenewalService:
                 return
         LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
 
-    async def resume(self) -> int:
-        """At start: what a previous run left half done goes on. A CSR whose signing did
-        not finish is asked for again; a signed certificate not yet queued is queued."""
+    async def resume(self, stale_before: datetime | None = None) -> int:
+        """What a stopped or lost node left half done goes on: a CSR whose signing did not
+        finish is asked for again; a signed certificate not yet queued is queued.
+        ``stale_before``: only renewals untouched since then -- with several nodes, a
+        step younger than that may be in progress on a live one."""
         resumed = 0
+
+        def stale(renewal: Renewal) -> bool:
+            return stale_before is None or renewal.updated_at < stale_before
+
         for renewal in await self.store.in_state(RenewalState.CSR_RECEIVED):
-            if await self._move(renewal, RenewalEvent.RESUME):
+            if stale(renewal) and await self._move(renewal, RenewalEvent.RESUME):
                 await self.outbox.enqueue(
                     renewal.station_id, "TriggerMessage",
                     {"requested_message": TRIGGER_FOR[renewal.kind]},
@@ -407,7 +413,7 @@ class RenewalService:
                 await self._move(await self.get(renewal.id), RenewalEvent.TRIGGER)
                 resumed += 1
         for renewal in await self.store.in_state(RenewalState.SIGNED):
-            if renewal.outbox_id is None and renewal.new_serial is not None:
+            if renewal.outbox_id is None and renewal.new_serial is not None and stale(renewal):
                 issued = await self.ca.issued(renewal.new_serial)
                 await self._deliver(renewal.id, renewal.station_id, renewal.kind, issued)
                 resumed += 1

@@ -30,6 +30,8 @@ class SessionRecord:
     certificate_not_after: datetime | None
     connected_at: datetime
     last_seen: datetime
+    node_id: str | None = None
+    """The node holding the connection (ADR 13)."""
 
 
 class SessionStore(Protocol):
@@ -38,9 +40,9 @@ class SessionStore(Protocol):
         ...
 
     async def seen(self, station_id: str, at: datetime) -> None: ...
-    async def offline(self, station_id: str, at: datetime) -> None: ...
-    async def all_offline(self, at: datetime) -> None:
-        """At start: sessions a previous run of this node left marked online are over."""
+    async def offline(self, station_id: str, node_id: str | None, at: datetime) -> None:
+        """The connection ``node_id`` held ended -- unless the station has connected to
+        another node meanwhile."""
         ...
 
     async def list(self) -> list[SessionRecord]: ...
@@ -55,16 +57,23 @@ class BootAnswer:
 
 class SessionService:
     def __init__(
-        self, store: SessionStore, clock: Clock, heartbeat_interval: int = HEARTBEAT_INTERVAL_S
+        self,
+        store: SessionStore,
+        clock: Clock,
+        heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+        node_id: str | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._heartbeat_interval = heartbeat_interval
+        self._node_id = node_id
         self._online: dict[str, SessionRecord] = {}
         self._written: dict[str, datetime] = {}
 
-    async def start(self) -> None:
-        await self._store.all_offline(self._clock.now())
+    async def reclaim(self) -> None:
+        """This node had been declared lost (its stations put offline): they are not."""
+        for record in list(self._online.values()):
+            await self._store.save(record)
 
     async def connected(
         self,
@@ -79,7 +88,7 @@ class SessionService:
         now = self._clock.now()
         record = SessionRecord(
             station_id, True, security_profile, remote, boot_pending,
-            certificate_serial, certificate_not_after, now, now,
+            certificate_serial, certificate_not_after, now, now, self._node_id,
         )  # fmt: skip
         self._online[station_id] = record
         self._written[station_id] = now
@@ -88,7 +97,7 @@ class SessionService:
     async def disconnected(self, station_id: str) -> None:
         self._online.pop(station_id, None)
         self._written.pop(station_id, None)
-        await self._store.offline(station_id, self._clock.now())
+        await self._store.offline(station_id, self._node_id, self._clock.now())
 
     def online(self) -> list[SessionRecord]:
         return sorted(self._online.values(), key=lambda s: s.station_id)

@@ -194,6 +194,7 @@ async def test_a_restart_resumes_half_done_renewals(
     )  # fmt: skip
     assert signing is not None
 
+    assert await service.resume(stale_before=now) == 0  # as young as that: maybe in progress
     assert await service.resume() == 2
 
     queued = {item.action: item for item in await outbox.list(STATION)}
