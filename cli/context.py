@@ -23,6 +23,8 @@ class Context:
     home: Path
     passphrase_file: Path | None
     json: bool = False
+    database: str | None = None
+    """--database-url: overrides PKICTL_DATABASE_URL and the home's configuration."""
 
 
 def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -45,7 +47,7 @@ json_option = click.option(
 
 def run_with_app(ctx: Context, action: Callable[[App], Awaitable[T]]) -> T:
     async def _run() -> T:
-        async with open_app(ctx.home, ctx.passphrase_file) as app:
+        async with open_app(ctx.home, ctx.passphrase_file, database=ctx.database) as app:
             return await action(app)
 
     return asyncio.run(_run())

@@ -16,8 +16,10 @@ from cli.audit import audit
 from cli.ca import ca, init
 from cli.cert import cert, crl
 from cli.context import Context
+from cli.db import db
 from cli.errors import ExitCode, error_payload, exit_code_for
 from cli.events import events
+from cli.nodes import nodes
 from cli.ocsp import ocsp_group
 from cli.outbox import outbox
 from cli.policy import policy
@@ -67,9 +69,17 @@ class PkictlGroup(click.Group):
     help="File holding the CA key passphrase "
     "(else PKICTL_PASSPHRASE, else HOME/secrets/passphrase).",
 )
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Database to use instead of the home's: sqlite+aiosqlite:///FILE or "
+    "postgresql+asyncpg://USER@HOST/DB (else PKICTL_DATABASE_URL, else pkictl.toml).",
+)
 @click.version_option(package_name="pkictl")
 @click.pass_context
-def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
+def cli(
+    ctx: click.Context, home: Path, passphrase_file: Path | None, database_url: str | None
+) -> None:
     """pkictl: certificate lifecycle for OCPP 2.0.1 charging networks.
 
     Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 not found, 4 refused by
@@ -78,14 +88,14 @@ def cli(ctx: click.Context, home: Path, passphrase_file: Path | None) -> None:
     ended before every station answered (`renew`, `station certs --refresh`,
     `campaign status`).
     """
-    ctx.obj = Context(home=home, passphrase_file=passphrase_file)
+    ctx.obj = Context(home=home, passphrase_file=passphrase_file, database=database_url)
 
 
 station.add_command(station_certs)
 ca.add_command(rollover)
 for command in (
     init, ca, station, cert, crl, policy, audit, events, token, tx, outbox, trust,
-    renew, renewals, alerts, roots, campaign, ocsp_group, serve_command,
+    renew, renewals, alerts, roots, campaign, ocsp_group, serve_command, nodes, db,
 ):  # fmt: skip
     cli.add_command(command)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import replace
 
 import click
 
 from cli.context import Context
 from cli.output import note
+from cli.workers import Supervisor, child_command, ready_line, reserve_ports
 from csms.app import open_app
 from csms.service import Listening, ServeOptions, serve, serve_options
 
@@ -37,6 +39,15 @@ from csms.service import Listening, ServeOptions, serve, serve_options
     type=click.IntRange(0, 65535),
     help="ws:// port for security profile 1 stations (Basic auth, no TLS) [default: off].",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Serving processes on the same ports (SO_REUSEPORT), one node each: one per "
+    "core to use them all.",
+)
+@click.option("--reuse-port", is_flag=True, hidden=True, help="(a worker of --workers)")
 @click.pass_obj
 def serve_command(
     ctx: Context,
@@ -44,12 +55,15 @@ def serve_command(
     ocpp_port: int | None,
     http_port: int | None,
     plain_port: int | None,
+    workers: int,
+    reuse_port: bool,
 ) -> None:
     """Run the CSMS until SIGTERM or Ctrl-C, then drain and exit 0.
 
     Stations connect to wss://HOST:OCPP_PORT/ocpp/STATION_ID with subprotocol ocpp2.0.1
     and their client certificate; the TLS version follows the policy (tls.min_version).
     Options not given come from the [serve] table of pkictl.toml, then the defaults.
+    With --workers N, N processes share the ports and the database (`pkictl nodes list`).
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,25 +73,45 @@ def serve_command(
     # `ocpp` library logs every message at INFO: a formatted line per message).
     for chatty in ("alembic", "websockets", "apscheduler", "ocpp"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    given = {"host": host, "ocpp_port": ocpp_port, "http_port": http_port,
+             "plain_port": plain_port}  # fmt: skip
 
-    def ready(listening: Listening, host: str) -> None:
-        plain = f", profile 1 on ws://{host}:{listening.plain_port}" if listening.plain_port else ""
-        note(
-            f"pkictl serve: OCPP on wss://{host}:{listening.ocpp_port}/ocpp/STATION_ID, "
-            f"HTTP on http://{host}:{listening.http_port}/health{plain}"
-        )
-
-    async def run() -> None:
+    async def run() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with open_app(ctx.home, ctx.passphrase_file) as app:
-            options = serve_options(
-                app.config, host=host, ocpp_port=ocpp_port, http_port=http_port,
-                plain_port=plain_port,
-            )  # fmt: skip
-            await serve(app, options, stop, lambda listening: ready(listening, options.host))
+        async with open_app(ctx.home, ctx.passphrase_file, database=ctx.database) as app:
+            # (opening the app migrated the database: workers find it up to date)
+            options = replace(serve_options(app.config, **given), reuse_port=reuse_port)
+            if workers == 1:
+                await serve(app, options, stop, lambda up: note(ready_line(up, options.host)))
+        if workers > 1:
+            code = await _supervise(ctx, options, workers, stop)
+            note("pkictl serve: workers drained, bye")
+            return code
         note("pkictl serve: drained, bye")
+        return 0
 
-    asyncio.run(run())
+    code = asyncio.run(run())
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+async def _supervise(ctx: Context, options: ServeOptions, workers: int, stop: asyncio.Event) -> int:
+    options, reserved = reserve_ports(options)
+    base = ["--home", str(ctx.home)]
+    if ctx.passphrase_file is not None:
+        base += ["--passphrase-file", str(ctx.passphrase_file)]
+    if ctx.database is not None:
+        base += ["--database-url", ctx.database]
+    listening = Listening(options.ocpp_port, options.http_port, options.plain_port)
+    supervisor = Supervisor(
+        child_command(base, options), workers,
+        lambda: note(ready_line(listening, options.host, workers)),
+    )  # fmt: skip
+    try:
+        return await supervisor.run(stop)
+    finally:
+        for held in reserved:
+            held.close()

@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from csms.db.alerts import SqlAlertStore
 from csms.db.inventory import SqlInventoryStore
 from csms.db.nodes import SqlNodeStore
+from csms.db.notify import outbox_wakeups
 from csms.db.ocsp import SqlResponseLog
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
@@ -147,6 +148,10 @@ class App:
         atomic_write(path, data)
         return path
 
+    def outbox_wakeups(self, wake: Callable[[str], None]) -> AbstractAsyncContextManager[bool]:
+        """``wake(station_id)`` for calls queued by any process (PostgreSQL NOTIFY)."""
+        return outbox_wakeups(self.store.engine, wake)
+
     async def renew_server_certificates(
         self, who: str, *, names: Sequence[str] | None = None, force: bool = False
     ) -> list[Authority]:
@@ -264,13 +269,17 @@ def _build(
 
 @asynccontextmanager
 async def open_app(
-    home: Path, passphrase_file: Path | None = None, clock: Clock | None = None
+    home: Path,
+    passphrase_file: Path | None = None,
+    clock: Clock | None = None,
+    database: str | None = None,
 ) -> AsyncIterator[App]:
-    """Open an initialized home. A policy file edited since the last run is recorded in
-    the audit log before anything else happens."""
+    """Open an initialized home (``database``: a URL that overrides the home's). A policy
+    file edited since the last run is recorded in the audit log before anything else
+    happens."""
     config = load_config(home)
     policy = load_policy(home / POLICY_FILE)
-    store = await open_store(database_url(home, config))
+    store = await open_store(database_url(home, config, database))
     clock = clock or SystemClock()
     try:
         previous = await store.get_setting(POLICY_DIGEST_SETTING)

@@ -212,9 +212,10 @@ def _renewal_table(path: Path, table: object) -> dict[str, int]:
     return dict(table)
 
 
-def database_url(home: Path, config: HomeConfig | None) -> str:
-    """PKICTL_DATABASE_URL, else the configured URL, else SQLite in the home."""
-    override = os.environ.get("PKICTL_DATABASE_URL")
+def database_url(home: Path, config: HomeConfig | None, given: str | None = None) -> str:
+    """``given`` (--database-url), else PKICTL_DATABASE_URL, else the configured URL,
+    else SQLite in the home."""
+    override = given or os.environ.get("PKICTL_DATABASE_URL")
     if override:
         return override
     if config is not None and config.database_url:

@@ -43,6 +43,7 @@ from csms.transport.endpoint import (
     MAX_FRAME_BYTES,
     OCPP_SUBPROTOCOL,
     OcppEndpoint,
+    SessionRunner,
     remote_of,
 )
 from csms.transport.http import Handler, HttpServer, Reply
@@ -71,6 +72,9 @@ class ServeOptions:
     """Seconds a station has to answer a call from the outbox."""
     outbox_poll_interval: float = POLL_INTERVAL_S
     """How often a connected station's outbox is checked for calls queued elsewhere."""
+    reuse_port: bool = False
+    """Listen beside other `pkictl serve` processes on the same ports (SO_REUSEPORT):
+    `pkictl serve --workers N` runs N such nodes."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,8 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
 
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
     async with contextlib.AsyncExitStack() as servers:
+        if await servers.enter_async_context(app.outbox_wakeups(outbox.wake)):
+            LOG.info("calls queued elsewhere wake this node at once (LISTEN/NOTIFY)")
         ocpp_server = await servers.enter_async_context(
             websockets_serve(
                 endpoint.handle,
@@ -216,27 +222,13 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
                 max_size=MAX_FRAME_BYTES,
                 compression=COMPRESSION,
                 server_header=None,
+                reuse_port=options.reuse_port or None,
             )
         )
         http_server = await _start_http(
             servers, _http_handler(app, lambda: _health(sessions, gate)), options
         )
-        plain_port = None
-        if options.plain_port is not None:
-            plain = OcppEndpoint(gate, run_session, Transport.PLAIN)
-            plain_server = await servers.enter_async_context(
-                websockets_serve(
-                    plain.handle,
-                    options.host,
-                    options.plain_port,
-                    process_request=plain.process_request,
-                    subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
-                    max_size=MAX_FRAME_BYTES,
-                    compression=COMPRESSION,
-                    server_header=None,
-                )
-            )
-            plain_port = _port(plain_server)
+        plain_port = await _start_plain(servers, gate, run_session, options)
         if on_ready is not None:
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
@@ -244,6 +236,32 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
         await watcher
         await heartbeat
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+async def _start_plain(
+    servers: contextlib.AsyncExitStack,
+    gate: ConnectionGate,
+    run_session: SessionRunner,
+    options: ServeOptions,
+) -> int | None:
+    """ws:// for security profile 1 stations, if configured: its port."""
+    if options.plain_port is None:
+        return None
+    plain = OcppEndpoint(gate, run_session, Transport.PLAIN)
+    server = await servers.enter_async_context(
+        websockets_serve(
+            plain.handle,
+            options.host,
+            options.plain_port,
+            process_request=plain.process_request,
+            subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
+            max_size=MAX_FRAME_BYTES,
+            compression=COMPRESSION,
+            server_header=None,
+            reuse_port=options.reuse_port or None,
+        )
+    )
+    return _port(server)
 
 
 def _session_services(
@@ -344,7 +362,7 @@ async def _start_http(
 ) -> asyncio.Server:
     """The HTTP port, closed (its connections too) when ``servers`` unwinds."""
     http = HttpServer(handler)
-    server = await http.start(options.host, options.http_port)
+    server = await http.start(options.host, options.http_port, reuse_port=options.reuse_port)
     # unwound last-in first: stop listening, end the connections, then wait
     servers.push_async_callback(server.wait_closed)
     servers.push_async_callback(http.close)

@@ -3,6 +3,7 @@ taking a lease are conditional updates, so concurrent nodes agree on one outcome
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -58,17 +59,14 @@ class SqlNodeStore:
 
         await self._database.write(work)
 
-    async def reap(self, silent_since: datetime, at: datetime, *, sweep: bool) -> list[str]:
+    async def reap(
+        self, silent_since: datetime, at: datetime, *, sweep: bool, dead: Sequence[str] = ()
+    ) -> list[str]:
         def work(connection: Connection) -> list[str]:
-            silent = (
-                connection.execute(
-                    select(nodes.c.id).where(
-                        nodes.c.stopped_at.is_(None), nodes.c.heartbeat_at < silent_since
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            gone = or_(nodes.c.heartbeat_at < silent_since, nodes.c.id.in_(list(dead)))
+            silent = connection.execute(
+                select(nodes.c.id).where(nodes.c.stopped_at.is_(None), gone)
+            ).scalars().all()  # fmt: skip
             lost = [
                 node_id for node_id in silent
                 if connection.execute(

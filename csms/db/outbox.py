@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
+from csms.db.notify import notify_queued
 from csms.db.schema import outbox
 from csms.domain.outbox import CallState
 from csms.services.outbox import OutboxItem
@@ -33,10 +34,13 @@ class SqlOutboxStore:
             )
             .returning(outbox.c.id)
         )  # fmt: skip
-        item_id: int = await self._database.write(
-            lambda connection: connection.execute(statement).scalar_one()
-        )
-        return item_id
+
+        def work(connection: Connection) -> int:
+            item_id: int = connection.execute(statement).scalar_one()
+            notify_queued(connection, station_id)
+            return item_id
+
+        return await self._database.write(work)
 
     async def oldest_queued(self, station_id: str) -> OutboxItem | None:
         statement = (

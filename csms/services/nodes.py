@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -63,11 +63,14 @@ class NodeStore(Protocol):
         """The node ends: stopped, its leases released."""
         ...
 
-    async def reap(self, silent_since: datetime, at: datetime, *, sweep: bool) -> list[str]:
+    async def reap(
+        self, silent_since: datetime, at: datetime, *, sweep: bool, dead: Sequence[str] = ()
+    ) -> list[str]:
         """Declare lost every live node silent since before ``silent_since``: its
         stations offline, its calls in flight queued again, in one transaction. The ids
-        this call declared lost (one caller wins each). ``sweep``: also the stations and
-        calls of any node not live, and of none (rows older than nodes)."""
+        this call declared lost (one caller wins each). ``dead``: nodes known to be gone
+        whatever their heartbeat says. ``sweep``: also the stations and calls of any node
+        not live, and of none (rows older than nodes)."""
         ...
 
     async def take_lease(self, name: str, node_id: str, at: datetime, until: datetime) -> bool:
@@ -100,7 +103,7 @@ class NodeService:
         """Declare lost the nodes that went silent (a previous run of this one killed),
         then register."""
         now = self.clock.now()
-        await self._reap(now, sweep=True)
+        await self._reap(now, sweep=True, dead=await self._dead_here())
         await self.store.register(
             NodeRecord(self.node_id, socket.gethostname(), os.getpid(), now, now)
         )
@@ -134,10 +137,30 @@ class NodeService:
     async def stop(self) -> None:
         await self.store.stop(self.node_id, self.clock.now())
 
+    async def _dead_here(self) -> list[str]:
+        """Live-looking nodes of this host whose process is gone (a run killed just now):
+        declared lost at once instead of after their lease. A reused pid only means
+        waiting for the lease. Assumes hosts have distinct names (containers do)."""
+        host = socket.gethostname()
+        return [
+            node.id for node in await self.list()
+            if node.host == host and node.pid != os.getpid() and not _running(node.pid)
+        ]  # fmt: skip
+
+    async def _reap(self, now: datetime, *, sweep: bool, dead: Sequence[str] = ()) -> None:
+        for lost in await self.store.reap(now - self.lease, now, sweep=sweep, dead=dead):
+            LOG.warning("node %s went silent: its stations are offline, its calls in "
+                        "flight queued again", lost)  # fmt: skip
+
     async def list(self, *, include_stopped: bool = False) -> list[NodeRecord]:
         return await self.store.list(include_stopped=include_stopped, at=self.clock.now())
 
-    async def _reap(self, now: datetime, *, sweep: bool) -> None:
-        for lost in await self.store.reap(now - self.lease, now, sweep=sweep):
-            LOG.warning("node %s went silent: its stations are offline, its calls in "
-                        "flight queued again", lost)  # fmt: skip
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: running
+        return True
+    return True

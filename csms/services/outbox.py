@@ -8,7 +8,9 @@ station next (ADR 13). One call in flight per station; each ends answered, faile
 (CALLERROR) or timed out, with the answer kept.
 
 Delivery is woken in-process when a call is queued on this node; calls queued by the
-CLI or another node are found by one poll per interval for all connected stations.
+CLI or another node wake it through the database's notifications where there are
+(PostgreSQL), and are found by one poll per interval for all connected stations
+anyway.
 """
 
 from __future__ import annotations
@@ -154,6 +156,10 @@ class Outbox:
                 continue
             for station_id in queued:
                 self._wake(station_id)
+
+    def wake(self, station_id: str) -> None:
+        """A call was queued for the station elsewhere (another node, the CLI)."""
+        self._wake(station_id)
 
     def _wake(self, station_id: str) -> None:
         if station_id not in self._senders:

@@ -121,10 +121,12 @@ class HttpServer:
         self._handler = handler
         self._connections: set[_Connection] = set()
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> asyncio.Server:
+        """Listen; ``reuse_port``: beside other processes on the same port (SO_REUSEPORT),
+        the kernel spreading connections among them."""
         loop = asyncio.get_running_loop()
         return await loop.create_server(lambda: _Connection(self._handler, self._connections),
-                                        host, port)  # fmt: skip
+                                        host, port, reuse_port=reuse_port or None)  # fmt: skip
 
     async def close(self) -> None:
         connections = list(self._connections)

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from pki.audit import AuditEntry, AuditEvent, AuditHead, seal_chain
 from pki.crl import RevokedEntry
@@ -99,7 +100,13 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
+MIGRATION_LOCK = 7_305_901
+"""PostgreSQL advisory lock held while migrating: nodes starting together take turns."""
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE serializes
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     config = _alembic_config(connection)
     head = ScriptDirectory.from_config(config).get_current_head()
     if MigrationContext.configure(connection).get_current_revision() != head:
@@ -107,7 +114,7 @@ def _upgrade(connection: Connection) -> None:
 
 
 def schema_revision(connection: Connection) -> tuple[str | None, str | None]:
-    """(current, head) revisions, for `pkictl db status`-style reporting."""
+    """(current, head) revisions, for `pkictl db status`."""
     config = _alembic_config(connection)
     return (
         MigrationContext.configure(connection).get_current_revision(),
@@ -128,6 +135,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def schema_status(url: str) -> tuple[str | None, str | None]:
+    """(current, head) revisions of the database at ``url``, changing nothing."""
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(schema_revision)
+    finally:
+        await engine.dispose()
 
 
 async def open_store(url: str) -> SqlStore:

@@ -1,16 +1,22 @@
 """Nodes on one database (ADR 13), on SQLite and PostgreSQL: leases held by one node at a
 time, a silent node declared lost by exactly one other -- its stations offline, its calls
-in flight queued again -- and a node that comes back claiming its stations again."""
+in flight queued again -- a node that comes back claiming its stations again, and the
+PostgreSQL notifications that wake a node for a call queued elsewhere."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
 from datetime import timedelta
 
 from csms.db.nodes import SqlNodeStore
+from csms.db.notify import notify_queued, outbox_wakeups
 from csms.db.outbox import SqlOutboxStore
 from csms.db.sessions import SqlSessionStore
 from csms.domain.outbox import CallState
-from csms.services.nodes import LEASE_S, NodeService
+from csms.services.nodes import LEASE_S, NodeRecord, NodeService
 from csms.services.sessions import SessionService
 from pki.clock import FixedClock
 from pki.store.sql import SqlStore
@@ -126,3 +132,43 @@ async def test_a_starting_node_releases_what_no_live_node_holds(
     await node(store, clock, "node-new").start()
     items = {i.station_id: i.state for i in await outbox.list(None, 10)}
     assert items == {"CS1": CallState.QUEUED, "CS2": CallState.QUEUED, "CS3": CallState.SENT}
+
+
+async def test_a_call_queued_anywhere_wakes_the_listening_nodes_on_postgresql(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    async with outbox_wakeups(store.engine, woken.put_nowait) as listening:
+        await SqlOutboxStore(store.database).add("CS1", "TriggerMessage", "{}", clock.now())
+        if store.engine.dialect.name != "postgresql":
+            assert not listening  # SQLite: the poll finds it
+            return
+        assert listening
+        assert await asyncio.wait_for(woken.get(), 5) == "CS1"
+        async with store.engine.begin() as connection:  # rolled back: no wake-up
+            await connection.run_sync(lambda sync: notify_queued(sync, "CS2"))
+            await connection.rollback()
+        await SqlOutboxStore(store.database).add("CS3", "TriggerMessage", "{}", clock.now())
+        assert await asyncio.wait_for(woken.get(), 5) == "CS3"
+
+
+async def test_a_node_of_this_host_whose_process_is_gone_is_declared_lost_at_start(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    """A run killed a moment ago (kill -9, then restarted) heartbeats no more, but its
+    lease has not run out yet: its process is gone, so it is lost now."""
+    exited = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await exited.wait()  # its pid is free now
+    killed = NodeRecord("node-killed", socket.gethostname(), exited.pid, clock.now(),
+                        clock.now())  # fmt: skip
+    running = NodeRecord("node-running", socket.gethostname(), os.getppid(), clock.now(),
+                         clock.now())  # fmt: skip
+    elsewhere = NodeRecord("node-elsewhere", "another-host", exited.pid, clock.now(),
+                           clock.now())  # fmt: skip
+    for record in (killed, running, elsewhere):
+        await SqlNodeStore(store.database).register(record)
+    restarted = node(store, clock, "node-restarted")
+    await restarted.start()
+    states = {n.id: n.stop_reason for n in await restarted.list(include_stopped=True)}
+    assert states == {"node-killed": "lost", "node-running": None, "node-elsewhere": None,
+                      "node-restarted": None}  # fmt: skip
