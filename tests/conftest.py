@@ -123,6 +123,13 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture
+async def fresh_postgres(postgres_url: str) -> str:
+    """The PostgreSQL URL, its database emptied: for tests whose nodes open it themselves."""
+    await _reset_postgres(postgres_url)
+    return postgres_url
+
+
 async def _open(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> SqlStore:
     if backend == "sqlite":
         return await open_store(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite")

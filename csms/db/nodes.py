@@ -75,6 +75,8 @@ class SqlNodeStore:
                     .values(stopped_at=at, stop_reason=LOST)
                 ).rowcount == 1
             ]  # fmt: skip
+            if lost:  # what they led is free for another node now
+                connection.execute(leases.delete().where(leases.c.holder.in_(lost)))
             if not (sweep or lost):
                 return lost
             for column, condition, values in (

@@ -127,7 +127,7 @@ class NodeService:
                         "stations again", self.node_id, self.lease_s)  # fmt: skip
             for revive in self.revived:
                 await revive()
-        await self._reap(now, sweep=False)
+        await self._reap(now, sweep=False, dead=await self._dead_here())
 
     async def lead(self, name: str = LIFECYCLE_LEASE) -> bool:
         """Hold lease ``name`` (taken if free or expired, kept by the heartbeat)."""
@@ -138,8 +138,8 @@ class NodeService:
         await self.store.stop(self.node_id, self.clock.now())
 
     async def _dead_here(self) -> list[str]:
-        """Live-looking nodes of this host whose process is gone (a run killed just now):
-        declared lost at once instead of after their lease. A reused pid only means
+        """Live-looking nodes of this host whose process is gone (killed): declared lost at
+        once instead of after their lease. A reused pid only means
         waiting for the lease. Assumes hosts have distinct names (containers do)."""
         host = socket.gethostname()
         return [

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from csms.domain.outbox import CallState
 from csms.domain.renewal import (
@@ -50,6 +51,7 @@ KIND_OF_PROFILE: dict[str | None, CertificateKind] = {
     None: CertificateKind.STATION,  # observed: a certificate a station presented at TLS
 }
 DUE_QUERY_LIMIT = 10_000
+RECENT_CALLS = 20
 
 
 def _kind_of(record: CertificateRecord) -> CertificateKind | None:
@@ -208,6 +210,14 @@ def _key_sha256(csr_pem: str) -> str | None:
         key = x509.load_pem_x509_csr(csr_pem.encode()).public_key()
     except ValueError:
         return None  # the pipeline refuses it with the precise reason
+    return _spki_sha256(key)
+
+
+def _certificate_key_sha256(record: CertificateRecord) -> str:
+    return _spki_sha256(record.certificate().public_key())
+
+
+def _spki_sha256(key: CertificatePublicKeyTypes) -> str:
     der = key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -373,12 +383,38 @@ class RenewalService:
 
     async def presented(self, station_id: str, serial_hex: str | None) -> None:
         """A station connected presenting ``serial_hex``: if it is the certificate its
-        open renewal delivered, the renewal is confirmed."""
-        if serial_hex is None:
+        open renewal delivered, the renewal is confirmed. A renewal still waiting for
+        the station's CSR is triggered again if no trigger is on its way (see
+        `_trigger_again`)."""
+        for kind in CertificateKind:
+            renewal = await self.store.open_renewal(station_id, kind)
+            if renewal is None:
+                continue
+            delivered = serial_hex is not None and renewal.new_serial == serial_hex
+            if kind is CertificateKind.STATION and delivered:
+                await self._confirm(renewal)
+            elif renewal.state is RenewalState.TRIGGERED:
+                await self._trigger_again(renewal)
+
+    async def _trigger_again(self, renewal: Renewal) -> None:
+        """The station accepted the trigger on its previous connection (to this node or
+        one that was lost), but its SignCertificate never arrived: it went with that
+        connection. It is triggered again -- only then: a trigger still on its way is
+        not repeated, and one that failed or went unanswered is the scan's to retry
+        (with backoff)."""
+        trigger = {"requested_message": TRIGGER_FOR[renewal.kind]}
+        latest = next(
+            (item for item in reversed(await self.outbox.list(renewal.station_id, RECENT_CALLS))
+             if item.action == "TriggerMessage" and item.payload == trigger),
+            None,
+        )  # fmt: skip
+        if latest is None or latest.state is not CallState.ANSWERED:
             return
-        renewal = await self.store.open_renewal(station_id, CertificateKind.STATION)
-        if renewal is not None and renewal.new_serial == serial_hex:
-            await self._confirm(renewal)
+        if (latest.response or {}).get("status") != "Accepted":
+            return
+        await self.outbox.enqueue(renewal.station_id, "TriggerMessage", trigger)
+        LOG.info("renewal #%d: %s reconnected without sending its CSR: triggered again",
+                 renewal.id, renewal.station_id)  # fmt: skip
 
     async def _confirm(self, renewal: Renewal) -> None:
         """Signed or delivered -> confirmed, once the new certificate is in use: the one
@@ -405,7 +441,18 @@ class RenewalService:
             return stale_before is None or renewal.updated_at < stale_before
 
         for renewal in await self.store.in_state(RenewalState.CSR_RECEIVED):
-            if stale(renewal) and await self._move(renewal, RenewalEvent.RESUME):
+            if not stale(renewal):
+                continue
+            if (signed := await self._signed_for(renewal)) is not None:
+                # Signed and recorded, but the node stopped before the renewal moved on:
+                # that certificate goes out -- never a second one for the same request.
+                if await self._move(renewal, RenewalEvent.SIGN, new_serial=signed.serial_hex,
+                                    csr_pem=None):  # fmt: skip
+                    issued = await self.ca.issued(signed.serial_hex)
+                    await self._deliver(renewal.id, renewal.station_id, renewal.kind, issued)
+                    resumed += 1
+                continue
+            if await self._move(renewal, RenewalEvent.RESUME):
                 await self.outbox.enqueue(
                     renewal.station_id, "TriggerMessage",
                     {"requested_message": TRIGGER_FOR[renewal.kind]},
@@ -418,6 +465,19 @@ class RenewalService:
                 await self._deliver(renewal.id, renewal.station_id, renewal.kind, issued)
                 resumed += 1
         return resumed
+
+    async def _signed_for(self, renewal: Renewal) -> CertificateRecord | None:
+        """The certificate issued for the renewal's CSR key, if signing got that far."""
+        if renewal.csr_key_sha256 is None:
+            return None
+        for record in await self.ca.station_certificates(renewal.station_id):
+            if (
+                record.profile == PROFILE_FOR[renewal.kind]
+                and record.source is CertificateSource.ISSUED
+                and _certificate_key_sha256(record) == renewal.csr_key_sha256
+            ):
+                return record
+        return None
 
     async def due(self, station_id: str | None = None) -> list[DueCertificate]:
         """What the next scan would renew: stations whose current certificate reached its

@@ -30,7 +30,7 @@ from ocpp.v201.enums import Action
 from websockets.asyncio.client import ClientConnection
 
 from cli.main import cli
-from csms.app import open_app
+from csms.app import App, open_app
 from csms.service import Listening, ServeOptions, serve
 from pki.hashdata import hash_data_for
 
@@ -175,6 +175,8 @@ class Service:
     home: Home
     ports: Listening
     fleet: Fleet = field(default_factory=dict)
+    app: App | None = None
+    """The serving app, when it runs in this process."""
 
     async def connect(self, station: Station, identity: Identity) -> tuple[Renewing, Any]:
         connection = await websockets.connect(
@@ -205,7 +207,7 @@ async def serving(
         )
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
-            yield Service(home, await asyncio.wait_for(ready, 10), fleet)
+            yield Service(home, await asyncio.wait_for(ready, 10), fleet, app)
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)

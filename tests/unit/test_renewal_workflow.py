@@ -4,17 +4,22 @@ serve` left half done, over a real store and CA (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
+from csms.domain.outbox import CallState
 from csms.domain.renewal import (
     TRANSITIONS,
     CertificateKind,
@@ -117,6 +122,37 @@ async def test_the_scan_renews_what_reached_its_threshold_once(
     ]
 
 
+async def test_a_station_back_without_its_csr_is_triggered_again_once(
+    ca: CertificateAuthority, clock: FixedClock
+) -> None:
+    """It accepted the trigger, then its connection (and the CSR on it) was lost: at its
+    next connection it is triggered again -- not while a trigger is on its way, and not
+    after a trigger it failed to answer (the scan retries those, with backoff)."""
+    service = renewal_service(ca, clock)
+    renewal = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    outbox = service.outbox.store
+
+    async def triggers() -> list[CallState]:
+        return [i.state for i in await service.outbox.list(STATION) if i.action == "TriggerMessage"]
+
+    (first,) = await service.outbox.list(STATION)
+    await service.presented(STATION, None)
+    assert await triggers() == [CallState.QUEUED]  # on its way: not repeated
+    await outbox.move(first.id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(first.id, CallState.SENT, CallState.ANSWERED, clock.now(),
+                      response=json.dumps({"status": "Accepted"}))  # fmt: skip
+    await service.presented(STATION, None)
+    assert await triggers() == [CallState.ANSWERED, CallState.QUEUED]
+    await service.presented(STATION, None)
+    assert await triggers() == [CallState.ANSWERED, CallState.QUEUED]
+    (_, second) = await service.outbox.list(STATION)
+    await outbox.move(second.id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(second.id, CallState.SENT, CallState.TIMED_OUT, clock.now(), error="late")
+    await service.presented(STATION, None)
+    assert await triggers() == [CallState.ANSWERED, CallState.TIMED_OUT]
+    assert (await service.get(renewal.id)).state is S.TRIGGERED
+
+
 async def test_a_newer_certificate_in_use_is_not_renewed_for_an_older_one(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
@@ -205,6 +241,43 @@ async def test_a_restart_resumes_half_done_renewals(
     assert queued["TriggerMessage"].payload == {"requested_message": "SignV2GCertificate"}
     assert (await store.get(signing.id)).state is S.TRIGGERED
     assert await service.resume() == 0  # nothing left half done
+
+
+async def test_a_certificate_signed_before_a_crash_is_delivered_not_signed_again(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """Killed after the certificate was signed and recorded, before the renewal moved on
+    (a separate transaction): the resumed renewal delivers that certificate."""
+    service = renewal_service(ca, clock)
+    store, outbox = service.store, service.outbox
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr_pem = make_csr(key=key, cn="SN-0001")
+    renewal = await store.create(
+        STATION, CertificateKind.STATION, S.CSR_RECEIVED,
+        requested_by="test", old_serial=None, at=clock.now(),
+    )  # fmt: skip
+    assert renewal is not None
+    digest = hashlib.sha256(key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )).hexdigest()  # fmt: skip
+    await store.move(renewal.id, S.CSR_RECEIVED, S.CSR_RECEIVED, clock.now(),
+                     csr_key_sha256=digest)  # fmt: skip
+    issued = await ca.issue_for_station(
+        csr_pem=csr_pem, profile_name=PROFILE_FOR[CertificateKind.STATION], station_id=STATION,
+        actor="test",
+    )  # fmt: skip
+
+    assert await service.resume() == 1
+
+    resumed = await store.get(renewal.id)
+    assert (resumed.state, resumed.new_serial) == (S.SIGNED, issued.record.serial_hex)
+    (delivery,) = await outbox.list(STATION)
+    assert delivery.action == "CertificateSigned"
+    assert (
+        issued.record.certificate().public_bytes(serialization.Encoding.PEM).decode()
+        in (delivery.payload["certificate_chain"])
+    )
+    assert len(await ca.station_certificates(STATION)) == 1  # none signed again
 
 
 async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
