@@ -123,19 +123,20 @@ async def build_fleet(directory: Path, stations: int) -> Fleet:
 
 
 @contextlib.asynccontextmanager
-async def pkictl_serve(fleet: Fleet, ports: dict[str, int] | None = None) -> Any:
-    """`pkictl serve` on free loopback ports: (process, OCPP port); ``ports``, if given,
-    gets both ports ("ocpp", "http")."""
+async def pkictl_serve(fleet: Fleet, ports: dict[str, int] | None = None, workers: int = 1) -> Any:
+    """`pkictl serve [--workers N]` on free loopback ports: (process, OCPP port);
+    ``ports``, if given, gets both ports ("ocpp", "http")."""
     pkictl = Path(sys.executable).parent / "pkictl"
     process = await asyncio.create_subprocess_exec(
         str(pkictl), "--home", str(fleet.home), "serve", "--host", "127.0.0.1",
-        "--ocpp-port", "0", "--http-port", "0",
+        "--ocpp-port", "0", "--http-port", "0", "--workers", str(workers),
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
+    ready = b"worker processes" if workers > 1 else b"pkictl serve: OCPP on"
     try:
         line = b""
-        while b"pkictl serve: OCPP on" not in line:
+        while ready not in line:
             line = await asyncio.wait_for(process.stderr.readline(), 30)
             if not line:
                 raise RuntimeError("pkictl serve exited before listening")
@@ -169,9 +170,16 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
+    """User + system CPU time a process and its running descendants (`serve --workers`)
+    have used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 BOOT = json.dumps(
@@ -360,6 +368,7 @@ async def handshakes(
 
 
 MESSAGE_TARGET = 2.0
+SCALING_TARGET = 1.6  # issue #7: 2 worker processes against 1 on a 2-core machine
 
 
 def mix(station_id: str, n: int) -> str:
@@ -429,30 +438,51 @@ async def baseline_server(fleet: Fleet) -> Any:
         await process.wait()
 
 
-async def messages(fleet: Fleet, duration: float, stations: int, rounds: int) -> dict[str, Any]:
+async def messages(
+    fleet: Fleet, duration: float, stations: int, rounds: int, workers: int = 1
+) -> dict[str, Any]:
+    """The message mix against the plain `ocpp` server; with ``workers`` > 1, also
+    against `pkictl serve --workers N` in the same rounds (the scaling ratio)."""
     identities = fleet.identities[:stations]
     rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
-    async with pkictl_serve(fleet) as (_, port), baseline_server(fleet) as baseline_port:
+    scaled = f"pkictl_{workers}_workers"
+    async with contextlib.AsyncExitStack() as running:
+        _, port = await running.enter_async_context(pkictl_serve(fleet))
+        baseline_port = await running.enter_async_context(baseline_server(fleet))
+        ports = {"ocpp_baseline": baseline_port, "pkictl": port}
+        if workers > 1:
+            _, ports[scaled] = await running.enter_async_context(pkictl_serve(fleet, None, workers))
+            rates[scaled] = []
         for round_ in range(rounds):
-            rates["ocpp_baseline"].append(await message_rate(baseline_port, identities, duration))
-            rates["pkictl"].append(await message_rate(port, identities, duration))
+            for name, rate in rates.items():
+                rate.append(await message_rate(ports[name], identities, duration))
             log(
                 f"round {round_ + 1}/{rounds}: "
                 + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
             )
-    ratio = statistics.median(
-        p / b for p, b in zip(rates["pkictl"], rates["ocpp_baseline"], strict=True)
-    )
-    return {
+    ratio = _paired(rates["pkictl"], rates["ocpp_baseline"])
+    result = {
         "bench": "fleet.messages",
         "stations": len(identities),
         "duration_s": duration,
         "rounds": rounds,
         "per_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
-        "ratio": round(ratio, 3),
+        "ratio": ratio,
         "target": MESSAGE_TARGET,
         "pass": ratio >= MESSAGE_TARGET,
     }
+    if workers > 1:
+        result["scaling"] = {
+            "workers": workers,
+            "ratio_to_1_worker": _paired(rates[scaled], rates["pkictl"]),
+            "ratio_to_baseline": _paired(rates[scaled], rates["ocpp_baseline"]),
+            "target": SCALING_TARGET,
+        }
+    return result
+
+
+def _paired(ours: list[float], theirs: list[float]) -> float:
+    return round(statistics.median(o / t for o, t in zip(ours, theirs, strict=True)), 3)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -472,6 +502,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rate rounds")
     parser.add_argument("--concurrency", type=int, default=8, help="clients in the rate rounds")
     parser.add_argument("--plot", type=Path, help="idle: write a PNG of memory vs connections")
+    parser.add_argument(
+        "--serve-workers", type=int, default=1,
+        help="messages: also measure `pkictl serve --workers N` in the same rounds (N > 1)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
@@ -489,7 +523,8 @@ async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]
         results.append(await handshakes(fleet, args.duration, args.concurrency, args.rounds))
         print(json.dumps(results[-1]), flush=True)
     if args.scenario in ("messages", "all"):
-        results.append(await messages(fleet, args.duration, args.talkers, args.rounds))
+        results.append(await messages(fleet, args.duration, args.talkers, args.rounds,
+                                      args.serve_workers))  # fmt: skip
         print(json.dumps(results[-1]), flush=True)
     return results
 

@@ -201,7 +201,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.stations}\n")
     )
     station_ids = [s for s, _ in fleet.identities]
-    async with pkictl_serve(fleet) as (process, port):
+    async with pkictl_serve(fleet, None, args.serve_workers) as (process, port):
         workers = [
             await _start_worker(WorkerJob(port, directory, station_ids[w :: args.workers],
                                           args.timeout))
@@ -238,6 +238,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "bench": "renewal.campaign",
         "stations": args.stations,
         "client_workers": args.workers,
+        "serve_workers": args.serve_workers,
         "seconds": round(elapsed, 2),
         "stations_per_s": round(args.stations / elapsed, 1),
         "server_cpu_ms_per_renewal": round(cpu * 1000 / args.stations, 2),
@@ -262,6 +263,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument(
+        "--serve-workers", type=int, default=1, help="pkictl serve --workers N (default 1)"
+    )
     parser.add_argument("--timeout", type=float, default=600, help="seconds, per phase")
     parser.add_argument("--plot", type=Path, help="write a PNG of stations confirmed over time")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # PORT FILE TIMEOUT
