@@ -15,6 +15,7 @@ from cli.output import emit_json, emit_table, iso, note
 from csms.app import App, actor
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
 from csms.services.renewals import DueCertificate, Renewal
+from pki.errors import NotFoundError
 
 RENEWAL_COLUMNS = ("id", "station", "kind", "state", "old_serial", "new_serial", "updated_at")
 KIND_NAMES = {"station": CertificateKind.STATION, "v2g": CertificateKind.V2G}
@@ -81,12 +82,13 @@ def renew(
     async def action(app: App) -> list[Renewal]:
         if all_due:
             return await app.renewals.scan()
-        for station_id in station_ids:
-            await app.stations.get(station_id)  # all exist, or nothing is asked
-        return [
-            await app.renewals.request(s, KIND_NAMES[kind], requested_by=actor())
-            for s in station_ids
-        ]
+        registered = {station.id for station in await app.stations.list()}
+        if unknown := [s for s in station_ids if s not in registered]:  # all, or nothing
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise NotFoundError(f"no station {', '.join(map(repr, unknown[:10]))}{more}")
+        return await app.renewals.request_all(
+            [(s, KIND_NAMES[kind], None) for s in station_ids], requested_by=actor()
+        )
 
     started = run_with_app(ctx, action)
     if wait_s is not None and started:
