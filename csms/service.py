@@ -207,6 +207,7 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
                 del live[station_id]
                 await sessions.disconnected(station_id)
 
+    moved = asyncio.create_task(_close_moved(sessions, live, nodes.heartbeat_s, stop))
     endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
     async with contextlib.AsyncExitStack() as servers:
         if await servers.enter_async_context(app.outbox_wakeups(outbox.wake)):
@@ -235,7 +236,30 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
         await daemon.stop()
         await watcher
         await heartbeat
+        await moved
         LOG.info("draining: closing %d station connections", len(sessions.online()))
+
+
+async def _close_moved(
+    sessions: SessionService,
+    live: dict[str, ServerConnection],
+    interval: float,
+    stop: asyncio.Event,
+) -> None:
+    """Close connections of stations that have connected to another node since: a
+    half-open socket here would otherwise take their calls (ADR 13)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
+        try:
+            for station_id in await sessions.moved_elsewhere():
+                if (connection := live.get(station_id)) is not None:
+                    LOG.info("station %s is connected to another node: closing here", station_id)
+                    await connection.close(1000, "connected to another node")
+        except Exception:  # the next round tries again
+            LOG.exception("looking for stations connected elsewhere failed")
 
 
 async def _start_plain(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from csms.db.schema import station_sessions
 from csms.services.sessions import SessionRecord
@@ -44,6 +44,20 @@ class SqlSessionStore:
             .values(online=False, last_seen=at)
         )  # fmt: skip
         await self._database.write(lambda connection: connection.execute(statement))
+
+    async def held_elsewhere(self, station_ids: list[str], node_id: str) -> list[str]:
+        def work(connection: Connection) -> list[str]:
+            found: list[str] = []
+            for start in range(0, len(station_ids), 500):  # bounded IN lists
+                found += connection.execute(
+                    select(station_sessions.c.station_id).where(
+                        station_sessions.c.station_id.in_(station_ids[start : start + 500]),
+                        station_sessions.c.node_id != node_id,
+                    )
+                ).scalars()
+            return found
+
+        return await self._database.read(work)
 
     async def list(self) -> list[SessionRecord]:
         async with self._engine.connect() as connection:

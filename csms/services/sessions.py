@@ -45,6 +45,10 @@ class SessionStore(Protocol):
         another node meanwhile."""
         ...
 
+    async def held_elsewhere(self, station_ids: list[str], node_id: str) -> list[str]:
+        """Those of ``station_ids`` whose session row names another node."""
+        ...
+
     async def list(self) -> list[SessionRecord]: ...
 
 
@@ -69,6 +73,13 @@ class SessionService:
         self._node_id = node_id
         self._online: dict[str, SessionRecord] = {}
         self._written: dict[str, datetime] = {}
+
+    async def moved_elsewhere(self) -> list[str]:
+        """Stations this node holds a connection of that have connected to another node
+        since (a half-open socket here; ADR 13): their connection here is stale."""
+        if self._node_id is None or not self._online:
+            return []
+        return await self._store.held_elsewhere(sorted(self._online), self._node_id)
 
     async def reclaim(self) -> None:
         """This node had been declared lost (its stations put offline): they are not."""

@@ -257,3 +257,28 @@ async def test_a_revocation_through_one_node_is_seen_by_the_other_at_once(
         assert await status_at(node_b) is ocsp.OCSPCertStatus.REVOKED
         with pytest.raises(websockets.exceptions.InvalidStatus):
             await node_b.connect(station, identity)
+
+
+async def test_a_station_that_connects_to_another_node_is_closed_on_the_first(
+    pg_home: tuple[Path, str],
+) -> None:
+    """Its first connection is still open (half-open in real life): the first node closes
+    it within a heartbeat, so that it does not take the station's calls."""
+    directory, _ = pg_home
+    fleet = fleet_of(1, "M")
+    home = await initialized_home(directory, fleet)
+    (station_id,) = fleet
+    async with serving(home, fleet) as node_a, serving(home, fleet) as node_b:
+        identity = await home.issue(station_id, station=station_id, serial=fleet[station_id][0])
+        station = Station(station_id, fleet[station_id][0], identity, home.directory)
+        first, first_listener = await node_a.connect(station, identity)
+        second, second_listener = await node_b.connect(station, identity)
+        await asyncio.wait_for(first._connection.wait_closed(), 15)
+        assert first._connection.close_code == 1000
+        assert second._connection.close_code is None  # the connection that counts
+        (node,) = [n for n in await asyncio.to_thread(pkictl_json, home, "nodes", "list")
+                   if n["stations"]]  # fmt: skip
+        assert node["stations"] == 1
+        for listener in (first_listener, second_listener):
+            listener.cancel()
+        await second._connection.close()

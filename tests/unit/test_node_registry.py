@@ -99,7 +99,7 @@ async def test_a_silent_node_is_declared_lost_once_with_its_stations_and_calls_r
     assert sessions == {"CS1": True, "CS2": True, "CS3": True}
 
 
-async def test_a_station_that_moved_stays_online_when_its_old_connection_ends(
+async def test_a_station_that_moved_is_closed_on_its_old_node_and_stays_online(
     store: SqlStore, clock: FixedClock
 ) -> None:
     session_store = SqlSessionStore(store.database)
@@ -107,13 +107,17 @@ async def test_a_station_that_moved_stays_online_when_its_old_connection_ends(
     connected = {"security_profile": 3, "boot_pending": False, "remote": "127.0.0.1",
                  "certificate_serial": None, "certificate_not_after": None}  # fmt: skip
     await old.connected("CS1", **connected)
+    await old.connected("CS2", **connected)
+    assert await old.moved_elsewhere() == []
     await new.connected("CS1", **connected)  # it reconnected to another node
+    assert await old.moved_elsewhere() == ["CS1"]  # the old node closes its socket
+    assert await new.moved_elsewhere() == []
     await old.disconnected("CS1")  # the old socket dies late
-    (record,) = await session_store.list()
-    assert (record.online, record.node_id) == (True, "node-b")
+    records = {r.station_id: r for r in await session_store.list()}
+    assert (records["CS1"].online, records["CS1"].node_id) == (True, "node-b")
     await new.disconnected("CS1")
-    (record,) = await session_store.list()
-    assert not record.online
+    records = {r.station_id: r for r in await session_store.list()}
+    assert not records["CS1"].online
 
 
 async def test_a_starting_node_releases_what_no_live_node_holds(
