@@ -6,6 +6,7 @@ the whole CA runs in memory in tests and under a simulated clock in the time-war
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -100,6 +101,9 @@ class CertificateAuthority:
         # are cached per process; forget_authorities() drops them when they change.
         self._issuers: dict[str, Issuer] = {}
         self._chains: dict[str, tuple[x509.Certificate, ...]] = {}
+        # One lookup at a time: a thousand CSRs arriving together on a cold cache would
+        # otherwise each read (and open the key of) the same authority.
+        self._loading = asyncio.Lock()
 
     def forget_authorities(self) -> None:
         """Drop the cached issuers and chains; call after the authorities changed (a
@@ -307,6 +311,11 @@ class CertificateAuthority:
         cached = self._issuers.get(name)
         if cached is not None:
             return cached
+        async with self._loading:
+            cached = self._issuers.get(name)
+            return cached if cached is not None else await self._load_issuer(name)
+
+    async def _load_issuer(self, name: str) -> Issuer:
         authority = await self.store.get_authority(name)
         if authority is None or authority.role not in (
             AuthorityRole.ROOT,
@@ -326,6 +335,13 @@ class CertificateAuthority:
         cached = self._chains.get(name)
         if cached is not None:
             return list(cached)
+        async with self._loading:
+            cached = self._chains.get(name)
+            if cached is None:
+                cached = await self._load_chain(name)
+        return list(cached)
+
+    async def _load_chain(self, name: str) -> tuple[x509.Certificate, ...]:
         out: list[x509.Certificate] = []
         current: str | None = name
         while current is not None:
@@ -337,7 +353,7 @@ class CertificateAuthority:
             out.append(authority.certificate())
             current = authority.issuer
         self._chains[name] = tuple(out)
-        return out
+        return self._chains[name]
 
     # --- issuance -------------------------------------------------------------------
 

@@ -37,7 +37,11 @@ class _Busy(Exception):
     """The write lock is held elsewhere: take the async path."""
 
 
-def _busy(exc: OperationalError) -> bool:
+def _busy(exc: OperationalError | sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY, from a statement (wrapped by SQLAlchemy) or from the BEGIN (sent to
+    the driver directly)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return is_busy(exc)
     return isinstance(exc.orig, sqlite3.OperationalError) and is_busy(exc.orig)
 
 
@@ -54,7 +58,11 @@ def _inline_engine(path: str) -> Engine:
     def _on_begin(connection: Connection) -> None:
         # a unit that writes takes the write lock at once (never a lock upgrade half
         # way); a read only snapshots
-        connection.exec_driver_sql("BEGIN" if connection.info.get(READ_ONLY) else "BEGIN IMMEDIATE")
+        # (straight to the driver: SQLAlchemy's execution machinery cost more than the
+        # BEGIN itself, on every unit of work)
+        driver = connection.connection.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute("BEGIN" if connection.info.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -103,7 +111,7 @@ class Database:
                         return work(connection)
                     finally:
                         connection.info.pop(READ_ONLY, None)
-            except OperationalError as exc:
+            except (OperationalError, sqlite3.OperationalError) as exc:
                 if not _busy(exc):  # (a WAL reader waits only in rare recovery cases)
                     raise
         async with self.engine.connect() as connection:
@@ -126,7 +134,7 @@ class Database:
         try:
             with self._inline.begin() as connection:
                 return work(connection)
-        except OperationalError as exc:
+        except (OperationalError, sqlite3.OperationalError) as exc:
             if _busy(exc):
                 raise _Busy from None  # rolled back by the context manager
             raise
