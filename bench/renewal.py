@@ -102,6 +102,25 @@ async def _connect(port: int, station_id: str, context: ssl.SSLContext) -> Any:
     )  # fmt: skip
 
 
+async def _reconnect(
+    port: int, station_id: str, context: ssl.SSLContext, gate: asyncio.Semaphore
+) -> Any:
+    """Connect again as a station does: a refused or dropped attempt is retried after a
+    pause (1, 2, 4 ... s), counted in RETRIES."""
+    pause = 1.0
+    while True:
+        try:
+            async with gate:
+                return await _connect(port, station_id, context)
+        except (OSError, websockets.exceptions.InvalidHandshake, TimeoutError):
+            RETRIES.append(station_id)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+
+
+RETRIES: list[str] = []
+
+
 @dataclass(frozen=True)
 class WorkerJob:
     port: int
@@ -141,14 +160,14 @@ async def _worker(job: WorkerJob) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ))  # fmt: skip
-        async with gate:
-            again = await _connect(job.port, client.id, _context(root, chain, key))
+        again = await _reconnect(job.port, client.id, _context(root, chain, key), gate)
         at = time.time()  # admitted with the new certificate: the renewal is confirmed
         await again.close()
         return at, max(0.0, client.delivered - client.sign_answered)
 
     confirmed = await asyncio.gather(*(renew(*c) for c in connected))
-    print(json.dumps({"done": confirmed, "cpu_s": time.process_time()}), flush=True)
+    print(json.dumps({"done": confirmed, "cpu_s": time.process_time(), "retries": len(RETRIES)}),
+          flush=True)  # fmt: skip
 
 
 async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
@@ -217,10 +236,12 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         command_s = time.time() - started
         results: list[tuple[float, float]] = []
         clients_after = 0.0  # each worker says its own: it may be gone once it has
+        retries = 0
         for worker in workers:
             done = await _message(worker, "done", args.timeout)
             results += done["done"]
             clients_after += done["cpu_s"]
+            retries += done["retries"]
         elapsed = max(at for at, _ in results) - started
         delivery = sorted(seconds for _, seconds in results)
         cpu = cpu_seconds(process.pid) - cpu_before
@@ -245,6 +266,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "seconds": round(elapsed, 2),
         "renew_command_s": round(command_s, 2),
         "first_confirmed_s": round(min(at for at, _ in results) - started, 2),
+        "reconnection_retries": retries,
         "stations_per_s": round(args.stations / elapsed, 1),
         "server_cpu_ms_per_renewal": round(cpu * 1000 / args.stations, 2),
         "simulator_cpu_ms_per_renewal": round(clients_cpu * 1000 / args.stations, 2),

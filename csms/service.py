@@ -42,6 +42,7 @@ from csms.transport.endpoint import (
     COMPRESSION,
     MAX_FRAME_BYTES,
     OCPP_SUBPROTOCOL,
+    OPEN_TIMEOUT_S,
     OcppEndpoint,
     SessionRunner,
     remote_of,
@@ -224,6 +225,7 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
                 compression=COMPRESSION,
                 server_header=None,
                 reuse_port=options.reuse_port or None,
+                open_timeout=OPEN_TIMEOUT_S,
             )
         )
         http_server = await _start_http(
@@ -283,6 +285,7 @@ async def _start_plain(
             compression=COMPRESSION,
             server_header=None,
             reuse_port=options.reuse_port or None,
+            open_timeout=OPEN_TIMEOUT_S,
         )
     )
     return _port(server)

@@ -28,6 +28,10 @@ MAX_FRAME_BYTES = 64 * 1024
 # (measured: bench/RESULTS.md). OCPP-J does not ask for it; stations that offer it get
 # uncompressed frames, which the extension negotiation allows.
 COMPRESSION = None
+OPEN_TIMEOUT_S = 30.0
+"""The websocket upgrade must be done within this (websockets' default is 10 s): in a
+reconnection storm a station that has finished its TLS handshake is answered late
+rather than dropped -- dropped, it would come back and pay for TLS again."""
 
 SessionRunner = Callable[[str, ServerConnection, Admission], Awaitable[None]]
 
