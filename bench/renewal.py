@@ -218,7 +218,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     fleet = await build_fleet(directory, args.stations)
     config = fleet.home / "pkictl.toml"
     config.write_text(
-        config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.stations}\n")
+        config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.in_flight}\n")
     )
     station_ids = [s for s, _ in fleet.identities]
     async with pkictl_serve(fleet, None, args.serve_workers) as (process, port):
@@ -262,6 +262,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "stations": args.stations,
         "client_workers": args.workers,
         "serve_workers": args.serve_workers,
+        "max_in_flight": args.in_flight,
         "database": "postgresql" if args.db else "sqlite",
         "seconds": round(elapsed, 2),
         "renew_command_s": round(command_s, 2),
@@ -293,6 +294,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--serve-workers", type=int, default=1, help="pkictl serve --workers N (default 1)"
     )
+    parser.add_argument(
+        "--in-flight", type=int, default=1000,
+        help="[renewal] max_in_flight: renewals of connected stations under way at once; "
+        "the rest wait their turn (default 1000)",
+    )  # fmt: skip
     parser.add_argument(
         "--db", metavar="URL",
         help="database (default: SQLite in the scratch home); a postgresql+asyncpg:// URL "

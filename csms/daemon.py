@@ -73,12 +73,15 @@ class LifecycleDaemon:
 
     async def recover(self) -> None:
         """Renewal steps a node left half done (stopped or lost mid-step) go on, once
-        they are older than any step in progress on a live node could be."""
+        they are older than any step in progress on a live node could be; renewals held
+        back by the in-flight cap are triggered as room is made (on any node)."""
         async with self._running:
             if await self.nodes.lead():
                 stale_before = self.app.clock.now() - 2 * self.nodes.lease
                 if resumed := await self.renewals.resume(stale_before):
                     LOG.info("%d renewals left half done by a stopped node go on", resumed)
+                if started := await self.renewals.fill():  # room made on any node
+                    LOG.info("%d renewals held back by the in-flight cap triggered", started)
 
     async def run_once(self) -> None:
         async with self._running:

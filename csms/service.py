@@ -239,6 +239,7 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
         await watcher
         await heartbeat
         await moved
+        await renewals.close()
         LOG.info("draining: closing %d station connections", len(sessions.online()))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from csms.db.schema import renewals
+from csms.db.schema import renewals, station_sessions
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
 from csms.services.renewals import Renewal
 from pki.store.inline import Database
@@ -114,6 +114,40 @@ class SqlRenewalStore:
             await connection.execute(
                 update(renewals).where(renewals.c.id == renewal_id).values(old_revoked_at=at)
             )
+
+    async def count_in_flight(self) -> int:
+        statement = (
+            select(func.count())
+            .select_from(renewals.join(
+                station_sessions, station_sessions.c.station_id == renewals.c.station_id
+            ))
+            .where(
+                renewals.c.open_slot.is_not(None),
+                renewals.c.state != RenewalState.DUE.value,
+                station_sessions.c.online.is_(True),
+            )
+        )  # fmt: skip
+        count: int = await self._database.read(
+            lambda connection: connection.execute(statement).scalar_one()
+        )
+        return count
+
+    async def waiting(self, limit: int, station_id: str | None = None) -> list[Renewal]:
+        statement = (
+            select(renewals)
+            .join(station_sessions, station_sessions.c.station_id == renewals.c.station_id)
+            .where(
+                renewals.c.state == RenewalState.DUE.value,
+                renewals.c.open_slot.is_not(None),
+                station_sessions.c.online.is_(True),
+            )
+            .order_by(renewals.c.id)
+            .limit(limit)
+        )
+        if station_id is not None:
+            statement = statement.where(renewals.c.station_id == station_id)
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
 
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:

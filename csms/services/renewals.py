@@ -53,6 +53,7 @@ KIND_OF_PROFILE: dict[str | None, CertificateKind] = {
 }
 DUE_QUERY_LIMIT = 10_000
 REQUESTS_AT_ONCE = 16
+FILL_DELAY_S = 0.2
 RECENT_CALLS = 20
 
 
@@ -107,6 +108,15 @@ class RenewalStore(Protocol):
     async def by_outbox_id(self, outbox_id: int) -> Renewal | None: ...
     async def in_state(self, state: RenewalState) -> list[Renewal]: ...
     async def count_open(self) -> int: ...
+    async def count_in_flight(self) -> int:
+        """Open renewals past `due` whose station is connected: the ones loading us."""
+        ...
+
+    async def waiting(self, limit: int, station_id: str | None = None) -> list[Renewal]:
+        """Renewals still `due` (held back by the cap) of connected stations, oldest
+        first."""
+        ...
+
     async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:
         """Confirmed renewals whose replaced certificate is not revoked yet."""
         ...
@@ -237,6 +247,8 @@ class RenewalService:
     revoker: Revoker
     settings: RenewalSettings = RenewalSettings()
     _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _filling: asyncio.Task[None] | None = field(default=None, init=False)
+    _fill_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
 
     async def request(
         self,
@@ -245,9 +257,12 @@ class RenewalService:
         *,
         requested_by: str,
         old_serial: str | None = None,
+        paced: bool = False,
     ) -> Renewal:
         """Renew the station's certificate of ``kind``: the open renewal if there is one,
-        else a new one, triggered at once (delivered when the station is connected)."""
+        else a new one, triggered at once (delivered when the station is connected) --
+        or, ``paced``, left `due` for `fill` to trigger while fewer than
+        `max_in_flight` renewals of connected stations are under way."""
         now = self.clock.now()
         if old_serial is None:
             current = await self.ca.current_certificate(station_id, PROFILE_FOR[kind])
@@ -260,36 +275,83 @@ class RenewalService:
             existing = await self.store.open_renewal(station_id, kind)
             if existing is not None:
                 return existing
-            return await self.request(station_id, kind, requested_by=requested_by)  # it ended
+            return await self.request(  # it ended meanwhile
+                station_id, kind, requested_by=requested_by, paced=paced
+            )
+        return created if paced else await self._trigger(created)
+
+    async def _trigger(self, renewal: Renewal) -> Renewal:
+        """due -> triggered, then the TriggerMessage: the move first, so that of nodes
+        filling at once only one triggers it. (Cut in between, the station is triggered
+        when it next connects: `_trigger_again`.)"""
+        if not await self._move(renewal, RenewalEvent.TRIGGER):
+            return await self.get(renewal.id)  # another node took it
         await self.outbox.enqueue(
-            station_id, "TriggerMessage", {"requested_message": TRIGGER_FOR[kind]}
+            renewal.station_id, "TriggerMessage", {"requested_message": TRIGGER_FOR[renewal.kind]}
         )
-        await self._move(created, RenewalEvent.TRIGGER)
-        LOG.info("renewal #%d of %s for %s triggered", created.id, kind.value, station_id)
-        return await self.get(created.id)
+        LOG.info("renewal #%d of %s for %s triggered", renewal.id, renewal.kind.value,
+                 renewal.station_id)  # fmt: skip
+        return await self.get(renewal.id)
+
+    async def fill(self, station_id: str | None = None) -> int:
+        """Trigger renewals held back in `due` (oldest first, connected stations only)
+        while fewer than `max_in_flight` are under way; how many it triggered."""
+        async with self._fill_lock:  # (nodes filling at once may overshoot a little)
+            room = self.settings.max_in_flight - await self.store.count_in_flight()
+            started = 0
+            if room > 0:
+                for renewal in await self.store.waiting(room, station_id):
+                    if (await self._trigger(renewal)).state is RenewalState.TRIGGERED:
+                        started += 1
+            return started
+
+    def _fill_soon(self) -> None:
+        """A renewal ended: make room for a held-back one, once for a burst of endings."""
+        if self._filling is None or self._filling.done():
+            self._filling = asyncio.get_running_loop().create_task(self._fill_later())
+
+    async def _fill_later(self) -> None:
+        await asyncio.sleep(FILL_DELAY_S)
+        try:
+            await self.fill()
+        except Exception:  # the daemon's next round fills too
+            LOG.exception("renewal: triggering held-back renewals failed")
+
+    async def close(self) -> None:
+        """Before the database closes: no fill left pending."""
+        if self._filling is not None and not self._filling.done():
+            self._filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filling
 
     async def request_all(
         self,
         wanted: Sequence[tuple[str, CertificateKind, str | None]],
         *,
         requested_by: str,
+        paced: bool = True,
     ) -> list[Renewal]:
-        """`request` for each (station, kind, old serial or None), several at a time: on
+        """`request` for each (station, kind, old serial or None), several at a time (on
         PostgreSQL their round trips overlap on the pool's connections instead of
-        queueing one after another (a campaign of 1,000 was asked for in 8.7 s, the
-        stations waiting meanwhile). In the order asked; the first failure stops the
-        rest (those started stand)."""
+        queueing one after another: a campaign of 1,000 was asked for in 8.7 s), then,
+        ``paced``, as many triggered as the in-flight cap allows -- the rest wait in
+        `due` for room (the scan sizes its batch to the room itself). In the order
+        asked; the first failure stops the rest (those asked for stand)."""
         gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
 
         async def one(station_id: str, kind: CertificateKind, old_serial: str | None) -> Renewal:
             async with gate:
                 return await self.request(
-                    station_id, kind, requested_by=requested_by, old_serial=old_serial
-                )
+                    station_id, kind, requested_by=requested_by, old_serial=old_serial,
+                    paced=paced,
+                )  # fmt: skip
 
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(*item)) for item in wanted]
-        return [task.result() for task in tasks]
+        if not paced:
+            return [task.result() for task in tasks]
+        await self.fill()
+        return [await self.get(task.result().id) for task in tasks]
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity
@@ -394,6 +456,7 @@ class RenewalService:
 
     async def _failed(self, renewal: Renewal, reason: str) -> None:
         """Alert on every failure; after the last automatic attempt, say it stops."""
+        self._fill_soon()
         await self.alerts.raise_alert(
             "renewal-failed", renewal.station_id,
             f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
@@ -408,9 +471,9 @@ class RenewalService:
 
     async def presented(self, station_id: str, serial_hex: str | None) -> None:
         """A station connected presenting ``serial_hex``: if it is the certificate its
-        open renewal delivered, the renewal is confirmed. A renewal still waiting for
-        the station's CSR is triggered again if no trigger is on its way (see
-        `_trigger_again`)."""
+        open renewal delivered, the renewal is confirmed. A renewal held back in `due`
+        is triggered if there is room; one still waiting for the station's CSR is
+        triggered again if no trigger is on its way (see `_trigger_again`)."""
         for kind in CertificateKind:
             renewal = await self.store.open_renewal(station_id, kind)
             if renewal is None:
@@ -418,25 +481,28 @@ class RenewalService:
             delivered = serial_hex is not None and renewal.new_serial == serial_hex
             if kind is CertificateKind.STATION and delivered:
                 await self._confirm(renewal)
+            elif renewal.state is RenewalState.DUE:
+                await self.fill(station_id)
             elif renewal.state is RenewalState.TRIGGERED:
                 await self._trigger_again(renewal)
 
     async def _trigger_again(self, renewal: Renewal) -> None:
         """The station accepted the trigger on its previous connection (to this node or
         one that was lost), but its SignCertificate never arrived: it went with that
-        connection. It is triggered again -- only then: a trigger still on its way is
-        not repeated, and one that failed or went unanswered is the scan's to retry
-        (with backoff)."""
+        connection. It is triggered again -- only then, or if no trigger was ever
+        queued: a trigger still on its way is not repeated, and one that failed or went
+        unanswered is the scan's to retry (with backoff)."""
         trigger = {"requested_message": TRIGGER_FOR[renewal.kind]}
         latest = next(
             (item for item in reversed(await self.outbox.list(renewal.station_id, RECENT_CALLS))
              if item.action == "TriggerMessage" and item.payload == trigger),
             None,
         )  # fmt: skip
-        if latest is None or latest.state is not CallState.ANSWERED:
-            return
-        if (latest.response or {}).get("status") != "Accepted":
-            return
+        if latest is not None:  # (none at all: cut between the move and the trigger)
+            if latest.state is not CallState.ANSWERED:
+                return
+            if (latest.response or {}).get("status") != "Accepted":
+                return
         await self.outbox.enqueue(renewal.station_id, "TriggerMessage", trigger)
         LOG.info("renewal #%d: %s reconnected without sending its CSR: triggered again",
                  renewal.id, renewal.station_id)  # fmt: skip
@@ -454,6 +520,7 @@ class RenewalService:
             if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
                 return
         LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
+        self._fill_soon()
 
     async def resume(self, stale_before: datetime | None = None) -> int:
         """What a stopped or lost node left half done goes on: a CSR whose signing did not
@@ -509,7 +576,7 @@ class RenewalService:
         renewal point (the policy's threshold, kept as renew_after), issued or observed,
         with no renewal open and not waiting after a failure; at most as many as
         max_in_flight leaves room for."""
-        room = self.settings.max_in_flight - await self.store.count_open()
+        room = self.settings.max_in_flight - await self.store.count_in_flight()
         if room <= 0:
             return []
         now = self.clock.now()
@@ -547,8 +614,8 @@ class RenewalService:
         async with self._scanning:
             started = await self.request_all(
                 [(due.station_id, due.kind, due.serial_hex) for due in await self.due(station_id)],
-                requested_by="scan",
-            )
+                requested_by="scan", paced=False,
+            )  # fmt: skip
             if station_id is None:
                 await self._revoke_replaced()
         if started:

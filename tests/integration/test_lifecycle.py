@@ -73,7 +73,7 @@ async def test_a_renewal_asked_while_offline_ends_confirmed_and_supersedes(
     station = await service.station("R1")
     old_serial = x509.load_pem_x509_certificates(station.identity[0].read_bytes())[0]
     (asked,) = await asyncio.to_thread(pkictl_json, service.home, "renew", "R1")
-    assert asked["state"] == "triggered"  # queued: R1 is not connected
+    assert asked["state"] == "due"  # waits: R1 is not connected; triggered when it is
     assert asked["old_serial"] == format(old_serial.serial_number, "x")
 
     client, listener = await service.connect(station, station.identity)
@@ -182,8 +182,8 @@ def test_renew_wait_exits_9_when_a_renewal_does_not_end(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         cli, ["--home", str(home.path), "renew", "R1", "--wait", "1", "--json"]
     )
-    assert result.exit_code == 9, result.output  # R1 is offline: it stays triggered
-    assert json.loads(result.stdout)[0]["state"] == "triggered"
+    assert result.exit_code == 9, result.output  # R1 is offline: it waits, due
+    assert json.loads(result.stdout)[0]["state"] == "due"
 
 
 REFRESH = ("station", "certs", "R1", "--refresh")

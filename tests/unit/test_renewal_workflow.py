@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
 from csms.db.renewals import SqlRenewalStore
+from csms.db.sessions import SqlSessionStore
 from csms.domain.outbox import CallState
 from csms.domain.renewal import (
     TRANSITIONS,
@@ -32,6 +33,7 @@ from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
 from csms.services.renewals import PROFILE_FOR, Renewal, RenewalService, RenewalSettings
 from csms.services.revocations import Revocations
+from csms.services.sessions import SessionService
 from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
@@ -168,16 +170,53 @@ async def test_a_newer_certificate_in_use_is_not_renewed_for_an_older_one(
     assert await service.due() == []  # the old one is due, but no longer in use
 
 
-async def test_the_scan_starts_no_more_than_max_in_flight(
+async def connect(ca: CertificateAuthority, clock: FixedClock, *stations: str) -> SessionService:
+    sessions = SessionService(SqlSessionStore(ca.store.database), clock, node_id="node")
+    for station in stations:
+        await sessions.connected(
+            station, security_profile=3, boot_pending=False, remote="127.0.0.1",
+            certificate_serial=None, certificate_not_after=None,
+        )  # fmt: skip
+    return sessions
+
+
+async def test_the_scan_starts_no_more_than_max_in_flight_of_connected_stations(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     await second_station(ca, clock)
     service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1, jitter_s=0))
     for station in (STATION, "CS002"):
         await issue(ca, make_csr, station)
+    sessions = await connect(ca, clock, STATION, "CS002")
     clock.advance(timedelta(days=300))
-    assert len(await service.scan()) == 1
+    (first,) = await service.scan()
     assert await service.scan() == []  # full until the open one ends
+    await sessions.disconnected(first.station_id)  # offline: it holds no room while away
+    (second,) = await service.scan()
+    assert {first.station_id, second.station_id} == {STATION, "CS002"}
+
+
+async def test_renewals_asked_beyond_the_cap_wait_and_start_as_room_is_made(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    await second_station(ca, clock)
+    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1, jitter_s=0))
+    await connect(ca, clock, STATION, "CS002")
+    first, second = await service.request_all(
+        [(STATION, CertificateKind.STATION, None), ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )
+    assert (first.state, second.state) == (S.TRIGGERED, S.DUE)  # held back by the cap
+    assert await service.fill() == 0
+    await service.presented("CS002", None)  # connecting again does not jump the queue
+    assert (await service.get(second.id)).state is S.DUE
+    answer = await service.sign(STATION, make_csr(cn="SN-9999"), CertificateKind.STATION)
+    assert not answer.accepted  # the first one fails: room for the second
+    await service.fill()  # (or the fill its failure scheduled: one of them triggers it)
+    assert (await service.get(second.id)).state is S.TRIGGERED
+    triggers = [i.station_id for i in await service.outbox.list() if i.action == "TriggerMessage"]
+    assert triggers == [STATION, "CS002"]
+    await service.close()
 
 
 async def test_failures_back_off_then_stop_with_an_alert(
