@@ -176,6 +176,7 @@ async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.renewal", "--worker", str(job.port), str(stations),
         str(job.timeout_s), stdout=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,  # the "done" line carries every station's timings
     )  # fmt: skip
 
 

@@ -155,6 +155,22 @@ async def test_a_station_back_without_its_csr_is_triggered_again_once(
     assert (await service.get(renewal.id)).state is S.TRIGGERED
 
 
+async def test_a_renewal_cut_between_its_move_and_its_trigger_is_triggered_at_connect(
+    ca: CertificateAuthority, clock: FixedClock
+) -> None:
+    service = renewal_service(ca, clock)
+    renewal = await service.store.create(
+        STATION, CertificateKind.STATION, S.DUE, requested_by="test", old_serial=None,
+        at=clock.now(),
+    )  # fmt: skip
+    assert renewal is not None
+    await service.store.move(renewal.id, S.DUE, S.TRIGGERED, clock.now())  # then cut
+    assert await service.outbox.list(STATION) == []
+    await service.presented(STATION, None)
+    (trigger,) = await service.outbox.list(STATION)
+    assert trigger.payload == {"requested_message": "SignChargingStationCertificate"}
+
+
 async def test_a_newer_certificate_in_use_is_not_renewed_for_an_older_one(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
