@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import insert, text
 
 from bench.fleet import run_in_scratch
-from csms.services.renewals import RenewalSettings
+from csms.services.renewal_ports import RenewalSettings
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 from pki.store.rows import certificate_values
 from pki.store.schema import certificates

@@ -14,7 +14,7 @@ from cli.errors import ExitCode
 from cli.output import emit_json, emit_table, iso, note
 from csms.app import App, actor
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
-from csms.services.renewals import DueCertificate, Renewal
+from csms.services.renewal_ports import DueCertificate, Renewal
 from pki.errors import NotFoundError
 
 RENEWAL_COLUMNS = ("id", "station", "kind", "state", "old_serial", "new_serial", "updated_at")

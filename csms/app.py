@@ -46,7 +46,8 @@ from csms.services.inventory import CertificateManagement, KnownCertificate
 from csms.services.nodes import NodeService
 from csms.services.ocsp import OcspService
 from csms.services.outbox import Outbox
-from csms.services.renewals import RenewalService, RenewalSettings
+from csms.services.renewal_ports import RenewalSettings
+from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
 from csms.services.revocations import Revocations
 from csms.services.rollover import RolloverCampaign

@@ -4,16 +4,18 @@ kind, so concurrent requests join one renewal instead of starting two."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import renewals, station_sessions
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
-from csms.services.renewals import Renewal
+from csms.services.renewal_ports import Renewal
 from pki.store.inline import Database
+from pki.store.sql import upsert
 
 
 def _slot(station_id: str, kind: CertificateKind) -> str:
@@ -56,6 +58,35 @@ class SqlRenewalStore:
         except IntegrityError:
             return None  # one is open already
         return await self.get(renewal_id)
+
+    async def create_many(
+        self,
+        wanted: Sequence[tuple[str, CertificateKind, str | None]],
+        *,
+        requested_by: str,
+        at: datetime,
+    ) -> list[Renewal]:
+        slots = [_slot(station_id, kind) for station_id, kind, _ in wanted]
+        rows = [
+            {"station_id": station_id, "kind": kind.value, "state": RenewalState.DUE.value,
+             "open_slot": slot, "old_serial": old_serial, "requested_by": requested_by,
+             "created_at": at, "updated_at": at}
+            for (station_id, kind, old_serial), slot in zip(wanted, slots, strict=True)
+        ]  # fmt: skip
+
+        def work(connection: Connection) -> list[Renewal]:
+            if rows:
+                connection.execute(
+                    upsert(connection.dialect, renewals, rows[0]).on_conflict_do_nothing(
+                        index_elements=[renewals.c.open_slot]
+                    ),
+                    rows,
+                )  # (an open one stays as it is)
+            statement = select(renewals).where(renewals.c.open_slot.in_(slots))
+            found = {row.open_slot: _renewal(row) for row in connection.execute(statement)}
+            return [found[slot] for slot in slots]
+
+        return await self._database.write(work)
 
     async def move(
         self, renewal_id: int, from_state: RenewalState, to_state: RenewalState, at: datetime,

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -34,6 +34,16 @@ from csms.domain.renewal import (
 )
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox, OutboxItem
+from csms.services.renewal_ports import (
+    DueCertificate,
+    Renewal,
+    RenewalSettings,
+    RenewalStore,
+    Revoker,
+    SignAnswer,
+    StationDirectory,
+    StationIssuer,
+)
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
 from pki.errors import IssuanceRefused, StateError
@@ -53,6 +63,7 @@ KIND_OF_PROFILE: dict[str | None, CertificateKind] = {
 }
 DUE_QUERY_LIMIT = 10_000
 REQUESTS_AT_ONCE = 16
+CREATE_BATCH = 500
 FILL_DELAY_S = 0.2
 RECENT_CALLS = 20
 
@@ -61,150 +72,6 @@ def _kind_of(record: CertificateRecord) -> CertificateKind | None:
     if record.profile is None and record.source is not CertificateSource.OBSERVED:
         return None
     return KIND_OF_PROFILE.get(record.profile)
-
-
-@dataclass(frozen=True)
-class Renewal:
-    id: int
-    station_id: str
-    kind: CertificateKind
-    state: RenewalState
-    requested_by: str
-    created_at: datetime
-    updated_at: datetime
-    old_serial: str | None = None
-    new_serial: str | None = None
-    csr_key_sha256: str | None = None
-    outbox_id: int | None = None
-    reason: str | None = None
-    csr_pem: str | None = None
-    """A V2G CSR waiting for the station's SECC id."""
-
-
-class RenewalStore(Protocol):
-    async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None: ...
-    async def create(
-        self,
-        station_id: str,
-        kind: CertificateKind,
-        state: RenewalState,
-        *,
-        requested_by: str,
-        old_serial: str | None,
-        at: datetime,
-    ) -> Renewal | None:
-        """A new open renewal; None when the station already has one of this kind."""
-        ...
-
-    async def move(
-        self, renewal_id: int, from_state: RenewalState, to_state: RenewalState, at: datetime,
-        **fields: Any,
-    ) -> bool:  # fmt: skip
-        """Advance if still in ``from_state`` (and set ``fields``); False otherwise."""
-        ...
-
-    async def set_outbox_id(self, renewal_id: int, outbox_id: int) -> None: ...
-    async def get(self, renewal_id: int) -> Renewal: ...
-    async def by_outbox_id(self, outbox_id: int) -> Renewal | None: ...
-    async def in_state(self, state: RenewalState) -> list[Renewal]: ...
-    async def count_open(self) -> int: ...
-    async def count_in_flight(self) -> int:
-        """Open renewals past `due` whose station is connected: the ones loading us."""
-        ...
-
-    async def waiting(self, limit: int, station_id: str | None = None) -> list[Renewal]:
-        """Renewals still `due` (held back by the cap) of connected stations, oldest
-        first."""
-        ...
-
-    async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:
-        """Confirmed renewals whose replaced certificate is not revoked yet."""
-        ...
-
-    async def set_old_revoked(self, renewal_id: int, at: datetime) -> None: ...
-    async def failures_since_success(
-        self, station_id: str, kind: CertificateKind
-    ) -> list[datetime]:
-        """When each renewal failed since the last confirmed one, newest first."""
-        ...
-
-    async def list(
-        self, station_id: str | None, limit: int, *, latest_only: bool = False
-    ) -> list[Renewal]:
-        """Most recent first, returned oldest first; ``latest_only``: the last renewal of
-        each station and kind, i.e. where each stands now."""
-        ...
-
-
-class StationIssuer(Protocol):
-    """The CA's issuance pipeline, as the renewal workflow uses it."""
-
-    async def issue_for_station(
-        self, *, csr_pem: str, profile_name: str, station_id: str, actor: str
-    ) -> IssuedCertificate: ...
-
-    async def current_certificate(
-        self, station_id: str, profile_name: str
-    ) -> CertificateRecord | None: ...
-
-    async def issued(self, serial_hex: str) -> IssuedCertificate:
-        """A certificate this CA issued, with its chain, from its record."""
-        ...
-
-    async def due_for_renewal(self, limit: int) -> list[CertificateRecord]: ...
-    async def station_certificates(self, station_id: str) -> list[CertificateRecord]: ...
-    async def supersede(self, serial_hex: str, actor: str) -> bool:
-        """Mark a certificate superseded (still valid, replaced); False if it is not."""
-        ...
-
-
-@dataclass(frozen=True)
-class RenewalSettings:
-    """The daemon's knobs, from the [renewal] table of pkictl.toml."""
-
-    scan_interval_s: int = 3600
-    max_in_flight: int = 100
-    retry_after_s: int = 600
-    max_attempts: int = 5
-    jitter_s: int = 3 * 86400
-    """Each certificate's renewal starts up to this long after its renewal point (a
-    fixed offset derived from its serial, at most a quarter of the time left then), so
-    a fleet issued in one day does not renew -- and expire again -- in one day."""
-    revoke_replaced_after_s: int = 7 * 86400
-    """Grace period before a superseded certificate is revoked (reason superseded): a
-    station that has not switched yet (a second SECC, a slow reboot) keeps working."""
-
-
-@dataclass(frozen=True)
-class DueCertificate:
-    """A station's current certificate past its renewal point, with no renewal open."""
-
-    station_id: str
-    kind: CertificateKind
-    serial_hex: str
-    starts_at: datetime
-    """The renewal point plus this certificate's jitter."""
-    not_after: datetime
-
-
-class Revoker(Protocol):
-    async def revoke(self, serial: int, reason: str, actor: str) -> tuple[CertificateRecord, Any]:
-        """Revoke, and publish the CA's next CRL."""
-        ...
-
-
-class StationDirectory(Protocol):
-    async def secc_id(self, station_id: str) -> str | None: ...
-    async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None: ...
-
-
-@dataclass(frozen=True)
-class SignAnswer:
-    """The SignCertificateResponse: Accepted, or Rejected with OCPP's reasonCode."""
-
-    accepted: bool
-    reason_code: str | None = None
-    detail: str | None = None
 
 
 def _secc_id_of(item: OutboxItem) -> str | None:
@@ -245,7 +112,7 @@ class RenewalService:
     alerts: Alerts
     stations: StationDirectory
     revoker: Revoker
-    settings: RenewalSettings = RenewalSettings()
+    settings: RenewalSettings = field(default_factory=RenewalSettings)
     _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _filling: asyncio.Task[None] | None = field(default=None, init=False)
     _fill_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -331,27 +198,47 @@ class RenewalService:
         requested_by: str,
         paced: bool = True,
     ) -> list[Renewal]:
-        """`request` for each (station, kind, old serial or None), several at a time (on
-        PostgreSQL their round trips overlap on the pool's connections instead of
-        queueing one after another: a campaign of 1,000 was asked for in 8.7 s), then,
-        ``paced``, as many triggered as the in-flight cap allows -- the rest wait in
-        `due` for room (the scan sizes its batch to the room itself). In the order
-        asked; the first failure stops the rest (those asked for stand)."""
+        """A renewal for each (station, kind, old serial or None), the open one where there
+        is one, in the order asked. ``paced`` (the CLI): created `due` in batches of
+        CREATE_BATCH per transaction -- one at a time, 10,000 of them held SQLite's
+        write lock for 22 s against the serving process -- then as many triggered as
+        the in-flight cap allows, the rest as room is made. Not paced (the scan, which
+        sizes its batch to the room itself): `request` for each, several at a time,
+        their round trips overlapping on PostgreSQL's connections."""
         gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
+        if not paced:
 
-        async def one(station_id: str, kind: CertificateKind, old_serial: str | None) -> Renewal:
-            async with gate:
-                return await self.request(
-                    station_id, kind, requested_by=requested_by, old_serial=old_serial,
-                    paced=paced,
-                )  # fmt: skip
+            async def one(
+                station_id: str, kind: CertificateKind, old_serial: str | None
+            ) -> Renewal:
+                async with gate:
+                    return await self.request(
+                        station_id, kind, requested_by=requested_by, old_serial=old_serial
+                    )
+
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(*item)) for item in wanted]
+            return [task.result() for task in tasks]
+
+        async def with_old_serial(
+            station_id: str, kind: CertificateKind, old_serial: str | None
+        ) -> tuple[str, CertificateKind, str | None]:
+            if old_serial is None:
+                async with gate:
+                    current = await self.ca.current_certificate(station_id, PROFILE_FOR[kind])
+                old_serial = current.serial_hex if current else None
+            return station_id, kind, old_serial
 
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(*item)) for item in wanted]
-        if not paced:
-            return [task.result() for task in tasks]
+            looked_up = [group.create_task(with_old_serial(*item)) for item in wanted]
+        created: list[Renewal] = []
+        for start in range(0, len(looked_up), CREATE_BATCH):  # short write transactions
+            batch = [task.result() for task in looked_up[start : start + CREATE_BATCH]]
+            created += await self.store.create_many(
+                batch, requested_by=requested_by, at=self.clock.now()
+            )
         await self.fill()
-        return [await self.get(task.result().id) for task in tasks]
+        return [await self.get(renewal.id) for renewal in created]
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity

@@ -9,7 +9,7 @@ import pytest
 
 from csms.home import HomeConfig, HomeError, load_config, render_config
 from csms.service import ServeOptions, serve_options
-from csms.services.renewals import RenewalSettings
+from csms.services.renewal_ports import RenewalSettings
 
 CONFIG = HomeConfig("Example CPO", "DE", ("csms.example.com",), "http://x:8080", frozenset({"cso"}))
 

@@ -31,7 +31,8 @@ from csms.domain.renewal import (
 )
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
-from csms.services.renewals import PROFILE_FOR, Renewal, RenewalService, RenewalSettings
+from csms.services.renewal_ports import Renewal, RenewalSettings
+from csms.services.renewals import PROFILE_FOR, RenewalService
 from csms.services.revocations import Revocations
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
@@ -223,6 +224,12 @@ async def test_renewals_asked_beyond_the_cap_wait_and_start_as_room_is_made(
         requested_by="test",
     )
     assert (first.state, second.state) == (S.TRIGGERED, S.DUE)  # held back by the cap
+    again = await service.request_all(
+        [("CS002", CertificateKind.STATION, None), (STATION, CertificateKind.STATION, None),
+         ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )  # fmt: skip
+    assert [r.id for r in again] == [second.id, first.id, second.id]  # the open ones
     assert await service.fill() == 0
     await service.presented("CS002", None)  # connecting again does not jump the queue
     assert (await service.get(second.id)).state is S.DUE
