@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import renewals, station_sessions
-from csms.domain.renewal import ENDED, CertificateKind, RenewalState
+from csms.domain.renewal import ENDED, UNDER_WAY, CertificateKind, RenewalState
 from csms.services.renewal_ports import Renewal
 from pki.store.inline import Database
 from pki.store.sql import upsert
@@ -153,8 +153,7 @@ class SqlRenewalStore:
                 station_sessions, station_sessions.c.station_id == renewals.c.station_id
             ))
             .where(
-                renewals.c.open_slot.is_not(None),
-                renewals.c.state != RenewalState.DUE.value,
+                renewals.c.state.in_(sorted(UNDER_WAY)),  # ix_renewals_state
                 station_sessions.c.online.is_(True),
             )
         )  # fmt: skip

@@ -148,6 +148,7 @@ renewals = Table(
     Column("old_revoked_at", UTCDateTime, nullable=True),
     Column("csr_pem", Text, nullable=True),  # kept while the SECC id is asked for
     Index("ix_renewals_station", "station_id", "id"),
+    Index("ix_renewals_state", "state", "id"),
 )
 
 alerts = Table(

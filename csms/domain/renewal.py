@@ -62,6 +62,9 @@ TRANSITIONS: dict[tuple[RenewalState, RenewalEvent], RenewalState] = {
 del S, E
 
 ENDED = frozenset({RenewalState.CONFIRMED, RenewalState.FAILED})
+UNDER_WAY = frozenset(RenewalState) - ENDED - {RenewalState.DUE}
+"""Open and past `due` (triggered, a CSR received, signed, delivered): what the
+in-flight cap counts, for connected stations."""
 
 
 class CertificateKind(StrEnum):

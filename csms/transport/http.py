@@ -149,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self._answering: asyncio.Task[None] | None = None
         self._paused_writing = False
         self._eof = False
+        self._closing = False
         self._timer: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks ------------------------------------------------------------
@@ -192,7 +193,8 @@ class _Connection(asyncio.Protocol):
 
     def _next_request(self) -> None:
         transport = self._transport
-        if transport is None or self._paused_writing or self._answering is not None:
+        busy = self._answering is not None or self._paused_writing
+        if transport is None or self._closing or busy:
             return
         try:
             if self._request is None:
@@ -239,6 +241,7 @@ class _Connection(asyncio.Protocol):
             return
         transport.write(render(reply, head_only=head_only, close=close))
         if close:
+            self._closing = True  # nothing more is read or answered
             transport.close()  # after what is buffered has been sent
 
     # --- time limits ------------------------------------------------------------------
