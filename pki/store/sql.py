@@ -498,22 +498,26 @@ class SqlStore:
     async def supersede_certificate(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> bool:
-        try:
-            async with self._write(event, at) as connection:
-                result = await connection.execute(
-                    update(certificates)
-                    .where(
-                        certificates.c.serial_hex == record.serial_hex,
-                        certificates.c.issuer_name_hash == record.issuer_name_hash,
-                        certificates.c.status == CertificateStatus.VALID.value,
-                    )
-                    .values(status=CertificateStatus.SUPERSEDED.value)
-                )
-                if result.rowcount == 0:
-                    raise StateError(f"certificate {record.serial_hex} is not valid")
-        except StateError:
-            return False  # rolled back: no audit entry for what did not happen
-        return True
+        """A unit of work (inline on SQLite): every confirmed renewal supersedes one, and
+        on the async path each was two thread hops on a busy loop."""
+        statement = (
+            update(certificates)
+            .where(
+                certificates.c.serial_hex == record.serial_hex,
+                certificates.c.issuer_name_hash == record.issuer_name_hash,
+                certificates.c.status == CertificateStatus.VALID.value,
+            )
+            .values(status=CertificateStatus.SUPERSEDED.value)
+        )
+
+        def work(connection: Connection) -> bool:
+            if connection.execute(statement).rowcount == 0:
+                return False  # not valid (any more): no audit entry for what did not happen
+            append_audit_entries(connection, [(event, at)])
+            return True
+
+        superseded: bool = await self.database.write(work)
+        return superseded
 
     async def record_presented(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
