@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -211,6 +213,27 @@ async def serving(
         finally:
             stop.set()
             await asyncio.wait_for(task, 20)
+
+
+async def pkictl_serve(
+    home: Home, *options: str
+) -> tuple[asyncio.subprocess.Process, Listening, list[bytes]]:
+    """`pkictl serve` as a process of its own on free loopback ports, once it listens:
+    (process, ports, the stderr lines read so far)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "--home", str(home.path),
+        "--passphrase-file", str(passphrase_file(home.directory)),
+        "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0", *options,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    lines: list[bytes] = []
+    while not lines or not lines[-1].startswith(b"pkictl serve: OCPP on"):
+        lines.append(await asyncio.wait_for(process.stderr.readline(), 30))
+        assert lines[-1], f"pkictl serve exited before listening: {lines}"
+    match = re.search(rb"wss://127\.0\.0\.1:(\d+)/.*http://127\.0\.0\.1:(\d+)/", lines[-1])
+    assert match is not None
+    return process, Listening(int(match.group(1)), int(match.group(2))), lines
 
 
 def pkictl_json(home: Home, *args: str) -> Any:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import sys
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +34,15 @@ from integration_support import (
 from ocpp.routing import on
 from ocpp.v201 import call
 from ocpp.v201.enums import Action
-from simulated_station import Renewing, Service, Station, pkictl, pkictl_json, serving
+from simulated_station import (
+    Renewing,
+    Service,
+    Station,
+    pkictl,
+    pkictl_json,
+    pkictl_serve,
+    serving,
+)
 
 from cli.main import cli
 from csms.app import open_app
@@ -442,29 +449,13 @@ class Stalling(Renewing):
         await asyncio.Event().wait()
 
 
-async def pkictl_serve(home: Home) -> tuple[asyncio.subprocess.Process, int]:
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "pkictl"), "--home", str(home.path),
-        "--passphrase-file", str(passphrase_file(home.directory)),
-        "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0",
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    banner = b""
-    while b"pkictl serve: OCPP on" not in banner:
-        banner = await asyncio.wait_for(process.stderr.readline(), 30)
-        assert banner, "pkictl serve exited before listening"
-    match = re.search(rb"wss://127\.0\.0\.1:(\d+)/", banner)
-    assert match is not None
-    return process, int(match.group(1))
-
-
 async def test_a_kill_9_between_signing_and_delivery_loses_nothing(tmp_path: Path) -> None:
     home = await initialized_home(tmp_path, STATIONS)
     serial = STATIONS["R1"][0]
     identity = await home.issue("R1", station="R1", serial=serial)
     station = Station("R1", serial, identity, home.directory)
-    process, port = await pkictl_serve(home)
+    process, ports, _ = await pkictl_serve(home)
+    port = ports.ocpp_port
     try:
         connection = await websockets.connect(
             f"wss://127.0.0.1:{port}/ocpp/R1", ssl=home.client_context(station.identity),
@@ -479,7 +470,8 @@ async def test_a_kill_9_between_signing_and_delivery_loses_nothing(tmp_path: Pat
         (signed,) = await asyncio.to_thread(pkictl_json, home, "renewals", "list", "--history")
         assert signed["state"] == "signed"
 
-        process, port = await pkictl_serve(home)  # the restart resumes it
+        process, ports, _ = await pkictl_serve(home)  # the restart resumes it
+        port = ports.ocpp_port
         running = Service(home, Listening(port, 0))
         station.installing.clear()
         client, listener = await running.connect(station, station.identity)
@@ -499,3 +491,45 @@ async def test_a_kill_9_between_signing_and_delivery_loses_nothing(tmp_path: Pat
     assert len(issued) == 2  # the one it had, the one it renewed to: no third
     async with open_app(home.path) as app:
         assert verify_chain(await app.store.audit_entries(), await app.store.audit_head()) == []
+
+
+async def test_serve_with_two_workers_serves_stations_and_drains(tmp_path: Path) -> None:
+    """`pkictl serve --workers 2`: two nodes on the same ports, a station admitted over
+    mutual TLS by one of them, both drained by one SIGTERM."""
+    home = await initialized_home(tmp_path, STATIONS)
+    station = await Service(home, Listening(0, 0), STATIONS).station("R1")
+    process, ports, lines = await pkictl_serve(home, "--workers", "2")
+    try:
+        assert b"(2 worker processes)" in lines[-1]
+        nodes = await asyncio.to_thread(pkictl_json, home, "nodes", "list")
+        assert [n["state"] for n in nodes] == ["live", "live"]
+        client, listener = await Service(home, ports, STATIONS).connect(station, station.identity)
+        boot = call.BootNotification(
+            charging_station={"model": "Sim", "vendor_name": "pkictl"}, reason="PowerUp"
+        )
+        assert (await client.call(boot)).status == "Accepted"
+        nodes = await asyncio.to_thread(pkictl_json, home, "nodes", "list")
+        assert sorted(n["stations"] for n in nodes) == [0, 1]
+        listener.cancel()
+        await client._connection.close()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stopped = await asyncio.to_thread(pkictl_json, home, "nodes", "list", "--all")
+    assert [n["state"] for n in stopped] == ["stopped", "stopped"]
+
+
+def test_db_status_and_upgrade(tmp_path: Path) -> None:
+    home = asyncio.run(initialized_home(tmp_path, STATIONS))
+    status = pkictl_json(home, "db", "status")
+    assert status["up_to_date"] is True
+    assert status["revision"] == status["head"]
+    assert pkictl_json(home, "db", "upgrade")["from"] == status["revision"]  # nothing to do
+    empty = tmp_path / "not-a-home"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, ["--home", str(empty), "db", "status"])
+    assert result.exit_code == 6, result.output  # not a home: no new database file made
+    assert list(empty.iterdir()) == []

@@ -14,8 +14,6 @@ station carries out.
 from __future__ import annotations
 
 import asyncio
-import re
-import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,10 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from integration_support import Home, Identity, csr, initialized_home, passphrase_file, write_key
-from simulated_station import Fleet, Service, Station, pkictl_json, serving
+from simulated_station import Fleet, Service, Station, pkictl_json, pkictl_serve, serving
 
 from csms.app import open_app
-from csms.service import Listening
 from pki.audit import verify_chain
 from pki.clock import FixedClock
 
@@ -152,30 +149,13 @@ async def first_installs(stations: list[Station], count: int) -> None:
         task.cancel()
 
 
-async def pkictl_serve_node(home: Home) -> tuple[asyncio.subprocess.Process, Listening]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli", "--home", str(home.path),
-        "--passphrase-file", str(passphrase_file(home.directory)),
-        "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0",
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    banner = b""
-    while b"pkictl serve: OCPP on" not in banner:
-        banner = await asyncio.wait_for(process.stderr.readline(), 30)
-        assert banner, "pkictl serve exited before listening"
-    match = re.search(rb"wss://127\.0\.0\.1:(\d+)/.*http://127\.0\.0\.1:(\d+)/", banner)
-    assert match is not None
-    return process, Listening(int(match.group(1)), int(match.group(2)))
-
-
 async def test_a_node_killed_mid_campaign_loses_and_repeats_nothing(
     pg_home: tuple[Path, str],
 ) -> None:
     directory, _ = pg_home
     fleet = fleet_of(20, "K")
     home = await initialized_home(directory, fleet)
-    process, ports = await pkictl_serve_node(home)  # node A: a process of its own
+    process, ports, _ = await pkictl_serve(home)  # node A: a process of its own
     try:
         async with serving(home, fleet) as node_b:
             node_a = Service(home, ports, fleet)
