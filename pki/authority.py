@@ -293,18 +293,16 @@ class CertificateAuthority:
         issuer: Issuer,
         station_id: str | None,
     ) -> CertificateRecord:
-        certificate = signed.certificate
         return CertificateRecord.from_certificate(
-            certificate,
-            renew_after=renewal_due_at(
-                certificate.not_valid_before_utc, certificate.not_valid_after_utc, profile.renewal
-            ),
+            signed.certificate,
+            renew_after=renewal_due_at(*signed.validity, profile.renewal),
             source=CertificateSource.ISSUED,
             issuer_ca=None if issuer.certificate is None else issuer.name,
             profile=profile.name,
             station_id=station_id,
             issuer_name=issuer.issuer_name,
             subject=signed.subject,
+            validity=signed.validity,
         )
 
     async def issuer(self, name: str) -> Issuer:

@@ -117,9 +117,11 @@ class CertificateRecord:
         station_id: str | None,
         issuer_name: IssuerName | None = None,
         subject: x509.Name | None = None,
+        validity: tuple[datetime, datetime] | None = None,
     ) -> CertificateRecord:
-        """``issuer_name`` and ``subject`` save parsing them out of ``certificate`` when
-        the caller knows them (the CA issuing); they must be the certificate's own."""
+        """``issuer_name``, ``subject`` and ``validity`` save parsing them out of
+        ``certificate`` when the caller knows them (the CA issuing); they must be the
+        certificate's own."""
         der = certificate.public_bytes(serialization.Encoding.DER)
         issuer = issuer_name or IssuerName.of(certificate.issuer)
         return cls(
@@ -129,8 +131,8 @@ class CertificateRecord:
             subject_dn=(certificate.subject if subject is None else subject).rfc4514_string(),
             profile=profile,
             station_id=station_id,
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
+            not_before=certificate.not_valid_before_utc if validity is None else validity[0],
+            not_after=certificate.not_valid_after_utc if validity is None else validity[1],
             renew_after=renew_after,
             status=CertificateStatus.VALID,
             source=source,

@@ -31,11 +31,12 @@ class Draft:
 
 @dataclass(frozen=True)
 class Signed:
-    """A certificate fresh from signing, with the subject the profile rendered for it:
-    what the certificate says, without parsing it back out (the record needs it)."""
+    """A certificate fresh from signing, with the subject and validity the pipeline gave
+    it: what the certificate says, without parsing it back out (the record needs it)."""
 
     certificate: x509.Certificate
     subject: x509.Name
+    validity: tuple[datetime, datetime]
 
 
 def issue_from_csr(csr_pem: str, bindings: Mapping[str, str | None], draft: Draft) -> Signed:
@@ -94,4 +95,4 @@ def _finish(
         hosts=hosts,
     )
     lint_issued(certificate, draft.profile)
-    return Signed(certificate, subject)
+    return Signed(certificate, subject, validity)

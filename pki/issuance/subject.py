@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from pki.errors import IssuanceRefused, ReasonCode
-from pki.policy import Profile
+from pki.policy import Profile, SubjectTemplate
 
 ATTRIBUTE_OIDS: dict[str, x509.ObjectIdentifier] = {
     "CN": NameOID.COMMON_NAME,
@@ -32,7 +32,13 @@ FIELD_MEANING = {
 
 def render_subject(profile: Profile, bindings: Mapping[str, str | None]) -> x509.Name:
     """The subject a profile gives to an identity; refuses when a needed value is unset."""
-    attributes = []
+    return _name(_rendered_values(profile, bindings))
+
+
+def _rendered_values(
+    profile: Profile, bindings: Mapping[str, str | None]
+) -> list[tuple[SubjectTemplate, str]]:
+    values = []
     for template in profile.subject:
         value = template.render(bindings)
         if value is None:
@@ -42,8 +48,19 @@ def render_subject(profile: Profile, bindings: Mapping[str, str | None]) -> x509
                 f"for this station",
                 field=template.attribute,
             )
-        attributes.append(x509.NameAttribute(ATTRIBUTE_OIDS[template.attribute], value))
-    return x509.Name([x509.RelativeDistinguishedName([a]) for a in attributes])
+        values.append((template, value))
+    return values
+
+
+def _name(values: list[tuple[SubjectTemplate, str]]) -> x509.Name:
+    return x509.Name(
+        [
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(ATTRIBUTE_OIDS[template.attribute], value)]
+            )
+            for template, value in values
+        ]
+    )
 
 
 def check_requested_subject(
@@ -54,11 +71,12 @@ def check_requested_subject(
     Returns the subject to issue, built from the templates. Attributes the profile does
     not name are ignored, not copied.
     """
-    issued = render_subject(profile, bindings)
-    for template in profile.subject:
-        oid = ATTRIBUTE_OIDS[template.attribute]
-        expected = issued.get_attributes_for_oid(oid)[0].value
-        found = [str(a.value) for a in requested.get_attributes_for_oid(oid)]
+    values = _rendered_values(profile, bindings)
+    for template, expected in values:
+        found = [
+            str(a.value)
+            for a in requested.get_attributes_for_oid(ATTRIBUTE_OIDS[template.attribute])
+        ]
         if found == [expected]:
             continue
         meaning = next(
@@ -77,4 +95,4 @@ def check_requested_subject(
             f"it must be {meaning} ({expected!r})",
             field=template.attribute,
         )
-    return issued
+    return _name(values)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import inspect, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 import csms.db.schema  # noqa: F401 -- registers the CSMS's tables on the shared metadata
 from pki.audit import AuditEvent, verify_chain
@@ -38,6 +39,7 @@ from pki.records import (
     CertificateStatus,
     Station,
 )
+from pki.store import sqlite_fast
 from pki.store.schema import audit_log, certificates, metadata
 from pki.store.sql import SqlStore
 
@@ -526,6 +528,46 @@ class HeldWriteLock:
     def join(self) -> None:
         self._timer.join()
         self._connection.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2025, 1, 1, tzinfo=UTC),
+        datetime(2025, 3, 30, 1, 59, 59, 1, tzinfo=timezone(timedelta(hours=2))),
+        datetime(1, 1, 1, 23, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        None,
+    ],
+)
+def test_fast_datetime_processors_match_sqlalchemy(value: datetime | None) -> None:
+    """The fused UTCDateTime processors of the fast path store and read exactly what the
+    chained SQLAlchemy processors do."""
+    dialect = sqlite_dialect.dialect()
+    column = certificates.c.not_after.type
+    bind = column.dialect_impl(dialect).bind_processor(dialect)
+    result = column.dialect_impl(dialect).result_processor(dialect, None)
+    assert bind is not None
+    assert result is not None
+    stored = bind(value)  # TypeDecorator's processors chain process_bind_param
+    fast_bind = sqlite_fast.bind_processor(column, dialect)
+    fast_result = sqlite_fast.result_processor(column, dialect)
+    assert fast_bind is not None
+    assert fast_result is not None
+    assert fast_bind(value) == stored
+    fast_read = fast_result(stored)
+    assert fast_read == result(stored)
+    assert fast_read == value
+    if value is not None:
+        assert fast_read.tzinfo is UTC
+
+
+def test_fast_datetime_processor_refuses_naive_datetimes() -> None:
+    dialect = sqlite_dialect.dialect()
+    process = sqlite_fast.bind_processor(certificates.c.not_after.type, dialect)
+    assert process is not None
+    with pytest.raises(ValueError, match="timezone-aware"):
+        process(datetime(2025, 1, 1))  # noqa: DTZ001 -- the point of the test
 
 
 async def test_fast_path_rows_read_back_like_sqlalchemy_rows(sqlite_store: SqlStore) -> None:
