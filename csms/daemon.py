@@ -94,6 +94,9 @@ class LifecycleDaemon:
                 LOG.info("CRL of %s published again before its nextUpdate", name)
 
     async def stop(self) -> None:
+        if not self._scheduler.running:  # driven by hand (a simulated clock)
+            async with self._running:
+                return
         self._scheduler.pause()
         async with self._running:  # a run in progress finishes
             self._scheduler.shutdown(wait=False)

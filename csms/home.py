@@ -195,7 +195,7 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
 
 RENEWAL_KEYS = (
     "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts", "jitter_s",
-    "revoke_replaced_after_s",
+    "revoke_replaced_after_s", "expiry_alert_days",
 )  # fmt: skip
 
 

@@ -12,31 +12,23 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as websockets_serve
-from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from csms.app import STATION_PROFILE, App
-from csms.daemon import LifecycleDaemon
+from csms.app import App
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
-from csms.protocol.session import SessionServices, StationSession, validate_inline
-from csms.services.certificate_status import CertificateStatusService
-from csms.services.contracts import ContractAuthorizer
-from csms.services.ev_certificates import EvCertificates
-from csms.services.gate import Admission, ConnectionGate
-from csms.services.inventory import GET_INSTALLED
-from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
-from csms.services.renewals import CERTIFICATE_SIGNED, GET_VARIABLES, RenewalService
-from csms.services.rollover import INSTALL_CERTIFICATE
-from csms.services.security_events import SecurityEvents
+from csms.node import NodeOptions, start_node, trusted_station_cas
+from csms.protocol.session import validate_inline
+from csms.services.gate import ConnectionGate
+from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
     COMPRESSION,
@@ -45,10 +37,8 @@ from csms.transport.endpoint import (
     OPEN_TIMEOUT_S,
     OcppEndpoint,
     SessionRunner,
-    remote_of,
 )
 from csms.transport.http import Handler, HttpServer, Reply
-from csms.transport.ocsp_client import HttpOcspFetcher
 from csms.transport.tls import (
     ReloadingContext,
     ServerCredential,
@@ -56,8 +46,7 @@ from csms.transport.tls import (
     restore_fitting_key,
     server_context,
 )
-from pki.ocsp import ocsp_urls
-from pki.records import Authority, AuthorityRole, TrustAnchor, TrustRole
+from pki.records import Authority, AuthorityRole, TrustRole
 
 LOG = logging.getLogger("pkictl.serve")
 
@@ -93,16 +82,6 @@ def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions
         if given.get(key) is not None or key in config.serve
     }
     return ServeOptions(**chosen)  # type: ignore[arg-type]
-
-
-def _station_cas(
-    app: App, authorities: list[Authority], added: list[TrustAnchor]
-) -> list[x509.Certificate]:
-    """Trust anchors for station client certificates: the CA issuing the
-    charging-station profile, and the station CAs the operator added (`trust add`)."""
-    issuer = app.policy.profile(STATION_PROFILE).issuer
-    ours = [a.certificate() for a in authorities if a.name == issuer]
-    return [*ours, *(t.certificate() for t in added)]
 
 
 def _tls_context(
@@ -141,7 +120,7 @@ async def serve(
     stop accepting, close every station connection with 1001 (going away), return."""
     _tune_process()
     authorities = await _authorities_on_file(app)
-    station_cas = _station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
+    station_cas = trusted_station_cas(app, authorities, await app.trust.list(TrustRole.STATION_CA))
     nodes = app.nodes
     await nodes.start()
     try:
@@ -158,60 +137,15 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
     authorities: list[Authority],
     station_cas: list[x509.Certificate],
 ) -> None:
-    nodes = app.nodes
-    sessions = SessionService(app.session_store, app.clock, node_id=nodes.node_id)
-    nodes.revived.append(sessions.reclaim)
-    heartbeat = asyncio.create_task(nodes.run(stop))
-    outbox, watcher = _start_outbox(app, options, stop)
-    renewals, daemon = await _start_lifecycle(app, outbox)
-    services = _session_services(app, sessions, renewals)
-    gate = ConnectionGate(
-        store=app.store,
-        clock=app.clock,
-        organization=app.config.organization,
-        observed_renewal=app.policy.profile(STATION_PROFILE).renewal,
-        station_cas=station_cas,
+    node = await start_node(
+        app,
+        NodeOptions(options.response_timeout, options.outbox_poll_interval),
+        stop,
+        station_cas,
     )
-
-    live: dict[str, ServerConnection] = {}
-
-    async def run_session(
-        station_id: str, connection: ServerConnection, admission: Admission
-    ) -> None:
-        previous = live.get(station_id)
-        live[station_id] = connection
-        if previous is not None:  # a rebooted station is back before its old socket died
-            LOG.info("station %s reconnected: closing its previous connection", station_id)
-            await previous.close(1000, "replaced by a new connection")
-        decision = admission.decision
-        assert decision.security_profile is not None
-        certificate = admission.certificate
-        await sessions.connected(
-            station_id,
-            security_profile=decision.security_profile,
-            boot_pending=decision.boot_pending,
-            remote=remote_of(connection),
-            certificate_serial=certificate.serial_hex if certificate else None,
-            certificate_not_after=certificate.not_after if certificate else None,
-        )
-        await renewals.presented(station_id, certificate.serial_hex if certificate else None)
-        session = StationSession(station_id, connection, services, decision.security_profile)
-        outbox.attach(station_id, session.send)
-        try:
-            await session.start()
-        except ConnectionClosed:
-            pass
-        finally:
-            await session.connection_ended()
-            await outbox.detach(station_id, session.send)
-            if live.get(station_id) is connection:
-                del live[station_id]
-                await sessions.disconnected(station_id)
-
-    moved = asyncio.create_task(_close_moved(sessions, live, nodes.heartbeat_s, stop))
-    endpoint = OcppEndpoint(gate, run_session, Transport.TLS)
+    endpoint = OcppEndpoint(node.gate, node.run_session, Transport.TLS)
     async with contextlib.AsyncExitStack() as servers:
-        if await servers.enter_async_context(app.outbox_wakeups(outbox.wake)):
+        if await servers.enter_async_context(app.outbox_wakeups(node.outbox.wake)):
             LOG.info("calls queued elsewhere wake this node at once (LISTEN/NOTIFY)")
         ocpp_server = await servers.enter_async_context(
             websockets_serve(
@@ -229,40 +163,14 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
             )
         )
         http_server = await _start_http(
-            servers, _http_handler(app, lambda: _health(sessions, gate)), options
+            servers, _http_handler(app, lambda: _health(node.sessions, node.gate)), options
         )
-        plain_port = await _start_plain(servers, gate, run_session, options)
+        plain_port = await _start_plain(servers, node.gate, node.run_session, options)
         if on_ready is not None:
             on_ready(Listening(_port(ocpp_server), _port(http_server), plain_port))
         await stop.wait()
-        await daemon.stop()
-        await watcher
-        await heartbeat
-        await moved
-        await renewals.close()
-        LOG.info("draining: closing %d station connections", len(sessions.online()))
-
-
-async def _close_moved(
-    sessions: SessionService,
-    live: dict[str, ServerConnection],
-    interval: float,
-    stop: asyncio.Event,
-) -> None:
-    """Close connections of stations that have connected to another node since: a
-    half-open socket here would otherwise take their calls (ADR 13)."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        if stop.is_set():
-            return
-        try:
-            for station_id in await sessions.moved_elsewhere():
-                if (connection := live.get(station_id)) is not None:
-                    LOG.info("station %s is connected to another node: closing here", station_id)
-                    await connection.close(1000, "connected to another node")
-        except Exception:  # the next round tries again
-            LOG.exception("looking for stations connected elsewhere failed")
+        await node.wind_down()
+        LOG.info("draining: closing %d station connections", len(node.sessions.online()))
 
 
 async def _start_plain(
@@ -292,33 +200,6 @@ async def _start_plain(
     return _port(server)
 
 
-def _session_services(
-    app: App, sessions: SessionService, renewals: RenewalService
-) -> SessionServices:
-    certificate_status = _certificate_status(app)
-    return SessionServices(
-        sessions, SecurityEvents(app.store, app.clock), app.tokens, app.transactions,
-        app.reports, renewals, certificate_status,
-        ContractAuthorizer(app.trust.contract_roots, certificate_status, app.tokens, app.clock),
-        EvCertificates(provider=None),  # no contract certificate provider yet
-    )  # fmt: skip
-
-
-def _certificate_status(app: App) -> CertificateStatusService:
-    """GetCertificateStatus: our responder, else the AIA OCSP URLs of the CAs we hold
-    or trust, else the responders configured in pkictl.toml."""
-
-    async def allowed() -> frozenset[str]:
-        certificates = [a.certificate() for a in await app.store.list_authorities()]
-        certificates += [t.certificate() for t in await app.trust.list()]
-        return frozenset(url for c in certificates for url in ocsp_urls(c))
-
-    return CertificateStatusService(
-        app.ocsp, HttpOcspFetcher(), allowed, frozenset(app.config.ocsp_responders), app.clock,
-        app.ocsp.log,
-    )  # fmt: skip
-
-
 def _tune_process() -> None:
     """Process-wide settings for serving many stations: asyncio's TLS read buffers
     bounded, OCPP payloads validated on the loop rather than in a thread pool."""
@@ -331,45 +212,6 @@ async def _authorities_on_file(app: App) -> list[Authority]:
     if written := await app.sync_authority_files():
         LOG.warning("certificate files brought in line with the database: %s", ", ".join(written))
     return await app.store.list_authorities()
-
-
-def _start_outbox(
-    app: App, options: ServeOptions, stop: asyncio.Event
-) -> tuple[Outbox, asyncio.Task[None]]:
-    """This node's outbox, with the watcher that finds calls queued elsewhere. (Calls a
-    stopped or lost node left in flight were queued again when this node started.)"""
-    outbox = replace(
-        app.outbox,
-        response_timeout=options.response_timeout,
-        poll_interval=options.outbox_poll_interval,
-        node_id=app.nodes.node_id,
-    )
-    return outbox, asyncio.create_task(outbox.watch(stop))
-
-
-async def _start_lifecycle(app: App, outbox: Outbox) -> tuple[RenewalService, LifecycleDaemon]:
-    """The certificate lifecycle on this node's outbox: answers to CertificateSigned,
-    GetVariables, InstallCertificate and GetInstalledCertificateIds go to the services
-    that asked (renewals, inventory, the root rollover campaign); what a previous run left half done
-    goes on; then the daemon starts."""
-    renewals = replace(app.renewals, outbox=outbox)
-    outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
-    outbox.listen(GET_VARIABLES, renewals.secc_id_answered)
-    inventory = replace(app.inventory, outbox=outbox)
-    outbox.listen(GET_INSTALLED, inventory.call_finished)
-    campaign = replace(app.rollover, outbox=outbox, inventory=inventory)
-    outbox.listen(GET_VARIABLES, campaign.check_answered)
-    outbox.listen(INSTALL_CERTIFICATE, campaign.install_answered)
-    outbox.listen(GET_INSTALLED, campaign.inventory_answered)
-    if resumed_stations := await campaign.resume():
-        LOG.info("root rollover: %d stations' answers acted on after the restart",
-                 resumed_stations)  # fmt: skip
-    stale_before = app.clock.now() - 2 * app.nodes.lease  # younger: maybe in progress
-    if resumed := await renewals.resume(stale_before):
-        LOG.info("%d renewals left half done by a previous run go on", resumed)
-    daemon = LifecycleDaemon(app, renewals, app.nodes)
-    daemon.start()
-    return renewals, daemon
 
 
 def _port(server: Server | asyncio.Server) -> int:

@@ -495,6 +495,12 @@ class CertificateAuthority:
         first: the renewal daemon's work list."""
         return await self.store.due_certificates(self.clock.now(), limit)
 
+    async def expiring_in_use(self, within: timedelta, limit: int) -> list[CertificateRecord]:
+        """Station certificates still in use (valid, not superseded) that expire within
+        ``within``: renewals that have not happened in time."""
+        now = self.clock.now()
+        return await self.store.expiring_certificates(now, now + within, limit)
+
     async def station_certificates(self, station_id: str) -> list[CertificateRecord]:
         return await self.store.find_certificates(CertificateQuery(station_id=station_id))
 

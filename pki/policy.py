@@ -115,6 +115,10 @@ class Profile:
     validity_days: int
     max_validity_days: int
     backdate_seconds: int
+    validity_spread_days: int
+    """Each certificate is issued for up to this many days less than `validity_days`
+    (an amount drawn from its serial), so that certificates issued on one day -- a
+    fleet's factory cohort renewed at once -- do not all expire on one day again."""
     key_usage: tuple[str, ...]
     key_usage_rsa: tuple[str, ...] | None
     extended_key_usage: tuple[str, ...]
@@ -259,6 +263,7 @@ class _PolicyParser:
                 "validity_days",
                 "max_validity_days",
                 "backdate_seconds",
+                "validity_spread_days",
                 "key_usage",
                 "key_usage_rsa",
                 "extended_key_usage",
@@ -300,6 +305,11 @@ class _PolicyParser:
             or not 0 <= backdate <= 86400
         ):
             raise self.fail(f"{at}.backdate_seconds", "must be an integer from 0 to 86400")
+        spread = raw.get("validity_spread_days", 0)
+        if not isinstance(spread, int) or isinstance(spread, bool) or not 0 <= spread < validity:
+            raise self.fail(
+                f"{at}.validity_spread_days", "must be an integer from 0 to validity_days - 1"
+            )
         path_length = raw.get("path_length")
         if path_length is not None:
             if kind != "ca":
@@ -320,6 +330,7 @@ class _PolicyParser:
             validity_days=validity,
             max_validity_days=max_validity,
             backdate_seconds=backdate,
+            validity_spread_days=spread,
             key_usage=key_usage,
             key_usage_rsa=(
                 self._names(raw, "key_usage_rsa", at, KEY_USAGES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from csms.db.schema import alerts
@@ -15,14 +16,27 @@ class SqlAlertStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def add(self, code: str, station_id: str | None, message: str, at: datetime) -> int:
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                insert(alerts)
-                .values(code=code, station_id=station_id, message=message, raised_at=at)
-                .returning(alerts.c.id)
-            )
-            alert_id: int = result.scalar_one()
+    async def add(
+        self,
+        code: str,
+        station_id: str | None,
+        message: str,
+        at: datetime,
+        once_key: str | None = None,
+    ) -> int | None:
+        try:
+            async with self._engine.begin() as connection:
+                result = await connection.execute(
+                    insert(alerts)
+                    .values(code=code, station_id=station_id, message=message, raised_at=at,
+                            once_key=once_key)
+                    .returning(alerts.c.id)
+                )  # fmt: skip
+                alert_id: int = result.scalar_one()
+        except IntegrityError:
+            if once_key is None:
+                raise
+            return None  # raised before
         return alert_id
 
     async def list(self, station_id: str | None, limit: int) -> list[Alert]:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, Float, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from pki.store.schema import UTCDateTime, metadata
 
@@ -159,6 +170,9 @@ alerts = Table(
     Column("station_id", String(48), nullable=True),
     Column("message", Text, nullable=False),
     Column("raised_at", UTCDateTime, nullable=False),
+    # Set for alerts raised once per subject (e.g. certificate:SERIAL); NULLs never collide.
+    Column("once_key", String(96), nullable=True),
+    UniqueConstraint("once_key", name="uq_alerts_once_key"),
     Index("ix_alerts_station", "station_id", "id"),
 )
 

@@ -24,7 +24,17 @@ class Alert:
 
 
 class AlertStore(Protocol):
-    async def add(self, code: str, station_id: str | None, message: str, at: datetime) -> int: ...
+    async def add(
+        self,
+        code: str,
+        station_id: str | None,
+        message: str,
+        at: datetime,
+        once_key: str | None = None,
+    ) -> int | None:
+        """The new alert's id; None if ``once_key`` was raised before (nothing added)."""
+        ...
+
     async def list(self, station_id: str | None, limit: int) -> list[Alert]: ...
 
 
@@ -36,6 +46,13 @@ class Alerts:
     async def raise_alert(self, code: str, station_id: str | None, message: str) -> None:
         LOG.error("ALERT %s %s: %s", code, station_id or "-", message)
         await self.store.add(code, station_id, message, self.clock.now())
+
+    async def raise_once(self, code: str, station_id: str | None, message: str, key: str) -> bool:
+        """Raise the alert unless one with ``key`` was raised before; whether it was new."""
+        if await self.store.add(code, station_id, message, self.clock.now(), once_key=key) is None:
+            return False
+        LOG.error("ALERT %s %s: %s", code, station_id or "-", message)
+        return True
 
     async def list(self, station_id: str | None = None, limit: int = 100) -> list[Alert]:
         return await self.store.list(station_id, limit)

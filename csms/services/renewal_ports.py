@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from csms.domain.renewal import CertificateKind, RenewalState
@@ -114,6 +114,7 @@ class StationIssuer(Protocol):
         ...
 
     async def due_for_renewal(self, limit: int) -> list[CertificateRecord]: ...
+    async def expiring_in_use(self, within: timedelta, limit: int) -> list[CertificateRecord]: ...
     async def station_certificates(self, station_id: str) -> list[CertificateRecord]: ...
     async def supersede(self, serial_hex: str, actor: str) -> bool:
         """Mark a certificate superseded (still valid, replaced); False if it is not."""
@@ -132,6 +133,10 @@ class RenewalSettings:
     """Each certificate's renewal starts up to this long after its renewal point (a
     fixed offset derived from its serial, at most a quarter of the time left then), so
     a fleet issued in one day does not renew -- and expire again -- in one day."""
+    expiry_alert_days: int = 14
+    """A station certificate still in use this close to its expiry raises the alert
+    `certificate-expiring` (once per certificate): its renewal has not happened in time
+    (the station offline through its renewal window, or renewals failing)."""
     revoke_replaced_after_s: int = 7 * 86400
     """Grace period before a superseded certificate is revoked (reason superseded): a
     station that has not switched yet (a second SECC, a slow reboot) keeps working."""

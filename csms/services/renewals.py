@@ -113,6 +113,9 @@ class RenewalService:
     stations: StationDirectory
     revoker: Revoker
     settings: RenewalSettings = field(default_factory=RenewalSettings)
+    fill_delay_s: float = FILL_DELAY_S
+    """How long a burst of renewal endings is collected before the room they made is
+    filled (0 in a simulation on a simulated clock, which waits for quiet)."""
     _scanning: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _filling: asyncio.Task[None] | None = field(default=None, init=False)
     _fill_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
@@ -178,7 +181,7 @@ class RenewalService:
             self._filling = asyncio.get_running_loop().create_task(self._fill_later())
 
     async def _fill_later(self) -> None:
-        await asyncio.sleep(FILL_DELAY_S)
+        await asyncio.sleep(self.fill_delay_s)
         try:
             await self.fill()
         except Exception:  # the daemon's next round fills too
@@ -463,9 +466,6 @@ class RenewalService:
         renewal point (the policy's threshold, kept as renew_after), issued or observed,
         with no renewal open and not waiting after a failure; at most as many as
         max_in_flight leaves room for."""
-        room = self.settings.max_in_flight - await self.store.count_in_flight()
-        if room <= 0:
-            return []
         now = self.clock.now()
         if station_id is None:
             candidates = await self.ca.due_for_renewal(DUE_QUERY_LIMIT)
@@ -474,6 +474,11 @@ class RenewalService:
                 r for r in await self.ca.station_certificates(station_id)
                 if r.status is CertificateStatus.VALID and r.renew_after <= now
             ]  # fmt: skip
+        if not candidates:  # (most boots: nothing is due, and the count is not needed)
+            return []
+        room = self.settings.max_in_flight - await self.store.count_in_flight()
+        if room <= 0:
+            return []
         found: list[DueCertificate] = []
         looked: set[tuple[str, CertificateKind]] = set()
         for record in candidates:
@@ -505,9 +510,31 @@ class RenewalService:
             )  # fmt: skip
             if station_id is None:
                 await self._revoke_replaced()
+                await self._alert_expiring()
         if started:
             LOG.info("renewal scan: %d renewals started", len(started))
         return started
+
+    async def _alert_expiring(self) -> None:
+        """No certificate expires unnoticed: one still in use close to its expiry is
+        announced once, with what its renewal is waiting for."""
+        within = timedelta(days=self.settings.expiry_alert_days)
+        for record in await self.ca.expiring_in_use(within, DUE_QUERY_LIMIT):
+            assert record.station_id is not None
+            kind = _kind_of(record)
+            renewal = (
+                None if kind is None else await self.store.open_renewal(record.station_id, kind)
+            )
+            waiting = (
+                f"its renewal #{renewal.id} is {renewal.state.value}" if renewal is not None
+                else "no renewal is open"
+            )  # fmt: skip
+            await self.alerts.raise_once(
+                "certificate-expiring", record.station_id,
+                f"certificate {record.serial_hex} expires {record.not_after:%Y-%m-%d %H:%M} UTC "
+                f"and is still in use; {waiting}",
+                key=f"expiring:{record.issuer_name_hash[:16]}:{record.serial_hex}",
+            )  # fmt: skip
 
     async def _revoke_replaced(self) -> None:
         """Revoke (reason superseded) what renewals replaced, once the grace period is

@@ -82,8 +82,14 @@ def validity_window(
     now: datetime,
     requested_days: int | None,
     issuer_not_after: datetime | None,
+    *,
+    spread_seed: int | None = None,
 ) -> tuple[datetime, datetime]:
-    """notBefore backdated (errata: never in the future), notAfter capped by the issuer."""
+    """notBefore backdated (errata: never in the future), notAfter capped by the issuer.
+
+    With ``spread_seed`` (the serial) and no requested validity, notAfter comes up to
+    the profile's `validity_spread_days` earlier, by an amount the seed fixes: the
+    same certificate always gets the same validity, and a batch gets them spread."""
     days = profile.validity_days if requested_days is None else requested_days
     if not 0 < days <= profile.max_validity_days:
         raise IssuanceRefused(
@@ -95,6 +101,8 @@ def validity_window(
     whole_seconds = now.replace(microsecond=0)
     not_before = whole_seconds - timedelta(seconds=profile.backdate_seconds)
     not_after = whole_seconds + timedelta(days=days)
+    if spread_seed is not None and requested_days is None and profile.validity_spread_days:
+        not_after -= timedelta(seconds=spread_seed % (profile.validity_spread_days * 86400))
     if issuer_not_after is not None and not_after > issuer_not_after:
         not_after = issuer_not_after
     # Against the exact instant, not the truncated one: an issuer whose notAfter fell

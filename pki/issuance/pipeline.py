@@ -83,6 +83,7 @@ def _finish(
         draft.now,
         draft.requested_days,
         issuer_cert.not_valid_after_utc if issuer_cert else None,
+        spread_seed=draft.serial,
     )
     certificate = build_and_sign(
         profile=draft.profile,

@@ -104,6 +104,13 @@ class Store(Protocol):
         """Valid station certificates past their renewal point, earliest first."""
         ...
 
+    async def expiring_certificates(
+        self, now: datetime, until: datetime, limit: int
+    ) -> list[CertificateRecord]:
+        """Valid station certificates expiring after ``now`` and by ``until``, earliest
+        first."""
+        ...
+
     async def supersede_certificate(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> bool:

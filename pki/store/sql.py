@@ -426,6 +426,23 @@ class SqlStore:
         rows = await self.database.read(lambda connection: connection.execute(statement).all())
         return [to_certificate(r) for r in rows]
 
+    async def expiring_certificates(
+        self, now: datetime, until: datetime, limit: int
+    ) -> list[CertificateRecord]:
+        statement = (
+            select(certificates)
+            .where(
+                certificates.c.not_after > now,
+                certificates.c.not_after <= until,
+                certificates.c.status == CertificateStatus.VALID.value,
+                certificates.c.station_id.is_not(None),
+            )
+            .order_by(certificates.c.not_after)
+            .limit(limit)
+        )  # served by ix_certificates_not_after
+        rows = await self.database.read(lambda connection: connection.execute(statement).all())
+        return [to_certificate(r) for r in rows]
+
     async def find_certificates(self, query: CertificateQuery) -> list[CertificateRecord]:
         statement = select(certificates).order_by(certificates.c.not_after, certificates.c.id)
         if query.station_id is not None:

@@ -163,7 +163,8 @@ def test_issue_json(pkictl: Run, tmp_path: Path) -> None:
     not_before, not_after = parse_iso(view["not_before"]), parse_iso(view["not_after"])
     assert not_before == leaf.not_valid_before_utc
     assert not_after == leaf.not_valid_after_utc
-    assert timedelta(days=365) <= not_after - not_before <= timedelta(days=365, hours=1)
+    spread = timedelta(seconds=leaf.serial_number % (45 * 86400))  # validity_spread_days
+    assert not_after - not_before == timedelta(days=365, seconds=60) - spread
 
 
 @pytest.mark.usefixtures("stations")

@@ -157,7 +157,8 @@ def test_edited_home_policy_is_audited_once_and_applied(
     add_station(pkictl)
     leaf, _ = load_pems(issue(pkictl, station_csr(tmp_path / "s.csr"))["chain_pem"])
     lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
-    assert timedelta(days=200) <= lifetime <= timedelta(days=200, hours=1)
+    spread = timedelta(days=45)  # the profile's validity_spread_days
+    assert timedelta(days=200) - spread < lifetime <= timedelta(days=200, hours=1)
     assert audit(pkictl, "--limit", "1")[0]["action"] == "certificate.issued"
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import base64
 import itertools
+import secrets
 import textwrap
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -686,7 +687,8 @@ async def test_issues_charging_station_certificate(
 
     now = truncated(clock.now())
     assert leaf.not_valid_before_utc == now - timedelta(seconds=60)
-    assert leaf.not_valid_after_utc == now + timedelta(days=365)
+    spread = timedelta(seconds=leaf.serial_number % (45 * 86400))  # validity_spread_days
+    assert leaf.not_valid_after_utc == now + timedelta(days=365) - spread
     assert leaf.not_valid_before_utc <= clock.now()
 
     # The record, as stored, and as returned.
@@ -857,3 +859,19 @@ def test_validity_window_backdate_from_profile(policy: Policy, clock: FixedClock
     profile = replace(policy.profile("charging-station"), backdate_seconds=3600)
     not_before, _ = validity_window(profile, clock.now(), None, None)
     assert not_before == truncated(clock.now()) - timedelta(hours=1)
+
+
+def test_validity_spread_fixed_by_serial_and_bounded(policy: Policy) -> None:
+    """A profile's validity_spread_days shortens each certificate by an amount its
+    serial fixes: never more than the spread, the same for the same serial, spread out
+    over a batch; an explicitly requested validity is not shortened."""
+    profile = policy.profile("charging-station")
+    assert profile.validity_spread_days == 45
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    full = now + timedelta(days=profile.validity_days)
+    serials = [secrets.randbits(127) for _ in range(500)]
+    ends = [validity_window(profile, now, None, None, spread_seed=s)[1] for s in serials]
+    assert all(full - timedelta(days=45) < end <= full for end in ends)
+    assert validity_window(profile, now, None, None, spread_seed=serials[0])[1] == ends[0]
+    assert len({end.date() for end in ends}) > 40  # spread over the window
+    assert validity_window(profile, now, 365, None, spread_seed=serials[0])[1] == full

@@ -130,6 +130,17 @@ def test_unknown_key_in_profile(tmp_path: Path) -> None:
     assert "validity_days" in message  # the allowed keys are listed
 
 
+@pytest.mark.parametrize("value", ["365", "-1", "true", '"30"'])
+def test_validity_spread_must_be_shorter_than_the_validity(tmp_path: Path, value: str) -> None:
+    path, message = load_error(
+        tmp_path, variant(("validity_spread_days = 45\n", f"validity_spread_days = {value}\n"))
+    )
+    assert_names(
+        message, path, "profiles.charging-station.validity_spread_days",
+        "must be an integer from 0 to validity_days - 1",
+    )  # fmt: skip
+
+
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, variant(("[tls]", "[tsl]")))
     assert_names(message, path, "tsl", "unknown key")

@@ -39,7 +39,7 @@ from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
-from pki.records import Station
+from pki.records import CertificateQuery, Station
 
 STATION = "CS001"
 S, E = RenewalState, RenewalEvent
@@ -107,9 +107,10 @@ async def test_the_scan_renews_what_reached_its_threshold_once(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     service = renewal_service(ca, clock)
-    serial = await issue(ca, make_csr, STATION)  # 1 year, renewed 90 days before expiry
+    serial = await issue(ca, make_csr, STATION)  # ~1 year, renewed 90 days before expiry
     assert await service.scan() == []
-    clock.advance(timedelta(days=365 - 91))
+    (record,) = await ca.store.find_certificates(CertificateQuery(serial=int(serial, 16)))
+    clock.advance(record.not_after - timedelta(days=91) - clock.now())
     assert await service.due() == []
     clock.advance(timedelta(days=2))
     (due,) = await service.due()
@@ -260,12 +261,36 @@ async def test_failures_back_off_then_stop_with_an_alert(
             clock.advance(timedelta(seconds=1))
     clock.advance(timedelta(days=30))
     assert await service.scan() == []  # max_attempts reached
-    codes = [a.code for a in await service.alerts.list(STATION)]
+    codes = [a.code for a in await service.alerts.list(STATION) if a.code.startswith("renewal-")]
     assert codes == ["renewal-failed", "renewal-failed", "renewal-abandoned"]
     history = await service.list(STATION)
     assert [r.state for r in history] == [S.FAILED, S.FAILED]
     (now,) = await service.list(STATION, latest_only=True)  # where the station stands
     assert now.id == history[-1].id
+
+
+async def test_a_certificate_close_to_expiry_and_still_in_use_is_announced_once(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """The station stays away through its renewal window: the renewal is triggered but
+    never answered. 14 days before expiry the scan raises certificate-expiring, naming
+    the certificate and what its renewal waits for; later scans do not repeat it."""
+    service = renewal_service(ca, clock)
+    serial = await issue(ca, make_csr, STATION)
+    (record,) = await ca.store.find_certificates(CertificateQuery(serial=int(serial, 16)))
+    clock.advance(record.not_after - timedelta(days=30) - clock.now())
+    (started,) = await service.scan()
+    assert [a.code for a in await service.alerts.list(STATION)] == []
+    clock.advance(timedelta(days=15, seconds=1))  # 14 days and a bit before expiry
+    await service.scan()
+    await service.scan()
+    clock.advance(timedelta(days=7))
+    await service.scan()
+    (alert,) = await service.alerts.list(STATION)
+    assert alert.code == "certificate-expiring"
+    assert serial in alert.message
+    assert f"its renewal #{started.id} is triggered" in alert.message
+    await service.close()
 
 
 async def test_a_restart_resumes_half_done_renewals(
