@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from csms.app import STATION_PROFILE, App
 from csms.daemon import LifecycleDaemon
-from csms.protocol.session import SessionServices, StationSession
+from csms.protocol.session import SessionServices, StationSession, validate_inline
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
 from csms.services.ev_certificates import EvCertificates
@@ -113,6 +113,7 @@ async def start_node(
 ) -> Node:
     """Register the node and start its outbox and lifecycle (what a previous run left
     half done goes on first). ``stop`` ends the background timers."""
+    validate_inline()
     nodes = app.nodes
     sessions = SessionService(app.session_store, app.clock, node_id=nodes.node_id)
     nodes.revived.append(sessions.reclaim)

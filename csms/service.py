@@ -26,7 +26,6 @@ from csms.app import App
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
-from csms.protocol.session import validate_inline
 from csms.services.gate import ConnectionGate
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
 from csms.services.sessions import SessionService
@@ -202,9 +201,8 @@ async def _start_plain(
 
 def _tune_process() -> None:
     """Process-wide settings for serving many stations: asyncio's TLS read buffers
-    bounded, OCPP payloads validated on the loop rather than in a thread pool."""
+    bounded (OCPP payloads are validated on the loop: `start_node`)."""
     bound_tls_read_buffers()
-    validate_inline()
 
 
 async def _authorities_on_file(app: App) -> list[Authority]:

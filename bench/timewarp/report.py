@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -136,9 +136,7 @@ def _expiry_spread(sim: Simulation) -> dict[str, Any]:
     }
 
 
-def _aware(value: Any) -> Any:
-    from datetime import UTC, datetime
-
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+def _aware(value: datetime | str) -> datetime:
+    """A timestamp read with plain SQL (no type processing): naive UTC, maybe text."""
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import logging
 import random
 from collections import Counter
 from collections.abc import Coroutine
@@ -46,7 +45,6 @@ from csms.services.gate import ConnectionRequest
 from pki.clock import FixedClock
 from pki.records import AuthorityRole, TrustRole
 
-LOG = logging.getLogger("timewarp")
 ORGANIZATION = "TimeWarp CPO"
 HOST = "csms.timewarp.test"
 PASSPHRASE = "timewarp-passphrase"  # noqa: S105 -- a throwaway home's CA keys
@@ -117,6 +115,9 @@ class Simulation:
         self._sequence = itertools.count()
         self._work: set[asyncio.Task[Any]] = set()
         self._sessions: dict[int, tuple[asyncio.Task[Any], asyncio.Task[Any]]] = {}
+        """Each connected station's two session tasks (asyncio keeps weak references)."""
+        self._installed: list[SimStation] = []
+        """Stations that installed a new certificate and are to reconnect with it."""
         self._refused_since: dict[int, tuple[datetime, str]] = {}
         self._offline_until: dict[int, datetime] = {}
         self._server_chain: tuple[x509.Certificate, list[x509.Certificate]] | None = None
@@ -295,6 +296,9 @@ class Simulation:
         next_scan = next_sample = self.clock.now()
         next_restart = next_scan + timedelta(days=scenario.restart_every_days)
         while (now := self.clock.now()) < end:
+            if now >= next_sample:  # (before a restart: its reconnections take minutes)
+                self.tally.samples.append(await self._sample())
+                next_sample += timedelta(days=1)
             if now >= next_restart:
                 await self.restart_node()
                 next_restart += timedelta(days=scenario.restart_every_days)
@@ -304,9 +308,6 @@ class Simulation:
             if now >= next_scan:
                 await self._daemon_round()
                 next_scan += scan_every
-            if now >= next_sample:
-                self.tally.samples.append(await self._sample())
-                next_sample += timedelta(days=1)
             upcoming = min(next_scan, next_sample, next_restart, end,
                            self._events[0][0] if self._events else end)  # fmt: skip
             self.clock.advance(
@@ -433,7 +434,7 @@ class Simulation:
             return
         self._admitted(station)
         station_end, csms_end = pipe(self.traffic, station.index)
-        link = StationLink(station, station_end, self.clock, self.spawn)
+        link = StationLink(station, station_end, self.clock, self.spawn, self._reconnect_later)
         station.link = link
         csms_task = self._long_lived(self.node.run_session(station.station_id, csms_end, admission))
         link_task = self._long_lived(link.run())
@@ -470,14 +471,17 @@ class Simulation:
         if link is None:
             return
         station.link = None
-        await link._connection.close()
+        await link.hang_up()
         await self._settle()
+
+    def _reconnect_later(self, station: SimStation) -> None:
+        self._installed.append(station)
 
     async def _reconnect_renewed(self) -> None:
         """Stations that installed a new certificate reconnect with it (A02)."""
-        while renewed := [s for s in self.stations if s.wants_reconnect]:
+        while self._installed:
+            renewed, self._installed = self._installed, []
             for station in renewed:
-                station.wants_reconnect = False
                 await self._disconnect(station)
                 await self._connect(station)
             await self._settle()

@@ -99,8 +99,6 @@ class SimStation:
     pending_key: ec.EllipticCurvePrivateKey | None = None
     pending_since: datetime | None = None
     link: StationLink | None = None
-    wants_reconnect: bool = False
-    """A new certificate is installed: the station reconnects with it."""
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -135,21 +133,34 @@ class SimStation:
 
 Spawn = Callable[[Any], None]
 """Runs a coroutine as a task the simulation waits for before the clock moves on."""
+Installed = Callable[[SimStation], None]
+"""Told when a station installed a new certificate: it reconnects with it."""
 
 
 class StationLink(ChargePoint):  # type: ignore[misc]
     """The station's side of one connection."""
 
-    def __init__(self, station: SimStation, connection: Any, clock: Clock, spawn: Spawn) -> None:
+    def __init__(
+        self,
+        station: SimStation,
+        connection: Any,
+        clock: Clock,
+        spawn: Spawn,
+        installed: Installed,
+    ) -> None:
         super().__init__(station.station_id, connection)
         self.station = station
         self._clock = clock
         self._spawn = spawn
+        self._installed = installed
 
     async def run(self) -> None:
         """Handle the CSMS's messages until the connection ends."""
         with contextlib.suppress(ConnectionClosed):
             await self.start()
+
+    async def hang_up(self) -> None:
+        await self._connection.close()
 
     async def boot(self) -> str:
         answer = await self.call(
@@ -202,8 +213,8 @@ class StationLink(ChargePoint):  # type: ignore[misc]
         assert station.pending_key is not None
         station.key, station.certificate = station.pending_key, leaf
         station.pending_key = station.pending_since = None
-        station.wants_reconnect = True
         station.count("installed")
+        self._installed(station)
         return call_result.CertificateSigned(status="Accepted")
 
     @on(Action.get_variables)

@@ -32,6 +32,12 @@ class SqlRenewalStore:
     async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None:
         return await self._one(renewals.c.open_slot == _slot(station_id, kind))
 
+    async def open_renewals(self, station_id: str) -> list[Renewal]:
+        slots = [_slot(station_id, kind) for kind in CertificateKind]
+        statement = select(renewals).where(renewals.c.open_slot.in_(slots))
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(row) for row in rows]
+
     async def create(
         self,
         station_id: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from csms.db.schema import station_sessions
 from csms.services.sessions import SessionRecord
@@ -19,13 +19,17 @@ class SqlSessionStore:
     def __init__(self, database: Database) -> None:
         self._database = database
         self._engine = database.engine
+        # Built once: at every connection, building the upsert cost more than running it.
+        names = [column.name for column in station_sessions.c]
+        insert_ = upsert(self._engine.dialect, station_sessions, {n: bindparam(n) for n in names})
+        self._save = insert_.on_conflict_do_update(
+            index_elements=[station_sessions.c.station_id],
+            set_={n: insert_.excluded[n] for n in names if n != "station_id"},
+        )
 
     async def save(self, record: SessionRecord) -> None:
         values = asdict(record)
-        statement = upsert(self._engine.dialect, station_sessions, values).on_conflict_do_update(
-            index_elements=[station_sessions.c.station_id], set_=values
-        )
-        await self._database.write(lambda connection: connection.execute(statement))
+        await self._database.write(lambda connection: connection.execute(self._save, values))
 
     async def seen(self, station_id: str, at: datetime) -> None:
         statement = (

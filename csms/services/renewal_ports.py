@@ -34,6 +34,10 @@ class Renewal:
 
 class RenewalStore(Protocol):
     async def open_renewal(self, station_id: str, kind: CertificateKind) -> Renewal | None: ...
+    async def open_renewals(self, station_id: str) -> list[Renewal]:
+        """The station's open renewals, one per kind at most (one query at connect)."""
+        ...
+
     async def create(
         self,
         station_id: str,

@@ -364,12 +364,9 @@ class RenewalService:
         open renewal delivered, the renewal is confirmed. A renewal held back in `due`
         is triggered if there is room; one still waiting for the station's CSR is
         triggered again if no trigger is on its way (see `_trigger_again`)."""
-        for kind in CertificateKind:
-            renewal = await self.store.open_renewal(station_id, kind)
-            if renewal is None:
-                continue
+        for renewal in await self.store.open_renewals(station_id):
             delivered = serial_hex is not None and renewal.new_serial == serial_hex
-            if kind is CertificateKind.STATION and delivered:
+            if renewal.kind is CertificateKind.STATION and delivered:
                 await self._confirm(renewal)
             elif renewal.state is RenewalState.DUE:
                 await self.fill(station_id)

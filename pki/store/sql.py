@@ -24,7 +24,18 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Dialect, Table, delete, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Table,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -563,20 +574,26 @@ class SqlStore:
                 return stored  # seen a moment ago (a reconnecting station): no write
 
         def work(connection: Connection) -> CertificateRecord:
-            row = connection.execute(select(certificates).where(*key).with_for_update()).first()
-            if row is None:  # never seen: monitored from now on (a factory certificate)
+            # Known (nearly always: a station reconnecting): one UPDATE, atomic by itself.
+            sighted = connection.execute(
+                update(certificates)
+                .where(*key)
+                .values(
+                    first_seen=func.coalesce(
+                        certificates.c.first_seen, literal(at, certificates.c.first_seen.type)
+                    ),
+                    last_seen=at,
+                )
+            )
+            if sighted.rowcount == 0:  # never seen: monitored from now on (factory)
                 observed = replace(record, first_seen=at, last_seen=at)
                 connection.execute(insert(certificates).values(certificate_values(observed, at)))
                 append_audit_entries(connection, [(event, at)])
                 return observed
+            row = found or connection.execute(select(certificates).where(*key)).first()
+            assert row is not None
             stored = to_certificate(row)
-            seen = replace(stored, first_seen=stored.first_seen or at, last_seen=at)
-            connection.execute(
-                update(certificates)
-                .where(*key)
-                .values(first_seen=seen.first_seen, last_seen=seen.last_seen)
-            )
-            return seen
+            return replace(stored, first_seen=stored.first_seen or at, last_seen=at)
 
         return await self.database.write(work)  # at every handshake: inline on SQLite
 

@@ -251,6 +251,34 @@ async def test_datetimes_round_trip_utc_aware_and_exact(store: SqlStore, microse
     assert all(e.at.tzinfo is UTC for e in entries)
 
 
+async def test_presented_certificates_keep_first_seen_and_move_last_seen(store: SqlStore) -> None:
+    """A certificate seen at handshakes: recorded (observed) the first time; later
+    sightings move last_seen (not within a minute of the last) and keep first_seen --
+    also for a certificate we issued, which had none."""
+    first = datetime(2026, 3, 1, 8, 0, 0, 123_456, tzinfo=UTC)
+    record = observed_record(serial=0x5EE1)
+    event = AuditEvent("certificate.observed", "test")
+    seen = await store.record_presented(record, event, first)
+    assert (seen.first_seen, seen.last_seen) == (first, first)
+    again = await store.record_presented(record, event, first + timedelta(seconds=30))
+    assert again.last_seen == first  # within a minute: not written
+    later = first + timedelta(days=30)
+    moved = await store.record_presented(record, event, later)
+    assert (moved.first_seen, moved.last_seen) == (first, later)
+    (stored,) = await store.find_certificates(CertificateQuery(serial=0x5EE1))
+    assert (stored.first_seen, stored.last_seen) == (first, later)
+    assert stored.first_seen.tzinfo is UTC
+    assert [e.event.action for e in await store.audit_entries()].count(
+        "certificate.observed"
+    ) == 1  # recorded once, sighted thrice
+    issued = observed_record(serial=0x1551)  # recorded without a sighting, as issued
+    await store.record_certificate(issued, AuditEvent("certificate.issued", "test"), first)
+    sighted = await store.record_presented(issued, event, later)
+    assert (sighted.first_seen, sighted.last_seen) == (later, later)
+    (stored,) = await store.find_certificates(CertificateQuery(serial=0x1551))
+    assert (stored.first_seen, stored.last_seen) == (later, later)
+
+
 async def test_duplicate_issuer_and_serial_is_a_conflict_and_writes_nothing(
     store: SqlStore,
 ) -> None:
