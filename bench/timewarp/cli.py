@@ -25,6 +25,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--seed", type=int, default=2027)
     parser.add_argument("--step-hours", type=float, default=1.0)
+    parser.add_argument(
+        "--long-absences", type=int, default=0,
+        help="stations away through their whole renewal window (back expired)",
+    )  # fmt: skip
     parser.add_argument("--plot", type=Path, help="write a PNG chart over simulated time")
     parser.add_argument("--samples", type=Path, help="write the daily samples as JSON")
     parser.add_argument("--verbose", action="store_true", help="the service's logs on stderr")
@@ -48,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr)
     scenario = replace(
         Scenario(), stations=args.stations, days=args.days, seed=args.seed,
+        long_absences=args.long_absences,
         step=timedelta(hours=args.step_hours),
     )  # fmt: skip
     started = time.perf_counter()

@@ -65,6 +65,11 @@ class Scenario:
     """Factory certificates: (days from the start to expiry, share of the fleet)."""
     offline_share: float = 0.05
     offline_max_days: int = 42
+    long_absences: int = 0
+    """Stations (besides the above) away through their whole renewal window: they leave
+    95 days before their factory certificate expires and come back `long_absence_days`
+    later, expired -- to be alerted on before expiry and renewed at reconnection."""
+    long_absence_days: int = 120
     fault_rate: float = 0.01
     """Share of CSRs and of CertificateSigned answers that fail."""
     restart_every_days: int = 30
@@ -91,8 +96,11 @@ class Tally:
     refused_hours: dict[str, float] = field(default_factory=dict)
     """Station-hours of refused connection, by cause."""
     refused_stations: set[str] = field(default_factory=set)
-    expired_at_reconnect: set[str] = field(default_factory=set)
-    """Stations that came back from offline with an expired certificate."""
+    expired_at_reconnect: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    """Stations that came back from offline with an expired certificate: when, and when
+    that certificate had expired."""
+    renewed_after_return: dict[str, float] = field(default_factory=dict)
+    """Of those, hours from their return to their new certificate installed."""
     restarts: int = 0
     connects: int = 0
     rollover_started: datetime | None = None
@@ -120,6 +128,7 @@ class Simulation:
         """Stations that installed a new certificate and are to reconnect with it."""
         self._refused_since: dict[int, tuple[datetime, str]] = {}
         self._offline_until: dict[int, datetime] = {}
+        self._absence_days: dict[int, float] = {}
         self._server_chain: tuple[x509.Certificate, list[x509.Certificate]] | None = None
         self._app_context: Any = None
         self.app: App | None = None
@@ -229,6 +238,14 @@ class Simulation:
         for station in chosen:
             at = self.clock.now() + timedelta(hours=self.random.randrange(24, scenario.days * 24))
             self._schedule(at, station, Event.OFFLINE)
+        later = [
+            s for s in self.stations if s not in chosen
+            and s.certificate.not_valid_after_utc - self.clock.now() > timedelta(days=100)
+        ]  # fmt: skip
+        for station in self.random.sample(later, min(scenario.long_absences, len(later))):
+            leaves = station.certificate.not_valid_after_utc - timedelta(days=95)
+            self._absence_days[station.index] = scenario.long_absence_days
+            self._schedule(leaves, station, Event.OFFLINE)
 
     # --- the node ----------------------------------------------------------------------
 
@@ -398,7 +415,9 @@ class Simulation:
         self._schedule(now + SELF_CHECK_EVERY, station, Event.SELF_CHECK)
 
     async def _go_offline(self, station: SimStation) -> None:
-        days = self.random.uniform(1, self.scenario.offline_max_days)
+        days = self._absence_days.pop(station.index, None) or self.random.uniform(
+            1, self.scenario.offline_max_days
+        )
         back = self.clock.now() + timedelta(days=days)
         self._offline_until[station.index] = back
         station.count("offline_periods")
@@ -416,7 +435,8 @@ class Simulation:
                 return  # a reconnection planned before it went offline
             del self._offline_until[station.index]
             if station.certificate.not_valid_after_utc <= now:
-                self.tally.expired_at_reconnect.add(station.station_id)
+                expired = station.certificate.not_valid_after_utc
+                self.tally.expired_at_reconnect[station.station_id] = (now, expired)
         if station.link is not None:
             return
         assert self.node is not None
@@ -475,6 +495,10 @@ class Simulation:
         await self._settle()
 
     def _reconnect_later(self, station: SimStation) -> None:
+        away = self.tally.expired_at_reconnect.get(station.station_id)
+        if away is not None and station.station_id not in self.tally.renewed_after_return:
+            hours = (self.clock.now() - away[0]) / timedelta(hours=1)
+            self.tally.renewed_after_return[station.station_id] = hours
         self._installed.append(station)
 
     async def _reconnect_renewed(self) -> None:
