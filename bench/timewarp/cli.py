@@ -9,6 +9,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": round(elapsed, 1),
         "restarts": sim.tally.restarts,
         "connections": sim.tally.connects,
+        "station_events": dict(sum((Counter(s.counts) for s in sim.stations), Counter())),
         "criteria": verdict,
         "pass": all(criteria),
     }, default=str))  # fmt: skip

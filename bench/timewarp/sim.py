@@ -31,6 +31,8 @@ from sqlalchemy import text
 
 from bench.timewarp.pipe import Traffic, pipe
 from bench.timewarp.station import (
+    CSR_REPEAT_TIMES,
+    CSR_RESEND_AFTER,
     SELF_CHECK_EVERY,
     SELF_RENEW_BEFORE,
     SimStation,
@@ -87,6 +89,7 @@ class Event(Enum):
     CONNECT = "connect"
     OFFLINE = "offline"
     SELF_CHECK = "self-check"
+    RESEND_CSR = "resend-csr"
 
 
 @dataclass
@@ -389,6 +392,9 @@ class Simulation:
                 await self._go_offline(station)
             elif event is Event.SELF_CHECK:
                 self._self_check(station)
+            elif event is Event.RESEND_CSR and station.link is not None:
+                station.count("csr_resends")
+                self.spawn(station.link.sign())
 
     def _schedule(self, at: datetime, station: SimStation, event: Event) -> None:
         heapq.heappush(self._events, (at, next(self._sequence), station.index, event))
@@ -454,7 +460,7 @@ class Simulation:
             return
         self._admitted(station)
         station_end, csms_end = pipe(self.traffic, station.index)
-        link = StationLink(station, station_end, self.clock, self.spawn, self._reconnect_later)
+        link = StationLink(station, station_end, self.clock, self)
         station.link = link
         csms_task = self._long_lived(self.node.run_session(station.station_id, csms_end, admission))
         link_task = self._long_lived(link.run())
@@ -494,7 +500,14 @@ class Simulation:
         await link.hang_up()
         await self._settle()
 
-    def _reconnect_later(self, station: SimStation) -> None:
+    def csr_rejected(self, station: SimStation) -> None:
+        """EVerest sends a new CSR after CertSigningWaitMinimum, doubling, a few times
+        (here: at the next step, the clock's resolution)."""
+        if station.csr_attempts <= CSR_REPEAT_TIMES:
+            wait = CSR_RESEND_AFTER * 2 ** (station.csr_attempts - 1)
+            self._schedule(self.clock.now() + wait, station, Event.RESEND_CSR)
+
+    def installed(self, station: SimStation) -> None:
         away = self.tally.expired_at_reconnect.get(station.station_id)
         if away is not None and station.station_id not in self.tally.renewed_after_return:
             hours = (self.clock.now() - away[0]) / timedelta(hours=1)

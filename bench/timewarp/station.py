@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -34,6 +34,10 @@ from pki.hashdata import hash_data_for
 SELF_RENEW_BEFORE = timedelta(days=30)
 SELF_CHECK_EVERY = timedelta(hours=12)
 CSR_KEY_LIFETIME = timedelta(hours=1)
+CSR_RESEND_AFTER = timedelta(seconds=60)
+"""EVerest's CertSigningWaitMinimum: a rejected CSR is sent again (a new key) after
+this, doubling each time, at most CSR_REPEAT_TIMES times."""
+CSR_REPEAT_TIMES = 3
 CHAIN_DEPTH = 5
 
 
@@ -99,6 +103,8 @@ class SimStation:
     pending_key: ec.EllipticCurvePrivateKey | None = None
     pending_since: datetime | None = None
     link: StationLink | None = None
+    csr_attempts: int = 0
+    """CSRs rejected in a row (EVerest resends, CertSigningRepeatTimes at most)."""
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -131,10 +137,17 @@ class SimStation:
         return make_csr(self.pending_key, serial, self.organization)
 
 
-Spawn = Callable[[Any], None]
-"""Runs a coroutine as a task the simulation waits for before the clock moves on."""
-Installed = Callable[[SimStation], None]
-"""Told when a station installed a new certificate: it reconnects with it."""
+class Driver(Protocol):
+    """What a station's link tells the simulation."""
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine as a task the simulation waits for before the clock moves on."""
+
+    def installed(self, station: SimStation) -> None:
+        """A new certificate is installed: the station reconnects with it."""
+
+    def csr_rejected(self, station: SimStation) -> None:
+        """The CSMS rejected the station's CSR: it sends a new one after a while."""
 
 
 class StationLink(ChargePoint):  # type: ignore[misc]
@@ -145,14 +158,12 @@ class StationLink(ChargePoint):  # type: ignore[misc]
         station: SimStation,
         connection: Any,
         clock: Clock,
-        spawn: Spawn,
-        installed: Installed,
+        driver: Driver,
     ) -> None:
         super().__init__(station.station_id, connection)
         self.station = station
         self._clock = clock
-        self._spawn = spawn
-        self._installed = installed
+        self._driver = driver
 
     async def run(self) -> None:
         """Handle the CSMS's messages until the connection ends."""
@@ -181,13 +192,15 @@ class StationLink(ChargePoint):  # type: ignore[misc]
         )
         if answer.status != "Accepted":
             station.count("csrs_rejected")
+            station.csr_attempts += 1
+            self._driver.csr_rejected(station)
 
     @on(Action.trigger_message)
     async def on_trigger_message(self, requested_message: str, **_: Any) -> Any:
         if requested_message != "SignChargingStationCertificate":
             return call_result.TriggerMessage(status="NotImplemented")
         self.station.count("triggers")
-        self._spawn(self.sign())
+        self._driver.spawn(self.sign())
         return call_result.TriggerMessage(status="Accepted")
 
     @on(Action.certificate_signed)
@@ -213,8 +226,9 @@ class StationLink(ChargePoint):  # type: ignore[misc]
         assert station.pending_key is not None
         station.key, station.certificate = station.pending_key, leaf
         station.pending_key = station.pending_since = None
+        station.csr_attempts = 0
         station.count("installed")
-        self._installed(station)
+        self._driver.installed(station)
         return call_result.CertificateSigned(status="Accepted")
 
     @on(Action.get_variables)

@@ -58,6 +58,8 @@ async def test_two_simulated_years_no_certificate_expires_unnoticed(tmp_path: Pa
     for station in sim.stations:
         counts.update(station.counts)
     assert counts["csr_faults"] + counts["delivery_faults"] > 0
+    if counts["csrs_rejected"]:  # a rejected CSR is sent again (EVerest's resend)
+        assert counts["csr_resends"] > 0
     assert counts["offline_periods"] == round(0.05 * STATIONS) + 2  # + the long absences
     # The CSMS server certificates (ECDSA and RSA, 365 days) were renewed before each
     # expiry in the period and the stations kept trusting them: no refusal above.
