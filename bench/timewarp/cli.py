@@ -4,33 +4,67 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import timewarp
 from bench.timewarp.report import judge
 from bench.timewarp.sim import Scenario, Simulation
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+def _positive_hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.timewarp", description=__doc__)
-    parser.add_argument("--stations", type=int, default=10_000)
-    parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--seed", type=int, default=2027)
-    parser.add_argument("--step-hours", type=float, default=1.0)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.timewarp", description=timewarp.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--stations", type=_at_least(1), default=10_000)
+    parser.add_argument("--days", type=_at_least(1), default=730, help="simulated days")
+    parser.add_argument("--seed", type=int, default=2027, help="the scenario's random seed")
     parser.add_argument(
-        "--long-absences", type=int, default=0,
+        "--step-hours", type=_positive_hours, default=1.0,
+        help="the clock's resolution: at least this much simulated time per step",
+    )  # fmt: skip
+    parser.add_argument(
+        "--long-absences", type=_at_least(0), default=0,
         help="stations away through their whole renewal window (back expired)",
     )  # fmt: skip
-    parser.add_argument("--plot", type=Path, help="write a PNG chart over simulated time")
+    parser.add_argument(
+        "--plot", type=Path,
+        help="write a PNG chart over simulated time (matplotlib: pip install -e '.[bench]')",
+    )  # fmt: skip
     parser.add_argument("--samples", type=Path, help="write the daily samples as JSON")
     parser.add_argument("--verbose", action="store_true", help="the service's logs on stderr")
     return parser.parse_args(argv)
@@ -50,6 +84,11 @@ async def simulate(scenario: Scenario, directory: Path) -> tuple[Simulation, dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    for option, path in (("--plot", args.plot), ("--samples", args.samples)):
+        if path is not None and not path.resolve().parent.is_dir():
+            raise SystemExit(f"{option}: {path.parent} is not a directory")  # before the run
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr)
     scenario = replace(
         Scenario(), stations=args.stations, days=args.days, seed=args.seed,

@@ -574,8 +574,9 @@ class SqlStore:
                 return stored  # seen a moment ago (a reconnecting station): no write
 
         def work(connection: Connection) -> CertificateRecord:
-            # Known (nearly always: a station reconnecting): one UPDATE, atomic by itself.
-            sighted = connection.execute(
+            # Known (nearly always: a station reconnecting): one UPDATE, atomic by itself,
+            # returning the row as it is now (a revocation a moment ago included).
+            row = connection.execute(
                 update(certificates)
                 .where(*key)
                 .values(
@@ -584,16 +585,14 @@ class SqlStore:
                     ),
                     last_seen=at,
                 )
-            )
-            if sighted.rowcount == 0:  # never seen: monitored from now on (factory)
-                observed = replace(record, first_seen=at, last_seen=at)
-                connection.execute(insert(certificates).values(certificate_values(observed, at)))
-                append_audit_entries(connection, [(event, at)])
-                return observed
-            row = found or connection.execute(select(certificates).where(*key)).first()
-            assert row is not None
-            stored = to_certificate(row)
-            return replace(stored, first_seen=stored.first_seen or at, last_seen=at)
+                .returning(*certificates.c)
+            ).first()
+            if row is not None:
+                return to_certificate(row)
+            observed = replace(record, first_seen=at, last_seen=at)  # never seen: a factory
+            connection.execute(insert(certificates).values(certificate_values(observed, at)))
+            append_audit_entries(connection, [(event, at)])
+            return observed
 
         return await self.database.write(work)  # at every handshake: inline on SQLite
 

@@ -271,6 +271,9 @@ async def test_presented_certificates_keep_first_seen_and_move_last_seen(store: 
     assert [e.event.action for e in await store.audit_entries()].count(
         "certificate.observed"
     ) == 1  # recorded once, sighted thrice
+    await store.revoke_certificate(stored, "keyCompromise", EVENT, later)
+    revoked = await store.record_presented(record, event, later + timedelta(days=1))
+    assert revoked.status is CertificateStatus.REVOKED  # the sighting returns the row as it is
     issued = observed_record(serial=0x1551)  # recorded without a sighting, as issued
     await store.record_certificate(issued, AuditEvent("certificate.issued", "test"), first)
     sighted = await store.record_presented(issued, event, later)
