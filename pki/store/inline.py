@@ -6,10 +6,10 @@ writes (a report, a transaction event with its samples, an outbox row) the hops 
 far more than SQLite does: a local WAL transaction takes tens of microseconds. So on a
 file-backed SQLite database a unit of work -- a function of a synchronous SQLAlchemy
 Connection -- runs inline, in one BEGIN IMMEDIATE transaction, on a connection of its
-own with busy timeout 0. If another connection or process holds the write lock, or the
-call is not on the thread that opened the connection, it is not waited for here: the
-same function runs on the async engine instead (`AsyncConnection.run_sync`), which
-queues on the normal busy timeout. PostgreSQL always takes the async path.
+own with busy timeout 0. If another connection or process holds the write lock, the unit
+tries again after short pauses on the loop (`busy_pauses`), and only past the busy
+timeout queues on the async engine (`AsyncConnection.run_sync`); a call from another
+thread takes the async path at once. PostgreSQL always takes the async path.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool
 
-from pki.store.sqlite_fast import is_busy, sqlite_file
+from pki.store.sqlite_fast import busy_pauses, is_busy, sqlite_file
 
 T = TypeVar("T")
 READ_ONLY = "pkictl.read_only"
-RETRY_PAUSES_S = (0.0, 0.001, 0.002, 0.004, 0.008, 0.016)
 Work = Callable[[Connection], T]
 
 
@@ -75,30 +74,17 @@ class Database:
         path = sqlite_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
         self._inline = _inline_engine(path) if path else None
         self._thread: int | None = None
-        self._fallback = asyncio.Lock()
 
     async def write(self, work: Work[T]) -> T:
         """``work`` in one transaction, committed before this returns."""
         if self._inline is None or not self._on_loop_thread():
             return await self._run_async(work)
-        # Busy: another process writes (its transactions are short: the CLI's are units
-        # of work too), or one of our own units holds the lock on the async path. Try
-        # again after short pauses on the loop, then queue for the async path, one at a
-        # time, each trying inline once more when its turn comes.
-        for pause in RETRY_PAUSES_S:
-            if pause:
+        for pause in busy_pauses():
+            try:
+                return self._run_inline(work)
+            except _Busy:
                 await asyncio.sleep(pause)
-            if self._fallback.locked():
-                continue
-            try:
-                return self._run_inline(work)
-            except _Busy:
-                pass
-        async with self._fallback:
-            try:
-                return self._run_inline(work)
-            except _Busy:
-                return await self._run_async(work)
+        return await self._run_async(work)
 
     async def read(self, work: Work[T]) -> T:
         """``work``, which only reads (inline on SQLite, one snapshot: WAL readers do

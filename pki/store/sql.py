@@ -87,10 +87,18 @@ from pki.store.schema import (
     stations,
     trust_anchors,
 )
-from pki.store.sqlite_fast import UNAVAILABLE, SqliteFastPath, Unavailable, sqlite_file
+from pki.store.sqlite_fast import (
+    BUSY,
+    BUSY_TIMEOUT_S,
+    UNAVAILABLE,
+    SqliteFastPath,
+    Unavailable,
+    busy_pauses,
+    sqlite_file,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+SQLITE_BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_S * 1000)
 POOL_SIZE = 10
 SQLITE_POOL_SIZE = 1  # SQLite has one writer: more connections only contend and back off
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)  # a certificate's last_seen, per handshake
@@ -257,12 +265,16 @@ class SqlStore:
         """Record the batch in one transaction; ConflictError if a row already exists."""
         if self._fast is not None:
             fast = self._fast
-            try:
-                written = fast.write(lambda connection: fast.record(connection, batch))
-            except sqlite3.IntegrityError:
-                raise _conflict(batch) from None
-            if not isinstance(written, Unavailable):
-                return written
+            for pause in busy_pauses():
+                try:
+                    written = fast.write(lambda connection: fast.record(connection, batch))
+                except sqlite3.IntegrityError:
+                    raise _conflict(batch) from None
+                if not isinstance(written, Unavailable):
+                    return written
+                if written is not BUSY:
+                    break
+                await asyncio.sleep(pause)
         try:
             async with self._engine.begin() as connection:
                 rows = [certificate_values(i.record, i.at) for i in batch if i.record is not None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any, Final, TypeVar
@@ -37,6 +37,8 @@ from pki.store.rows import (
 from pki.store.schema import UTCDateTime, audit_head, audit_log, certificates, stations
 
 SQLITE_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary result codes)
+BUSY_TIMEOUT_S = 10.0  # as the async engine's busy_timeout (pki.store.sql)
+MAX_BUSY_PAUSE_S = 0.025
 
 T = TypeVar("T")
 
@@ -106,10 +108,27 @@ def result_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any]
 
 
 class Unavailable:
-    """The fast path cannot serve this call now (lock held elsewhere, other thread)."""
+    """The fast path cannot serve this call (another thread, not a WAL database, or --
+    BUSY -- the write lock held elsewhere for now)."""
 
 
 UNAVAILABLE: Final = Unavailable()
+BUSY: Final = Unavailable()
+
+
+def busy_pauses(total_s: float = BUSY_TIMEOUT_S) -> Iterator[float]:
+    """Pauses between attempts at a write lock held elsewhere, adding up to ``total_s``.
+
+    Waiting on the loop, not on the async engine: a transaction there holds the lock
+    across thread hops, each of which waits for a busy loop, so every writer that found
+    the lock taken and followed it there kept it taken longer -- a convoy that once set
+    off held outbox and renewal moves for seconds under a campaign (bench/RESULTS.md).
+    Here the lock is taken, used and released within one step of the loop."""
+    waited, pause = 0.0, 0.001
+    while waited < total_s:
+        yield pause
+        waited += pause
+        pause = min(pause * 2, MAX_BUSY_PAUSE_S)
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -129,11 +148,11 @@ class SqliteFastPath:
     A local SQLite transaction takes tens of microseconds, less than signing the
     certificate it records, which also runs on the loop.
 
-    It never waits for a lock: its busy timeout is 0, and when another connection or
-    process holds the write lock (or the call comes from another thread) the caller gets
-    UNAVAILABLE and takes the SQLAlchemy path, which queues on the normal busy timeout
-    in aiosqlite's thread. A failed transaction is rolled back before that, so a
-    statement is never applied twice.
+    It never blocks on a lock: its busy timeout is 0. When another connection or process
+    holds the write lock the caller gets BUSY and tries again after a pause
+    (`busy_pauses`); from another thread it gets UNAVAILABLE and takes the SQLAlchemy
+    path. A failed transaction is rolled back first, so a statement is never applied
+    twice.
     """
 
     def __init__(self, path: str, dialect: Dialect) -> None:
@@ -219,7 +238,7 @@ class SqliteFastPath:
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if is_busy(exc):
-                return UNAVAILABLE
+                return BUSY
             raise
         try:
             result = work(connection)
@@ -228,7 +247,7 @@ class SqliteFastPath:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
-                return UNAVAILABLE
+                return BUSY
             raise
         return result
 

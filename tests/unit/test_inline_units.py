@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, event, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from pki.store.schema import settings
@@ -55,3 +55,27 @@ async def test_a_unit_waits_out_another_process_holding_the_write_lock(
     await asyncio.wait_for(write, 15)
     assert await database.read(value_of("mine")) == "second"
     assert await database.read(value_of("other")) == "first"
+
+
+async def test_units_wait_for_the_lock_on_the_loop_not_on_the_async_path(
+    sqlite_store: SqlStore,
+) -> None:
+    """A unit that found the lock taken and queued on the async path would hold the lock
+    across thread hops once it got it, sending every unit behind it the same way (a
+    convoy that held outbox moves for seconds in a renewal campaign). They wait on the
+    loop instead and never touch the async engine while the lock comes free in time."""
+    database = sqlite_store.database
+    async_transactions: list[object] = []
+    event.listen(sqlite_store.engine.sync_engine, "begin", async_transactions.append)
+    path = sqlite_store.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writes = [asyncio.create_task(database.write(put(f"k{i}", "v"))) for i in range(20)]
+    await asyncio.sleep(0.3)  # well past the old retries (31 ms), well inside the timeout
+    assert not any(write.done() for write in writes)
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(asyncio.gather(*writes), 15)
+    assert [await database.read(value_of(f"k{i}")) for i in range(20)] == ["v"] * 20
+    assert async_transactions == []

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 import csms.db.schema  # noqa: F401 -- registers the CSMS's tables on the shared metadata
@@ -656,14 +656,22 @@ async def test_record_waits_for_a_write_lock_held_elsewhere(
     before = len(await store.audit_entries())
 
     hold = 0.5
+    async_transactions: list[object] = []
+
+    def on_async_path(connection: object) -> None:
+        async_transactions.append(connection)
+
+    event.listen(store.engine.sync_engine, "begin", on_async_path)
     lock = HeldWriteLock(sqlite_path(store), hold)
     try:
         issued = await issue(sqlite_ca, make_csr)
         finished = time.monotonic()
     finally:
         lock.join()
+        event.remove(store.engine.sync_engine, "begin", on_async_path)
     assert lock.released_at is not None
     assert finished >= lock.released_at  # it waited for the lock instead of failing
+    assert async_transactions == []  # on the loop, not holding the lock across thread hops
 
     assert await store.find_certificates(CertificateQuery(serial=issued.record.serial)) == [
         issued.record
