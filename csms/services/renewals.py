@@ -483,6 +483,10 @@ class RenewalService:
             assert record.station_id is not None
             if kind is None or (record.station_id, kind) in looked:
                 continue
+            if self.starts_at(record) > now:
+                # Its jitter has not passed: no read needed. Were another certificate
+                # the station's current one and due, it is a candidate of its own.
+                continue
             looked.add((record.station_id, kind))
             current = await self._current(record.station_id, kind)
             if current is None or self.starts_at(current) > now:

@@ -126,6 +126,34 @@ async def test_the_scan_renews_what_reached_its_threshold_once(
     ]
 
 
+async def test_a_renewal_waits_out_its_jitter_and_the_current_certificate_decides(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """A certificate past its threshold starts renewing only once its jitter has passed
+    (a cohort's renewals spread out); and an older certificate due earlier does not
+    start one while the station's current certificate is still inside its jitter."""
+    service = renewal_service(ca, clock, RenewalSettings(jitter_s=3 * 86400))
+    first = await issue(ca, make_csr, STATION)
+    clock.advance(timedelta(days=60))  # more than the validity spread (45 days)
+    second = await issue(ca, make_csr, STATION)
+    records = {
+        r.serial_hex: r
+        for r in await ca.store.find_certificates(CertificateQuery(station_id=STATION))
+    }
+    older, current = records[first], records[second]
+    assert older.not_after < current.not_after  # the current one: it lasts longest
+    starts = service.starts_at(current)
+    assert current.renew_after < starts <= current.renew_after + timedelta(days=3)
+    clock.advance(current.renew_after - clock.now())  # the older one is well past its own
+    assert service.starts_at(older) < clock.now()
+    assert await service.due() == []
+    clock.advance(starts - clock.now() - timedelta(seconds=1))
+    assert await service.due() == []
+    clock.advance(timedelta(seconds=1))
+    (due,) = await service.due()
+    assert (due.serial_hex, due.starts_at) == (second, starts)
+
+
 async def test_a_station_back_without_its_csr_is_triggered_again_once(
     ca: CertificateAuthority, clock: FixedClock
 ) -> None:
