@@ -479,17 +479,6 @@ class CertificateAuthority:
             return Status(CertState.REVOKED, state.revoked_at, state.reason)
         return Status(CertState.GOOD)
 
-    async def current_certificate(
-        self, station_id: str, profile_name: str
-    ) -> CertificateRecord | None:
-        """The station's valid certificate of this profile that lasts longest, if any."""
-        records = await self.store.find_certificates(
-            CertificateQuery(station_id=station_id, profile=profile_name)
-        )
-        now = self.clock.now()
-        valid = [r for r in records if r.effective_status(now) is CertificateStatus.VALID]
-        return max(valid, key=lambda r: r.not_after, default=None)
-
     async def due_for_renewal(self, limit: int) -> list[CertificateRecord]:
         """Station certificates past their renewal point (policy threshold), earliest
         first: the renewal daemon's work list."""

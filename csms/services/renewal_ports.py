@@ -109,10 +109,6 @@ class StationIssuer(Protocol):
         self, *, csr_pem: str, profile_name: str, station_id: str, actor: str
     ) -> IssuedCertificate: ...
 
-    async def current_certificate(
-        self, station_id: str, profile_name: str
-    ) -> CertificateRecord | None: ...
-
     async def issued(self, serial_hex: str) -> IssuedCertificate:
         """A certificate this CA issued, with its chain, from its record."""
         ...

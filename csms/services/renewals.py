@@ -135,7 +135,7 @@ class RenewalService:
         `max_in_flight` renewals of connected stations are under way."""
         now = self.clock.now()
         if old_serial is None:
-            current = await self.ca.current_certificate(station_id, PROFILE_FOR[kind])
+            current = await self._current(station_id, kind)
             old_serial = current.serial_hex if current else None
         created = await self.store.create(
             station_id, kind, RenewalState.DUE,
@@ -228,7 +228,7 @@ class RenewalService:
         ) -> tuple[str, CertificateKind, str | None]:
             if old_serial is None:
                 async with gate:
-                    current = await self.ca.current_certificate(station_id, PROFILE_FOR[kind])
+                    current = await self._current(station_id, kind)
                 old_serial = current.serial_hex if current else None
             return station_id, kind, old_serial
 
@@ -253,7 +253,7 @@ class RenewalService:
             # certificate for this key is signed or being signed; never a second one.
             return SignAnswer(True)
         if renewal is None:
-            current = await self.ca.current_certificate(station_id, PROFILE_FOR[kind])
+            current = await self._current(station_id, kind)
             renewal = await self.store.create(
                 station_id, kind, RenewalState.DUE, requested_by=f"station:{station_id}",
                 old_serial=current.serial_hex if current else None, at=self.clock.now(),

@@ -8,13 +8,14 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from csms.db.alerts import SqlAlertStore
 from csms.db.outbox import SqlOutboxStore
@@ -39,7 +40,7 @@ from csms.services.stations import StationService
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
-from pki.records import CertificateQuery, Station
+from pki.records import CertificateQuery, CertificateRecord, CertificateSource, Station
 
 STATION = "CS001"
 S, E = RenewalState, RenewalEvent
@@ -214,6 +215,45 @@ async def test_a_newer_certificate_in_use_is_not_renewed_for_an_older_one(
         await ca.store.record_presented(record, event, clock.now())
         clock.advance(timedelta(seconds=1))
     assert await service.due() == []  # the old one is due, but no longer in use
+
+
+def factory_certificate(station_id: str, not_after: datetime) -> CertificateRecord:
+    """A certificate of the manufacturer's CA the station presented: observed."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Factory CA")])
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(not_after - timedelta(days=365)).not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return CertificateRecord.from_certificate(
+        certificate, renew_after=not_after - timedelta(days=90),
+        source=CertificateSource.OBSERVED, issuer_ca=None, profile=None, station_id=station_id,
+    )  # fmt: skip
+
+
+async def test_a_station_initiated_renewal_supersedes_the_factory_certificate(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """The station sends its CSR on its own while it still uses its factory certificate
+    (observed, no profile): the renewal replaces that one. Before, it was looked up by
+    profile, not found, and stayed valid and "in use": due in every scan, alerted on
+    before its expiry although the station had long renewed."""
+    service = renewal_service(ca, clock)
+    factory = factory_certificate(STATION, clock.now() + timedelta(days=60))
+    event = AuditEvent("certificate.observed", "test", "station:CS001", "ok", {})
+    await ca.store.record_presented(factory, event, clock.now())
+    answer = await service.sign(STATION, make_csr(cn="SN-0001"), CertificateKind.STATION)
+    assert answer.accepted
+    (renewal,) = await service.store.open_renewals(STATION)
+    assert renewal.old_serial == factory.serial_hex
+    assert renewal.new_serial is not None
+    await service.presented(STATION, renewal.new_serial)
+    assert (await service.get(renewal.id)).state is S.CONFIRMED
+    assert (await ca.find_by_serial(factory.serial)).status.value == "superseded"
+    clock.advance(timedelta(days=45))  # past the factory certificate's renewal point
+    assert await service.due() == []
 
 
 async def connect(ca: CertificateAuthority, clock: FixedClock, *stations: str) -> SessionService:
