@@ -5,7 +5,10 @@ due | triggered --csr--> csr_received   the station sent SignCertificate
 csr_received --sign--> signed           issued and recorded; CertificateSigned queued
 csr_received --refuse--> failed         the issuance pipeline refused the CSR
 signed --accept--> delivered            the station answered CertificateSigned Accepted
-signed --reject--> failed               ... Rejected, CALLERROR or no answer
+signed --reject--> failed               ... Rejected or CALLERROR; a station TLS
+                                        certificate left unanswered waits for the
+                                        station's next connection: another serial
+                                        fails it, the new one confirms it
 delivered | signed --confirm--> confirmed
                                         station TLS: it reconnected presenting the new
                                         serial; V2G: its Accepted is the confirmation

@@ -66,6 +66,8 @@ REQUESTS_AT_ONCE = 16
 CREATE_BATCH = 500
 FILL_DELAY_S = 0.2
 RECENT_CALLS = 20
+UNANSWERED = "CertificateSigned went unanswered: the station's next connection decides"
+"""The reason a signed station renewal carries while it waits for that connection."""
 
 
 def _kind_of(record: CertificateRecord) -> CertificateKind | None:
@@ -251,6 +253,12 @@ class RenewalService:
         if renewal is not None and renewal.csr_key_sha256 == key and key is not None:
             # The same CSR again (the station did not see our answer, or retries): the
             # certificate for this key is signed or being signed; never a second one.
+            if renewal.reason == UNANSWERED and renewal.new_serial is not None:
+                # ... and it never got that certificate: it goes out again.
+                await self._note(renewal, None)
+                await self._deliver(
+                    renewal.id, station_id, kind, await self.ca.issued(renewal.new_serial)
+                )
             return SignAnswer(True)
         if renewal is None:
             current = await self._current(station_id, kind)
@@ -284,7 +292,11 @@ class RenewalService:
             await self._failed(renewal, f"CSR refused: {reason}")
             return SignAnswer(False, refusal.reason.value, refusal.message)
         await self._move(
-            renewal, RenewalEvent.SIGN, new_serial=issued.record.serial_hex, csr_pem=None
+            renewal,
+            RenewalEvent.SIGN,
+            new_serial=issued.record.serial_hex,
+            csr_pem=None,
+            reason=None,
         )
         await self._deliver(renewal.id, station_id, kind, issued)
         return SignAnswer(True)
@@ -326,6 +338,13 @@ class RenewalService:
         if renewal is None or renewal.state is not RenewalState.SIGNED:
             return
         status = (item.response or {}).get("status")
+        if item.state is CallState.TIMED_OUT and renewal.kind is CertificateKind.STATION:
+            # It may have been installed all the same (the answer was late, or lost with
+            # the connection): the certificate the station presents next tells (presented).
+            LOG.warning("renewal #%d: %s did not answer CertificateSigned; its next "
+                        "connection decides", renewal.id, renewal.station_id)  # fmt: skip
+            await self._note(renewal, UNANSWERED)
+            return
         if item.state is CallState.ANSWERED and status == "Accepted":
             await self._move(renewal, RenewalEvent.ACCEPT)
             if renewal.kind is CertificateKind.V2G:  # no reconnection proves a V2G one
@@ -336,9 +355,14 @@ class RenewalService:
             if item.state is CallState.ANSWERED
             else f"CertificateSigned {item.state.value}: {item.error}"
         )
-        await self._move(renewal, RenewalEvent.REJECT, reason=reason)
-        if item.state is CallState.ANSWERED and renewal.new_serial is not None:
-            # the station said it did not install it: nobody may use it
+        await self._reject(renewal, reason, withdraw=item.state is CallState.ANSWERED)
+
+    async def _reject(self, renewal: Renewal, reason: str, *, withdraw: bool) -> None:
+        """Signed -> failed. ``withdraw``: the station is known not to use the new
+        certificate (it said so, or came back with another one): nobody may use it."""
+        if not await self._move(renewal, RenewalEvent.REJECT, reason=reason):
+            return
+        if withdraw and renewal.new_serial is not None:
             await self.revoker.revoke(
                 int(renewal.new_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
             )
@@ -368,6 +392,17 @@ class RenewalService:
             delivered = serial_hex is not None and renewal.new_serial == serial_hex
             if renewal.kind is CertificateKind.STATION and delivered:
                 await self._confirm(renewal)
+            elif (
+                renewal.state is RenewalState.SIGNED
+                and renewal.reason == UNANSWERED
+                and serial_hex is not None
+            ):
+                await self._reject(
+                    renewal,
+                    f"CertificateSigned went unanswered and the station came back with "
+                    f"certificate {serial_hex}, not the new one",
+                    withdraw=True,
+                )
             elif renewal.state is RenewalState.DUE:
                 await self.fill(station_id)
             elif renewal.state is RenewalState.TRIGGERED:
@@ -426,7 +461,7 @@ class RenewalService:
                 # Signed and recorded, but the node stopped before the renewal moved on:
                 # that certificate goes out -- never a second one for the same request.
                 if await self._move(renewal, RenewalEvent.SIGN, new_serial=signed.serial_hex,
-                                    csr_pem=None):  # fmt: skip
+                                    csr_pem=None, reason=None):  # fmt: skip
                     issued = await self.ca.issued(signed.serial_hex)
                     await self._deliver(renewal.id, renewal.station_id, renewal.kind, issued)
                     resumed += 1
@@ -585,6 +620,11 @@ class RenewalService:
 
     async def get(self, renewal_id: int) -> Renewal:
         return await self.store.get(renewal_id)
+
+    async def _note(self, renewal: Renewal, reason: str | None) -> None:
+        """Set the reason a renewal shows without moving it."""
+        await self.store.move(renewal.id, renewal.state, renewal.state, self.clock.now(),
+                              reason=reason)  # fmt: skip
 
     async def _move(self, renewal: Renewal, event: RenewalEvent, **fields: Any) -> bool:
         """``event`` from the state ``renewal`` was read in; False if it moved meanwhile."""

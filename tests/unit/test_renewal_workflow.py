@@ -33,7 +33,7 @@ from csms.domain.renewal import (
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
 from csms.services.renewal_ports import Renewal, RenewalSettings
-from csms.services.renewals import PROFILE_FOR, RenewalService
+from csms.services.renewals import PROFILE_FOR, UNANSWERED, RenewalService
 from csms.services.revocations import Revocations
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
@@ -335,6 +335,80 @@ async def test_failures_back_off_then_stop_with_an_alert(
     assert [r.state for r in history] == [S.FAILED, S.FAILED]
     (now,) = await service.list(STATION, latest_only=True)  # where the station stands
     assert now.id == history[-1].id
+
+
+async def unanswered_renewal(
+    service: RenewalService, ca: CertificateAuthority, clock: FixedClock,
+    make_csr: Callable[..., str],
+) -> tuple[str, Renewal]:  # fmt: skip
+    """A station renewal whose CertificateSigned was sent and went unanswered: (the
+    station's current serial, the renewal)."""
+    old = await issue(ca, make_csr, STATION)
+    assert (await service.sign(STATION, make_csr(cn="SN-0001"), CertificateKind.STATION)).accepted
+    (renewal,) = await service.store.open_renewals(STATION)
+    assert renewal.outbox_id is not None
+    outbox = service.outbox.store
+    await outbox.move(renewal.outbox_id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(renewal.outbox_id, CallState.SENT, CallState.TIMED_OUT, clock.now(),
+                      error="no answer within 30 s")  # fmt: skip
+    (item,) = [i for i in await service.outbox.list(STATION) if i.id == renewal.outbox_id]
+    await service.call_finished(item)
+    return old, await service.get(renewal.id)
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "not-installed"])
+async def test_an_unanswered_certificate_signed_waits_for_the_next_connection(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str], installed: bool
+) -> None:
+    """No answer to CertificateSigned says nothing about the certificate: the answer may
+    have been late, or lost with the connection, after the station installed it. It used
+    to fail the renewal at once -- a false alarm, and a renewal the station completed by
+    reconnecting with the new certificate stayed failed with its old one never
+    superseded. The station's next connection decides."""
+    service = renewal_service(ca, clock)
+    old, renewal = await unanswered_renewal(service, ca, clock, make_csr)
+    assert (renewal.state, renewal.reason) == (S.SIGNED, UNANSWERED)
+    assert await service.alerts.list(STATION) == []
+    assert renewal.new_serial is not None
+    await service.presented(STATION, renewal.new_serial if installed else old)
+    ended = await service.get(renewal.id)
+    new = await ca.find_by_serial(int(renewal.new_serial, 16))
+    alerts = [a.code for a in await service.alerts.list(STATION)]
+    if installed:
+        assert ended.state is S.CONFIRMED
+        assert (await ca.find_by_serial(int(old, 16))).status.value == "superseded"
+        assert (new.status.value, alerts) == ("valid", [])
+    else:  # back with the old one: it did not take the new one, which nobody may use
+        assert ended.state is S.FAILED
+        assert ended.reason is not None
+        assert old in ended.reason
+        assert (await ca.find_by_serial(int(old, 16))).status.value == "valid"
+        assert (new.status.value, new.revocation_reason) == ("revoked", "superseded")
+        assert alerts == ["renewal-failed"]
+
+
+@pytest.mark.parametrize("new_key", [True, False], ids=["new-key", "same-csr"])
+async def test_a_csr_after_an_unanswered_certificate_signed_is_answered_afresh(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str], new_key: bool
+) -> None:
+    """The station sends a CSR again: it never got the certificate. With a new key it is
+    signed anew; the same CSR gets the certificate already signed for it, sent again.
+    Either is waited for afresh: a reconnection with the old certificate before it
+    arrives fails nothing."""
+    service = renewal_service(ca, clock)
+    old, renewal = await unanswered_renewal(service, ca, clock, make_csr)
+    key = ec.generate_private_key(ec.SECP256R1()) if new_key else None
+    csr = make_csr(key=key, cn="SN-0001")
+    assert (await service.sign(STATION, csr, CertificateKind.STATION)).accepted
+    again = await service.get(renewal.id)
+    assert (again.state, again.reason) == (S.SIGNED, None)
+    assert (again.new_serial != renewal.new_serial) is new_key
+    assert again.outbox_id != renewal.outbox_id  # CertificateSigned queued again
+    deliveries = [i for i in await service.outbox.list(STATION) if i.action == "CertificateSigned"]
+    assert len(deliveries) == 2
+    assert len(await ca.station_certificates(STATION)) == (3 if new_key else 2)
+    await service.presented(STATION, old)
+    assert (await service.get(renewal.id)).state is S.SIGNED
 
 
 async def test_a_certificate_close_to_expiry_and_still_in_use_is_announced_once(
