@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from bench.plot import line_chart
+from bench.plot import check_plot_target, line_chart
 from csms.app import default_policy_text, initialize_home, open_app
 from csms.home import HomeConfig
 
@@ -509,6 +509,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
+    check_plot_target("--plot", args.plot)
     return args
 
 

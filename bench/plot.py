@@ -3,8 +3,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+
+MISSING = "--plot needs matplotlib: pip install -e '.[bench]'"
+
+
+def check_plot_target(option: str, path: Path | None) -> None:
+    """Refuse before a run, not after it: a bench of minutes must not end in an error
+    about its chart (its results lost with it)."""
+    if path is None:
+        return
+    if not path.resolve().parent.is_dir():
+        raise SystemExit(f"{option}: {path.parent} is not a directory")
+    if option == "--plot" and importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit(MISSING)
 
 
 def line_chart(
@@ -17,7 +31,7 @@ def line_chart(
         mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'") from None
+        raise SystemExit(MISSING) from None
     figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
     axes.plot(xs, ys, linewidth=1.5)
     axes.set_title(title)

@@ -40,7 +40,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
 from bench.fleet import _csr, build_fleet, cpu_seconds, log, pkictl_serve, run_in_scratch
-from bench.plot import line_chart
+from bench.plot import check_plot_target, line_chart
 from csms.app import open_app
 
 TARGET_S_PER_10K = 180.0
@@ -345,6 +345,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.stations < 1 or args.workers < 1 or args.timeout <= 0:
         parser.error("--stations, --workers and --timeout must be positive")
+    check_plot_target("--plot", args.plot)
     return args
 
 

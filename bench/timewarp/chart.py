@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.plot import MISSING
+
 BUCKETS = (">=90d", "<90d", "<30d", "expired")
 OPEN_STATES = ("due", "triggered", "csr-received", "signed", "delivered")
 
@@ -16,7 +18,7 @@ def chart(path: Path, samples: list[dict[str, Any]]) -> Path:
         mpl.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'") from None
+        raise SystemExit(MISSING) from None
     days = [s["day"] for s in samples]
     figure, axes = plt.subplots(4, 1, figsize=(8, 10), dpi=100, sharex=True)
     axes[0].plot(days, [s["connected"] for s in samples], linewidth=1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import logging
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import timewarp
+from bench.plot import check_plot_target
 from bench.timewarp.report import judge
 from bench.timewarp.sim import Scenario, Simulation
 
@@ -84,11 +84,8 @@ async def simulate(scenario: Scenario, directory: Path) -> tuple[Simulation, dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    for option, path in (("--plot", args.plot), ("--samples", args.samples)):
-        if path is not None and not path.resolve().parent.is_dir():
-            raise SystemExit(f"{option}: {path.parent} is not a directory")  # before the run
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise SystemExit("--plot needs matplotlib: pip install -e '.[bench]'")
+    check_plot_target("--plot", args.plot)
+    check_plot_target("--samples", args.samples)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr)
     scenario = replace(
         Scenario(), stations=args.stations, days=args.days, seed=args.seed,

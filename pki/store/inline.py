@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import SingletonThreadPool
 
+from pki.store.checkpoint import without_autocheckpoint
 from pki.store.sqlite_fast import busy_pauses, is_busy, sqlite_file
 
 T = TypeVar("T")
@@ -52,6 +53,7 @@ def _inline_engine(path: str) -> Engine:
         dbapi_connection.isolation_level = None
         dbapi_connection.execute("PRAGMA busy_timeout=0")
         dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+        without_autocheckpoint(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:

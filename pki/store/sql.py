@@ -60,6 +60,7 @@ from pki.records import (
     TrustRole,
 )
 from pki.serials import serial_hex
+from pki.store.checkpoint import WalCheckpointer
 from pki.store.inline import Database
 from pki.store.rollovers import (
     end_rollover,
@@ -191,6 +192,9 @@ class SqlStore:
         """Units of work for the CSMS's stores (inline on SQLite)."""
         path = sqlite_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
         self._fast = SqliteFastPath(path, engine.dialect) if path else None
+        self._checkpointer = WalCheckpointer(path) if path else None
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         self._pending: list[tuple[PendingWrite, asyncio.Future[AuditEntry]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -205,6 +209,8 @@ class SqlStore:
             self._fast.close()
         self.database.close()
         await self._engine.dispose()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
 
     @asynccontextmanager
     async def _write(self, event_: AuditEvent, at: datetime) -> AsyncIterator[AsyncConnection]:

@@ -26,6 +26,7 @@ from sqlalchemy.types import TypeEngine
 from pki.audit import AuditEntry, AuditHead, seal_chain
 from pki.errors import StateError
 from pki.records import Station
+from pki.store.checkpoint import without_autocheckpoint
 from pki.store.rows import (
     AUDIT_COLUMNS,
     CERTIFICATE_COLUMNS,
@@ -208,6 +209,7 @@ class SqliteFastPath:
                 connection.close()
                 return None
             connection.execute("PRAGMA synchronous=NORMAL")
+            without_autocheckpoint(connection)
         except sqlite3.Error:
             connection.close()
             return None
