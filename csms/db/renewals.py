@@ -125,32 +125,28 @@ class SqlRenewalStore:
         return await self._one(renewals.c.outbox_id == outbox_id)
 
     async def in_state(self, state: RenewalState) -> list[Renewal]:
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                select(renewals).where(renewals.c.state == state.value).order_by(renewals.c.id)
-            )
-            return [_renewal(r) for r in rows]
+        statement = select(renewals).where(renewals.c.state == state.value).order_by(renewals.c.id)
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
 
     async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                select(renewals)
-                .where(
-                    renewals.c.state == RenewalState.CONFIRMED.value,
-                    renewals.c.updated_at <= confirmed_before,
-                    renewals.c.old_serial.is_not(None),
-                    renewals.c.old_revoked_at.is_(None),
-                )
-                .order_by(renewals.c.id)
-                .limit(1000)
+        statement = (
+            select(renewals)
+            .where(
+                renewals.c.state == RenewalState.CONFIRMED.value,
+                renewals.c.updated_at <= confirmed_before,
+                renewals.c.old_serial.is_not(None),
+                renewals.c.old_revoked_at.is_(None),
             )
-            return [_renewal(r) for r in rows]
+            .order_by(renewals.c.id)
+            .limit(1000)
+        )
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
 
-    async def set_old_revoked(self, renewal_id: int, at: datetime) -> None:
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(renewals).where(renewals.c.id == renewal_id).values(old_revoked_at=at)
-            )
+    async def set_old_revoked(self, renewal_ids: Sequence[int], at: datetime) -> None:
+        statement = update(renewals).where(renewals.c.id.in_(renewal_ids)).values(old_revoked_at=at)
+        await self._database.write(lambda connection: connection.execute(statement))
 
     async def count_in_flight(self) -> int:
         statement = (
@@ -195,19 +191,19 @@ class SqlRenewalStore:
     async def failures_since_success(
         self, station_id: str, kind: CertificateKind
     ) -> list[datetime]:
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                select(renewals.c.state, renewals.c.updated_at)
-                .where(renewals.c.station_id == station_id, renewals.c.kind == kind.value)
-                .order_by(renewals.c.id.desc())
-                .limit(100)
-            )
-            failures = []
-            for row in rows:
-                if row.state == RenewalState.CONFIRMED.value:
-                    break
-                if row.state == RenewalState.FAILED.value:
-                    failures.append(row.updated_at)
+        statement = (
+            select(renewals.c.state, renewals.c.updated_at)
+            .where(renewals.c.station_id == station_id, renewals.c.kind == kind.value)
+            .order_by(renewals.c.id.desc())
+            .limit(100)
+        )
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        failures = []
+        for row in rows:
+            if row.state == RenewalState.CONFIRMED.value:
+                break
+            if row.state == RenewalState.FAILED.value:
+                failures.append(row.updated_at)
         return failures
 
     async def list(

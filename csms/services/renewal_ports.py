@@ -87,7 +87,7 @@ class RenewalStore(Protocol):
         """Confirmed renewals whose replaced certificate is not revoked yet."""
         ...
 
-    async def set_old_revoked(self, renewal_id: int, at: datetime) -> None: ...
+    async def set_old_revoked(self, renewal_ids: Sequence[int], at: datetime) -> None: ...
     async def failures_since_success(
         self, station_id: str, kind: CertificateKind
     ) -> list[datetime]:
@@ -157,6 +157,12 @@ class DueCertificate:
 class Revoker(Protocol):
     async def revoke(self, serial: int, reason: str, actor: str) -> tuple[CertificateRecord, Any]:
         """Revoke, and publish the CA's next CRL."""
+        ...
+
+    async def revoke_all(
+        self, serials: Sequence[tuple[int, str]], reason: str, actor: str
+    ) -> list[CertificateRecord]:
+        """Revoke each (serial, actor) not revoked yet; publish each CA's CRL once."""
         ...
 
 

@@ -46,7 +46,7 @@ from csms.services.renewal_ports import (
 )
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
-from pki.errors import IssuanceRefused, StateError
+from pki.errors import IssuanceRefused
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
@@ -577,13 +577,15 @@ class RenewalService:
         over; a certificate revoked meanwhile for another reason stays as it is."""
         now = self.clock.now()
         grace = timedelta(seconds=self.settings.revoke_replaced_after_s)
-        for renewal in await self.store.replaced_unrevoked(now - grace):
-            assert renewal.old_serial is not None
-            with contextlib.suppress(StateError):  # already revoked
-                await self.revoker.revoke(
-                    int(renewal.old_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
-                )
-            await self.store.set_old_revoked(renewal.id, now)
+        replaced = await self.store.replaced_unrevoked(now - grace)
+        if not replaced:
+            return
+        await self.revoker.revoke_all(
+            [(int(r.old_serial, 16), f"renewal:{r.id}") for r in replaced if r.old_serial],
+            "superseded",
+            actor="renewal-daemon",
+        )
+        await self.store.set_old_revoked([r.id for r in replaced], now)
 
     def starts_at(self, record: CertificateRecord) -> datetime:
         """When the renewal of ``record`` starts: its renewal point plus its jitter."""

@@ -4,8 +4,9 @@ revoke` and the renewal daemon both do, so the CRL on disk never lags a revocati
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pki.authority import CertificateAuthority
-from pki.errors import KeyAccessError
+from pki.errors import KeyAccessError, StateError
 from pki.records import AuthorityRole, CertificateRecord
 
 LOG = logging.getLogger("pkictl.revocation")
@@ -32,13 +33,32 @@ class Revocations:
         cannot be signed (no passphrase): that is logged, and None returned for it."""
         record = await self.ca.revoke(serial, reason, actor)
         assert record.issuer_ca is not None  # the CA refuses what it did not issue
+        return record, await self._publish_or_warn(record.issuer_ca, actor)
+
+    async def revoke_all(
+        self, serials: Sequence[tuple[int, str]], reason: str, actor: str
+    ) -> list[CertificateRecord]:
+        """Revoke each (serial, actor) not revoked yet, then publish the CRL of each CA
+        concerned once, as ``actor``. A scan that revokes a thousand superseded
+        certificates publishes one CRL, not a thousand ever larger ones."""
+        revoked = []
+        for serial, revoking_actor in serials:
+            with contextlib.suppress(StateError):  # already revoked
+                revoked.append(await self.ca.revoke(serial, reason, revoking_actor))
+        for name in sorted({r.issuer_ca for r in revoked if r.issuer_ca is not None}):
+            await self._publish_or_warn(name, actor)
+        return revoked
+
+    async def _publish_or_warn(
+        self, name: str, actor: str
+    ) -> x509.CertificateRevocationList | None:
+        """The revocation stands if the CRL cannot be signed (no passphrase)."""
         try:
-            revocation_list, _ = await self.publish_crl(record.issuer_ca, actor)
+            revocation_list, _ = await self.publish_crl(name, actor)
         except KeyAccessError as exc:
-            LOG.warning("CRL of %s not regenerated (%s): run `pkictl crl %s`",
-                        record.issuer_ca, exc, record.issuer_ca)  # fmt: skip
-            return record, None
-        return record, revocation_list
+            LOG.warning("CRL of %s not regenerated (%s): run `pkictl crl %s`", name, exc, name)
+            return None
+        return revocation_list
 
     async def refresh_crls(self, actor: str) -> list[str]:
         """Publish the next CRL of every CA whose latest one is past half its validity,

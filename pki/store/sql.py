@@ -381,19 +381,13 @@ class SqlStore:
             await connection.execute(insert(certificates).values(certificate_values(record, at)))
 
     async def get_authority(self, name: str) -> Authority | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(select(authorities).where(authorities.c.name == name))
-            ).first()
+        statement = select(authorities).where(authorities.c.name == name)
+        row = await self.database.read(lambda connection: connection.execute(statement).first())
         return to_authority(row) if row else None
 
     async def list_authorities(self) -> list[Authority]:
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(authorities).order_by(authorities.c.created_at, authorities.c.name)
-                )
-            ).all()
+        statement = select(authorities).order_by(authorities.c.created_at, authorities.c.name)
+        rows = await self.database.read(lambda connection: connection.execute(statement).all())
         return [to_authority(r) for r in rows]
 
     # --- root rollovers -------------------------------------------------------------
@@ -731,10 +725,8 @@ class SqlStore:
         return AuditHead(row.seq, row.hash) if row and row.seq else None
 
     async def get_setting(self, key: str) -> str | None:
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(select(settings.c.value).where(settings.c.key == key))
-            ).first()
+        statement = select(settings.c.value).where(settings.c.key == key)
+        row = await self.database.read(lambda connection: connection.execute(statement).first())
         return row.value if row else None
 
     async def set_setting(self, key: str, value: str, event: AuditEvent, at: datetime) -> None:

@@ -547,6 +547,51 @@ async def test_a_replaced_certificate_is_revoked_after_the_grace_period(
     await service.scan()  # once only
 
 
+async def test_certificates_replaced_by_one_scan_publish_one_crl(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    await second_station(ca, clock)
+    published: list[x509.CertificateRevocationList] = []
+
+    def write(_relative: str, der: bytes) -> Path:
+        published.append(x509.load_der_x509_crl(der))
+        return Path(_relative)
+
+    settings = RenewalSettings(revoke_replaced_after_s=86400, jitter_s=0)
+    service = dataclasses.replace(
+        renewal_service(ca, clock, settings), revoker=Revocations(ca, write)
+    )
+    replaced = []  # CS001 renewed twice, CS002 once
+    current = {"CS001": await issue(ca, make_csr, "CS001"),
+               "CS002": await issue(ca, make_csr, "CS002")}  # fmt: skip
+    for station in ("CS001", "CS001", "CS002"):
+        renewal = await service.store.create(
+            station, CertificateKind.STATION, S.DELIVERED,
+            requested_by="test", old_serial=current[station], at=clock.now(),
+        )  # fmt: skip
+        assert renewal is not None
+        replaced.append(current[station])
+        current[station] = await issue(ca, make_csr, station)
+        await service.store.move(renewal.id, S.DELIVERED, S.DELIVERED, clock.now(),
+                                 new_serial=current[station])  # fmt: skip
+        await service.presented(station, current[station])
+    # the operator revoked one of them meanwhile, for a reason of their own: it stays so
+    await ca.revoke(int(replaced[1], 16), "keyCompromise", "operator")
+    published.clear()
+
+    clock.advance(timedelta(days=1))
+    await service.scan()
+
+    (crl,) = published  # one CRL for the scan, with all three
+    for serial, reason in zip(replaced, ("superseded", "keyCompromise", "superseded"),
+                              strict=True):  # fmt: skip
+        record = await ca.find_by_serial(int(serial, 16))
+        assert (record.status.value, record.revocation_reason) == ("revoked", reason)
+        assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+    await service.scan()
+    assert len(published) == 1  # nothing left to revoke: no CRL
+
+
 class RacingStore(SqlRenewalStore):
     """Hands out the open renewal, then moves it signed -> delivered: the station's
     answer to CertificateSigned landing between a read and the write that follows."""
