@@ -547,10 +547,11 @@ class CertificateAuthority:
         profile = self.policy.profile(authority.profile)
         number = await self.store.allocate_crl_number(issuer_name)
         now = self.clock.now()
+        entries = await self.store.revoked_entries(issuer_name, valid_at=now)
         crl = build_crl(
             issuer=authority.certificate(),
             signer=self.keys.open(authority.key_name),
-            entries=await self.store.revoked_entries(issuer_name),
+            entries=entries,
             number=number,
             this_update=now,
             next_update=now + CRL_VALIDITY,
@@ -565,7 +566,7 @@ class CertificateAuthority:
                 actor,
                 f"ca:{issuer_name}",
                 "ok",
-                {"number": number, "revoked": len(list(crl))},
+                {"number": number, "revoked": len(entries)},
             ),
             now,
         )

@@ -117,7 +117,11 @@ class Store(Protocol):
         """valid -> superseded, with ``event``; False (and no entry) if it was not valid."""
         ...
 
-    async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]: ...
+    async def revoked_entries(self, issuer_ca: str, valid_at: datetime) -> list[RevokedEntry]:
+        """Revoked certificates of ``issuer_ca`` not expired at ``valid_at``: an expired
+        one may leave the CRL (RFC 5280 3.3); OCSP still answers revoked for it."""
+        ...
+
     async def record_presented(
         self, record: CertificateRecord, event: AuditEvent, at: datetime
     ) -> CertificateRecord:

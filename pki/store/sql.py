@@ -608,22 +608,21 @@ class SqlStore:
 
         return await self.database.write(work)  # at every handshake: inline on SQLite
 
-    async def revoked_entries(self, issuer_ca: str) -> list[RevokedEntry]:
-        async with self._engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    select(
-                        certificates.c.serial_hex,
-                        certificates.c.revoked_at,
-                        certificates.c.revocation_reason,
-                    )
-                    .where(
-                        certificates.c.issuer_ca == issuer_ca,
-                        certificates.c.status == CertificateStatus.REVOKED.value,
-                    )
-                    .order_by(certificates.c.revoked_at)
-                )
-            ).all()
+    async def revoked_entries(self, issuer_ca: str, valid_at: datetime) -> list[RevokedEntry]:
+        statement = (
+            select(
+                certificates.c.serial_hex,
+                certificates.c.revoked_at,
+                certificates.c.revocation_reason,
+            )
+            .where(
+                certificates.c.issuer_ca == issuer_ca,
+                certificates.c.status == CertificateStatus.REVOKED.value,
+                certificates.c.not_after > valid_at,
+            )
+            .order_by(certificates.c.revoked_at)
+        )
+        rows = await self.database.read(lambda connection: connection.execute(statement).all())
         return [
             RevokedEntry(int(r.serial_hex, 16), r.revoked_at, r.revocation_reason) for r in rows
         ]

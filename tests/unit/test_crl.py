@@ -105,6 +105,26 @@ async def test_crl_content_and_signature(
     assert not number.critical
 
 
+async def test_an_expired_revoked_certificate_leaves_the_crl(
+    sqlite_ca: CertificateAuthority,
+    revoked_setup: tuple[IssuedCertificate, IssuedCertificate],
+    clock: FixedClock,
+) -> None:
+    """RFC 5280 3.3: an entry may go once the certificate has expired -- a CRL keeps to
+    what can still be used, not every revocation ever made. OCSP still says revoked."""
+    _, revoked = revoked_setup
+    crl = await sqlite_ca.crl("cso-station-ca", "operator")
+    assert crl.get_revoked_certificate_by_serial_number(revoked.record.serial) is not None
+    clock.advance(revoked.record.not_after - clock.now() - timedelta(seconds=1))
+    last_day = await sqlite_ca.crl("cso-station-ca", "operator")
+    assert last_day.get_revoked_certificate_by_serial_number(revoked.record.serial) is not None
+    clock.advance(timedelta(seconds=1))
+    after = await sqlite_ca.crl("cso-station-ca", "operator")
+    assert len(after) == 0
+    status = await sqlite_ca.ocsp_status(revoked.record.issuer_name_hash, revoked.record.serial)
+    assert status.state.value == "revoked"
+
+
 async def test_crl_numbers_increase_and_are_per_ca(
     sqlite_ca: CertificateAuthority, clock: FixedClock
 ) -> None:
@@ -264,4 +284,4 @@ async def test_revocation_refusals_write_nothing(
         CertificateQuery(serial=issued.record.serial)
     )
     assert record.status is CertificateStatus.VALID
-    assert await sqlite_ca.store.revoked_entries("cso-station-ca") == []
+    assert await sqlite_ca.store.revoked_entries("cso-station-ca", record.not_before) == []

@@ -408,10 +408,11 @@ async def test_revoke_certificate(
     assert untouched.status is CertificateStatus.VALID
     assert untouched.revoked_at is None
 
-    assert await store.revoked_entries("cso-station-ca") == [
+    assert await store.revoked_entries("cso-station-ca", when) == [
         RevokedEntry(target.record.serial, when, "keyCompromise")
     ]
-    assert await store.revoked_entries("cpo-sub-ca-2") == []
+    assert await store.revoked_entries("cso-station-ca", target.record.not_after) == []
+    assert await store.revoked_entries("cpo-sub-ca-2", when) == []
 
     entries_before = len(await store.audit_entries())
     with pytest.raises(StateError, match="already revoked"):
