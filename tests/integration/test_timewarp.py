@@ -1,33 +1,26 @@
-"""The CI copy of the time-warp fleet simulation (#8, `python -m bench.timewarp`).
+"""The CI copy of the time-warp fleet simulation (#8, `python -m bench.timewarp`):
+2,000 stations (the full run has 10,000), two simulated years.
 
-The real service -- CA, renewal daemon, outbox, handlers, database -- runs two
-simulated years on a simulated clock with in-process stations that behave like
-EVerest's: factory certificates expiring in cohorts, stations offline for weeks (two
-of them through their whole renewal window), 1 % of CSRs and CertificateSigned
-answers failing, a node restart every month, the CSO root rolled over in month 9, the
-CSMS server certificate renewed twice. The pass criteria of the issue are asserted;
-the 2 % expiry spread is asserted at fleet scale below (a small fleet cannot show it:
-one station is more than 2 % of it).
+The real service -- CA, renewal daemon, outbox, handlers, database -- runs on a
+simulated clock with in-process stations that behave like EVerest's: factory
+certificates expiring in cohorts, stations offline for weeks (two of them through
+their whole renewal window), 1 % of CSRs and CertificateSigned answers failing, a node
+restart every month, the CSO root rolled over in month 9, the CSMS server certificate
+renewed twice. Every pass criterion of the issue is asserted.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bench.timewarp.cli import simulate
 from bench.timewarp.sim import Scenario
-from pki.audit import AuditEvent
-from pki.authority import CertificateAuthority
-from pki.clock import FixedClock
-from pki.records import Station
 
 pytestmark = pytest.mark.slow
-STATIONS = 100
+STATIONS = 2_000
 
 
 async def test_two_simulated_years_no_certificate_expires_unnoticed(tmp_path: Path) -> None:
@@ -49,6 +42,9 @@ async def test_two_simulated_years_no_certificate_expires_unnoticed(tmp_path: Pa
     # Every station renewed its factory certificate and then its first own one at least.
     assert renewals["by_state"]["confirmed"] >= 2 * STATIONS
     assert renewals["installed_by_stations"] == renewals["by_state"]["confirmed"]
+    spread = verdict["expiry_spread"]  # after the first renewal cycle, jitter and spread
+    assert spread["pass"], spread
+    assert spread["busiest_share"] <= 0.02
     rollover = verdict["rollover"]
     assert rollover["pass"], rollover
     assert 270 <= rollover["started_day"] <= rollover["switched_day"] < 330
@@ -64,27 +60,3 @@ async def test_two_simulated_years_no_certificate_expires_unnoticed(tmp_path: Pa
     # The CSMS server certificates (ECDSA and RSA, 365 days) were renewed before each
     # expiry in the period and the stations kept trusting them: no refusal above.
     assert verdict["server_certificates"]["issued"] >= 2 + 2 * 2
-
-
-async def test_a_cohort_renewed_in_one_day_does_not_expire_in_one_day(
-    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
-) -> None:
-    """The expiry-spread criterion at fleet scale: the scenario's largest factory
-    cohort (40 % of a 2,000-station fleet) renewed at the same instant -- no day holds
-    more than 2 % of the fleet's expiries (validity_spread_days of the profile)."""
-    fleet, cohort = 2_000, 800
-    days: Counter[object] = Counter()
-    for index in range(cohort):
-        station_id, serial = f"F{index:05d}", f"FSN{index:05d}"
-        await ca.store.add_station(
-            Station(station_id, serial, None, 3, None, clock.now()),
-            AuditEvent("station.added", "test", f"station:{station_id}", "ok", {}),
-            clock.now(),
-        )
-        issued = await ca.issue_for_station(
-            csr_pem=make_csr(cn=serial), profile_name="charging-station",
-            station_id=station_id, actor="test",
-        )  # fmt: skip
-        days[issued.record.not_after.date()] += 1
-    assert max(days.values()) <= 0.02 * fleet, days.most_common(3)
-    assert max(days) - min(days) >= timedelta(days=40)  # type: ignore[operator]
