@@ -546,10 +546,26 @@ class RenewalService:
             )  # fmt: skip
             if station_id is None:
                 await self._revoke_replaced()
+                await self._give_up_unanswered()
                 await self._alert_expiring()
         if started:
             LOG.info("renewal scan: %d renewals started", len(started))
         return started
+
+    async def _give_up_unanswered(self) -> None:
+        """A station that neither answered CertificateSigned nor came back within
+        `retry_after_s` (it may keep its connection for months) gets the renewal failed,
+        and so retried after the backoff: an open renewal is never left waiting for ever.
+        The certificate stays valid: the station may yet have installed it."""
+        before = self.clock.now() - timedelta(seconds=self.settings.retry_after_s)
+        for renewal in await self.store.in_state(RenewalState.SIGNED):
+            if renewal.reason == UNANSWERED and renewal.updated_at <= before:
+                await self._reject(
+                    renewal,
+                    f"CertificateSigned went unanswered and the station did not reconnect "
+                    f"within {self.settings.retry_after_s} s",
+                    withdraw=False,
+                )
 
     async def _alert_expiring(self) -> None:
         """No certificate expires unnoticed: one still in use close to its expiry is

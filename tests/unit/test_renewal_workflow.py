@@ -387,6 +387,30 @@ async def test_an_unanswered_certificate_signed_waits_for_the_next_connection(
         assert alerts == ["renewal-failed"]
 
 
+async def test_an_unanswered_renewal_of_a_station_that_stays_connected_is_retried(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """The station neither answers nor reconnects (it may keep one connection for
+    months): after `retry_after_s` the scan fails the renewal, so that it is retried
+    after the backoff instead of waiting for ever. The certificate stays valid: the
+    station may have installed it."""
+    settings = RenewalSettings(jitter_s=0, retry_after_s=600)
+    service = renewal_service(ca, clock, settings)
+    _, renewal = await unanswered_renewal(service, ca, clock, make_csr)
+    clock.advance(timedelta(seconds=599))
+    await service.scan()
+    assert (await service.get(renewal.id)).state is S.SIGNED
+    clock.advance(timedelta(seconds=1))
+    await service.scan()
+    ended = await service.get(renewal.id)
+    assert ended.state is S.FAILED
+    assert ended.reason is not None
+    assert "did not reconnect within 600 s" in ended.reason
+    assert renewal.new_serial is not None
+    assert (await ca.find_by_serial(int(renewal.new_serial, 16))).status.value == "valid"
+    assert [a.code for a in await service.alerts.list(STATION)] == ["renewal-failed"]
+
+
 @pytest.mark.parametrize("new_key", [True, False], ids=["new-key", "same-csr"])
 async def test_a_csr_after_an_unanswered_certificate_signed_is_answered_afresh(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str], new_key: bool
