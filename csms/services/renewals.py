@@ -467,11 +467,11 @@ class RenewalService:
                     resumed += 1
                 continue
             if await self._move(renewal, RenewalEvent.RESUME):
-                await self.outbox.enqueue(
-                    renewal.station_id, "TriggerMessage",
-                    {"requested_message": TRIGGER_FOR[renewal.kind]},
-                )  # fmt: skip
-                await self._move(await self.get(renewal.id), RenewalEvent.TRIGGER)
+                # Back in `due`, where a fill (the station reconnecting) may trigger it
+                # first: claimed by the move, so the station gets one TriggerMessage --
+                # two made it send two CSRs, and two certificates were signed.
+                if (again := await self.get(renewal.id)).state is RenewalState.DUE:
+                    await self._trigger(again)
                 resumed += 1
         for renewal in await self.store.in_state(RenewalState.SIGNED):
             if renewal.outbox_id is None and renewal.new_serial is not None and stale(renewal):
