@@ -123,13 +123,15 @@ async def build_fleet(directory: Path, stations: int) -> Fleet:
 
 
 @contextlib.asynccontextmanager
-async def pkictl_serve(fleet: Fleet, ports: dict[str, int] | None = None, workers: int = 1) -> Any:
-    """`pkictl serve [--workers N]` on free loopback ports: (process, OCPP port);
-    ``ports``, if given, gets both ports ("ocpp", "http")."""
+async def pkictl_serve(
+    fleet: Fleet, ports: dict[str, int] | None = None, workers: int = 1, *options: str
+) -> Any:
+    """`pkictl serve [--workers N] [OPTIONS]` on free loopback ports: (process, OCPP
+    port); ``ports``, if given, gets both ports ("ocpp", "http")."""
     pkictl = Path(sys.executable).parent / "pkictl"
     process = await asyncio.create_subprocess_exec(
         str(pkictl), "--home", str(fleet.home), "serve", "--host", "127.0.0.1",
-        "--ocpp-port", "0", "--http-port", "0", "--workers", str(workers),
+        "--ocpp-port", "0", "--http-port", "0", "--workers", str(workers), *options,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None

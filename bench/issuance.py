@@ -62,6 +62,7 @@ from pki.authority import CertificateAuthority, CsoIdentity
 from pki.issuance.build import RevocationUrls
 from pki.keys import KeyStore, MemoryKeyStore
 from pki.keys.file import FileKeyStore
+from pki.keys.process import SigningProcess
 from pki.policy import load_policy
 from pki.records import CertificateQuery, Station
 from pki.store.sql import SqlStore, open_store
@@ -92,6 +93,12 @@ class Bench:
     ca_key: ec.EllipticCurvePrivateKey
     ca_certificate: x509.Certificate
     urls: RevocationUrls
+    signing: SigningProcess | None
+
+    async def close(self) -> None:
+        if self.signing is not None:
+            await self.signing.aclose()
+        await self.store.close()
 
 
 def log(message: str) -> None:
@@ -122,7 +129,7 @@ def make_csrs(serials: Sequence[str]) -> list[str]:
     return out
 
 
-async def set_up(n: int, url: str, keys_kind: str, home: Path) -> Bench:
+async def set_up(n: int, url: str, keys_kind: str, home: Path, signing: str) -> Bench:
     store = await open_store(url)
     policy = load_policy(POLICY)
     clock = SystemClock()
@@ -148,9 +155,19 @@ async def set_up(n: int, url: str, keys_kind: str, home: Path) -> Bench:
         )
     csr_pems = make_csrs(serials)
 
-    # The CA under test: fresh objects, as in a newly started process.
+    # The CA under test: fresh objects, as in a newly started process; with
+    # ``signing="process"`` its CSR checks and signing run in a child process, as in
+    # `pkictl serve` on a machine with a core to spare (ADR 15).
+    process = (
+        SigningProcess(home / "keys", lambda: PASSPHRASE, policy) if signing == "process" else None
+    )
     ca = CertificateAuthority(
-        store=store, keys=key_store(), policy=policy, clock=clock, identity=identity()
+        store=store,
+        keys=key_store(),
+        policy=policy,
+        clock=clock,
+        identity=identity(),
+        csr_issuing=process,
     )
 
     # The baseline's own copy of the issuing CA's key and certificate.
@@ -170,6 +187,7 @@ async def set_up(n: int, url: str, keys_kind: str, home: Path) -> Bench:
         ca_key,
         authority.certificate(),
         RevocationUrls(identity().base_url),
+        process,
     )
 
 
@@ -289,7 +307,7 @@ async def verify(bench: Bench, expected: int) -> dict[str, Any]:
 async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
     url = args.db or f"sqlite+aiosqlite:///{home / 'pkictl.sqlite'}"
     log(f"setup: n={args.n} db={url.split('://')[0]} keys={args.keys} home={home}")
-    bench = await set_up(args.n, url, args.keys, home)
+    bench = await set_up(args.n, url, args.keys, home, args.signing)
     try:
         deadline = time.monotonic() + args.timeout
         warm = min(WARMUP, args.n)
@@ -318,7 +336,7 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
             raise RuntimeError("time limit reached before one complete round")
         checked = await verify(bench, issued)
     finally:
-        await bench.store.close()
+        await bench.close()
     base, pipe = statistics.median(base_rates), statistics.median(pipe_rates)
     ratio = statistics.median(p / b for p, b in zip(pipe_rates, base_rates, strict=True))
     return {
@@ -328,6 +346,7 @@ async def run(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "rounds": len(pipe_rates),
         "db": url.split("://")[0],
         "keys": args.keys,
+        "signing": args.signing,
         "baseline_per_s": round(base, 1),
         "pipeline_per_s": round(pipe, 1),
         "ratio": round(ratio, 3),
@@ -369,6 +388,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="CA key backend: encrypted files in the temporary directory (default) or memory",
     )
     parser.add_argument(
+        "--signing",
+        choices=("process", "inline"),
+        default="process",
+        help="where the pipeline checks and signs CSRs: a child process, as `pkictl serve` "
+        "does with a core to spare (default), or inline on the event loop",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=1,
@@ -392,6 +418,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.n, args.rounds = 200, 1
     if args.n < 1 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--n, --rounds and --concurrency must be positive")
+    if args.signing == "process" and args.keys != "file":
+        parser.error("--signing process needs --keys file: the child opens the key files")
     return args
 
 
@@ -399,7 +427,7 @@ async def profile_round(args: argparse.Namespace, home: Path) -> None:
     import cProfile
 
     url = args.db or f"sqlite+aiosqlite:///{home / 'pkictl.sqlite'}"
-    bench = await set_up(args.n, url, args.keys, home)
+    bench = await set_up(args.n, url, args.keys, home, args.signing)
     try:
         await pipeline(bench, bench.csr_pems[:WARMUP], bench.station_ids[:WARMUP])
         profiler = cProfile.Profile()
@@ -409,7 +437,7 @@ async def profile_round(args: argparse.Namespace, home: Path) -> None:
         profiler.dump_stats(args.profile)
         log(f"profile written to {args.profile}")
     finally:
-        await bench.store.close()
+        await bench.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -253,7 +253,8 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.in_flight}\n")
     )
     station_ids = [s for s, _ in fleet.identities]
-    async with pkictl_serve(fleet, None, args.serve_workers) as (process, port):
+    serve_options = ("--signing-process", args.signing_process)
+    async with pkictl_serve(fleet, None, args.serve_workers, *serve_options) as (process, port):
         workers = [
             await _start_worker(WorkerJob(port, directory, station_ids[w :: args.workers],
                                           args.timeout))
@@ -295,6 +296,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "stations": args.stations,
         "client_workers": args.workers,
         "serve_workers": args.serve_workers,
+        "signing_process": args.signing_process,
         "max_in_flight": args.in_flight,
         "database": "postgresql" if args.db else "sqlite",
         "seconds": round(elapsed, 2),
@@ -328,6 +330,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument(
         "--serve-workers", type=int, default=1, help="pkictl serve --workers N (default 1)"
+    )
+    parser.add_argument(
+        "--signing-process",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="pkictl serve --signing-process (default auto: on with a core to spare)",
     )
     parser.add_argument(
         "--in-flight", type=int, default=300,

@@ -47,6 +47,13 @@ from csms.service import Listening, ServeOptions, serve, serve_options
     help="Serving processes on the same ports (SO_REUSEPORT), one node each: one per "
     "core to use them all.",
 )
+@click.option(
+    "--signing-process",
+    type=click.Choice(["auto", "on", "off"]),
+    help="Check and sign station CSRs in a child process on another core [default: "
+    "the [serve] table's signing_process, else auto: on when each worker has a core to "
+    "spare].",
+)
 @click.option("--reuse-port", is_flag=True, hidden=True, help="(a worker of --workers)")
 @click.pass_obj
 def serve_command(
@@ -56,6 +63,7 @@ def serve_command(
     http_port: int | None,
     plain_port: int | None,
     workers: int,
+    signing_process: str | None,
     reuse_port: bool,
 ) -> None:
     """Run the CSMS until SIGTERM or Ctrl-C, then drain and exit 0.
@@ -74,7 +82,7 @@ def serve_command(
     for chatty in ("alembic", "websockets", "apscheduler", "ocpp"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     given = {"host": host, "ocpp_port": ocpp_port, "http_port": http_port,
-             "plain_port": plain_port}  # fmt: skip
+             "plain_port": plain_port, "signing_process": signing_process}  # fmt: skip
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -83,7 +91,10 @@ def serve_command(
             loop.add_signal_handler(sig, stop.set)
         async with open_app(ctx.home, ctx.passphrase_file, database=ctx.database) as app:
             # (opening the app migrated the database: workers find it up to date)
-            options = replace(serve_options(app.config, **given), reuse_port=reuse_port)
+            options = replace(
+                serve_options(app.config, 1 if reuse_port else workers, **given),
+                reuse_port=reuse_port,
+            )
             if workers == 1:
                 await serve(app, options, stop, lambda up: note(ready_line(up, options.host)))
         if workers > 1:

@@ -61,7 +61,7 @@ def child_command(base: Sequence[str], options: ServeOptions) -> list[str]:
     command = [
         sys.executable, "-m", "cli", *base, "serve", "--host", options.host,
         "--ocpp-port", str(options.ocpp_port), "--http-port", str(options.http_port),
-        "--reuse-port",
+        "--reuse-port", "--signing-process", "on" if options.signing_process else "off",
     ]  # fmt: skip
     if options.plain_port is not None:
         command += ["--plain-port", str(options.plain_port)]

@@ -56,10 +56,11 @@ from csms.services.tokens import TokenService
 from csms.services.transactions import TransactionService
 from csms.services.trust import TrustService
 from pki.audit import AuditEvent
-from pki.authority import CertificateAuthority
+from pki.authority import CertificateAuthority, InlineIssuing
 from pki.clock import Clock
 from pki.errors import ConflictError, KeyAccessError, NotFoundError
 from pki.keys.file import FileKeyStore, atomic_write
+from pki.keys.process import SigningProcess
 from pki.policy import Policy, load_policy, parse_policy
 from pki.records import Authority, AuthorityRole
 from pki.renewal import renewal_due_at
@@ -307,6 +308,19 @@ async def open_app(
         )
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def signing_process(app: App) -> AsyncIterator[SigningProcess]:
+    """While open, station CSRs are checked and signed in a child process on another
+    core; the records stay here (ADR 15). Closing answers what it holds, then stops it."""
+    process = SigningProcess(app.home / "keys", app.passphrase, app.policy)
+    app.ca.csr_issuing = process
+    try:
+        yield process
+    finally:
+        app.ca.csr_issuing = InlineIssuing()
+        await process.aclose()
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ def render_config(config: HomeConfig) -> str:
         "# ocpp_port = 8443    # wss, mutual TLS (security profiles 2 and 3)",
         "# http_port = 8080    # /health, OCSP (/ocsp) and CRLs (/crl/NAME.crl)",
         "# plain_port = 8081   # ws:// for security profile 1 stations; off unless set",
+        '# signing_process = "auto"  # station CSRs checked and signed in a child process',
+        "#   on another core: on, off, or auto (on when each worker has a core to spare)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -174,7 +176,10 @@ def _ocsp_responders(path: Path, table: object) -> tuple[str, ...]:
     return tuple(urls)
 
 
-SERVE_KEYS = {"host": str, "ocpp_port": int, "http_port": int, "plain_port": int}
+SERVE_KEYS = {
+    "host": str, "ocpp_port": int, "http_port": int, "plain_port": int, "signing_process": str,
+}  # fmt: skip
+SIGNING_PROCESS_CHOICES = ("auto", "on", "off")
 
 
 def _serve_table(path: Path, table: object) -> dict[str, str | int]:
@@ -187,6 +192,10 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
         if not isinstance(value, kind) or isinstance(value, bool):
             raise HomeError(
                 f"{path}: serve.{key}: must be {'a string' if kind is str else 'a number'}"
+            )
+        if key == "signing_process" and value not in SIGNING_PROCESS_CHOICES:
+            raise HomeError(
+                f"{path}: serve.{key}: {value!r} is not one of {', '.join(SIGNING_PROCESS_CHOICES)}"
             )
         if isinstance(value, int) and not 0 <= value <= 65535:
             raise HomeError(f"{path}: serve.{key}: {value} is not a port number")

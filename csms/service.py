@@ -11,6 +11,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -22,7 +23,7 @@ from websockets.asyncio.server import Server
 from websockets.asyncio.server import serve as websockets_serve
 from websockets.typing import Subprotocol
 
-from csms.app import App
+from csms.app import App, signing_process
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
@@ -64,6 +65,8 @@ class ServeOptions:
     reuse_port: bool = False
     """Listen beside other `pkictl serve` processes on the same ports (SO_REUSEPORT):
     `pkictl serve --workers N` runs N such nodes."""
+    signing_process: bool = False
+    """Check and sign station CSRs in a child process, on another core (ADR 15)."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,18 @@ class Listening:
     plain_port: int | None = None
 
 
-def serve_options(config: HomeConfig, **given: str | int | None) -> ServeOptions:
-    """Command-line values, else pkictl.toml's [serve] table, else the defaults."""
+def serve_options(config: HomeConfig, workers: int = 1, **given: str | int | None) -> ServeOptions:
+    """Command-line values, else pkictl.toml's [serve] table, else the defaults.
+    signing_process "auto" is on when every one of ``workers`` has a core to spare."""
     chosen = {
         key: given[key] if given.get(key) is not None else config.serve[key]
-        for key in ("host", "ocpp_port", "http_port", "plain_port")
+        for key in ("host", "ocpp_port", "http_port", "plain_port", "signing_process")
         if given.get(key) is not None or key in config.serve
     }
-    return ServeOptions(**chosen)  # type: ignore[arg-type]
+    signing = chosen.pop("signing_process", "auto")
+    if signing == "auto":
+        signing = "on" if len(os.sched_getaffinity(0)) >= 2 * workers else "off"
+    return ServeOptions(**chosen, signing_process=signing == "on")  # type: ignore[arg-type]
 
 
 def _tls_context(
@@ -123,7 +130,10 @@ async def serve(
     nodes = app.nodes
     await nodes.start()
     try:
-        await _serve_as_node(app, options, stop, on_ready, authorities, station_cas)
+        async with contextlib.AsyncExitStack() as signing:
+            if options.signing_process:
+                await signing.enter_async_context(signing_process(app))
+            await _serve_as_node(app, options, stop, on_ready, authorities, station_cas)
     finally:
         await nodes.stop()
 

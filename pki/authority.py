@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -79,6 +80,22 @@ def station_bindings(identity: CsoIdentity, station: Station) -> dict[str, str |
     }
 
 
+class CsrIssuing(Protocol):
+    """Where the pure pipeline runs for a station's CSR: inline by default; `pkictl
+    serve` runs it in a child process on another core (pki.keys.process, ADR 15)."""
+
+    async def issue_from_csr(
+        self, csr_pem: str, bindings: Mapping[str, str | None], draft: Draft
+    ) -> Signed: ...
+
+
+class InlineIssuing:
+    async def issue_from_csr(
+        self, csr_pem: str, bindings: Mapping[str, str | None], draft: Draft
+    ) -> Signed:
+        return issue_from_csr(csr_pem, bindings, draft)
+
+
 class CertificateAuthority:
     def __init__(
         self,
@@ -89,6 +106,7 @@ class CertificateAuthority:
         clock: Clock,
         identity: CsoIdentity,
         serials: SerialSource = random_serial,
+        csr_issuing: CsrIssuing | None = None,
     ) -> None:
         self.store = store
         self.keys = keys
@@ -96,6 +114,7 @@ class CertificateAuthority:
         self.clock = clock
         self.identity = identity
         self._serials = serials
+        self.csr_issuing: CsrIssuing = csr_issuing or InlineIssuing()
         self._urls = RevocationUrls(identity.base_url)
         # Authorities are immutable until a rollover, so the issuing CAs and their chains
         # are cached per process; forget_authorities() drops them when they change.
@@ -431,7 +450,9 @@ class CertificateAuthority:
         actor: str,
     ) -> tuple[x509.Certificate, CertificateRecord]:
         for attempt in range(1, SERIAL_ATTEMPTS + 1):
-            signed = issue_from_csr(csr_pem, bindings, self.draft(profile, issuer, now, days))
+            signed = await self.csr_issuing.issue_from_csr(
+                csr_pem, bindings, self.draft(profile, issuer, now, days)
+            )
             record = self.record_for(signed, profile, issuer, station_id)
             event = AuditEvent(
                 "certificate.issued",

@@ -200,12 +200,18 @@ class Service:
 async def serving(
     home: Home, fleet: Fleet, response_timeout: float = 2.0
 ) -> AsyncIterator[Service]:
-    """`pkictl serve` (in this process, on loopback ports of its choosing) for ``home``."""
+    """`pkictl serve` (in this process, on loopback ports of its choosing) for ``home``,
+    station CSRs signed in its child process (ADR 15)."""
     stop = asyncio.Event()
     ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     async with open_app(home.path, passphrase_file(home.directory)) as app:
         options = ServeOptions(
-            "127.0.0.1", 0, 0, response_timeout=response_timeout, outbox_poll_interval=0.1
+            "127.0.0.1",
+            0,
+            0,
+            response_timeout=response_timeout,
+            outbox_poll_interval=0.1,
+            signing_process=True,  # as `pkictl serve` runs with a core to spare
         )
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:

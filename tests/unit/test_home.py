@@ -20,10 +20,45 @@ def write(home: Path, serve_table: str) -> Path:
     return home
 
 
-def test_the_rendered_config_reads_back_with_serve_defaults(tmp_path: Path) -> None:
+def cores(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(count)))
+
+
+def test_the_rendered_config_reads_back_with_serve_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = load_config(write(tmp_path, ""))
     assert config == CONFIG
+    cores(monkeypatch, 1)
     assert serve_options(config) == ServeOptions()
+
+
+@pytest.mark.parametrize(
+    ("table", "given", "workers", "count", "expected"),
+    [
+        ("", None, 1, 2, True),  # auto: a core to spare for the one worker
+        ("", None, 1, 1, False),
+        ("", None, 2, 2, False),  # auto: two workers take both cores
+        ("", None, 2, 4, True),
+        ('signing_process = "off"\n', None, 1, 8, False),
+        ('signing_process = "on"\n', None, 1, 1, True),
+        ('signing_process = "off"\n', "on", 1, 1, True),  # the command line wins
+        ('signing_process = "on"\n', "auto", 1, 1, False),
+    ],
+)
+def test_signing_process_auto_on_off(  # noqa: PLR0917 -- the parameters
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    table: str,
+    given: str | None,
+    workers: int,
+    count: int,
+    expected: bool,
+) -> None:
+    cores(monkeypatch, count)
+    config = load_config(write(tmp_path, table))
+    options = serve_options(config, workers, signing_process=given)
+    assert options.signing_process is expected
 
 
 def test_serve_table_then_command_line(tmp_path: Path) -> None:
@@ -31,8 +66,10 @@ def test_serve_table_then_command_line(tmp_path: Path) -> None:
     config = load_config(
         write(tmp_path, 'host = "127.0.0.1"\nocpp_port = 9443\nplain_port = 9081\n')
     )
-    assert serve_options(config) == ServeOptions("127.0.0.1", 9443, 8080, 9081)
-    assert serve_options(config, ocpp_port=7443, host=None) == ServeOptions(
+    assert serve_options(config, signing_process="off") == ServeOptions(
+        "127.0.0.1", 9443, 8080, 9081
+    )
+    assert serve_options(config, ocpp_port=7443, host=None, signing_process="off") == ServeOptions(
         "127.0.0.1", 7443, 8080, 9081
     )
 
@@ -44,6 +81,8 @@ def test_serve_table_then_command_line(tmp_path: Path) -> None:
         ('ocpp_port = "8443"\n', "serve.ocpp_port: must be a number"),
         ("http_port = 70000\n", "serve.http_port: 70000 is not a port number"),
         ("plain_port = true\n", "serve.plain_port: must be a number"),
+        ('signing_process = "yes"\n', "serve.signing_process: 'yes' is not one of auto, on"),
+        ("signing_process = 1\n", "serve.signing_process: must be a string"),
     ],
 )
 def test_bad_serve_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
