@@ -38,6 +38,9 @@ from pki.renewal import renewal_due_at
 from pki.store import Store
 
 LOG = logging.getLogger("pkictl.gate")
+SIGNERS_REMEMBERED = 50_000
+"""Certificates whose issuing CA the gate remembers (about 100 bytes each): more than
+reconnect in one storm. Past it the oldest half is forgotten."""
 REFUSED_ACTION = "connection.refused"
 OBSERVED_ACTION = "certificate.observed"
 
@@ -79,6 +82,8 @@ class ConnectionGate:
         self._observed_renewal = observed_renewal
         self._limiter = limiter or FailureLimiter()
         self._station_cas = tuple(station_cas)
+        self._signers: dict[str, x509.Certificate | None] = {}
+        """Which station CA signed a certificate, by its SHA-256 fingerprint."""
         self.refusals: Counter[str] = Counter()
         """Refusals since start, by reason (shown on /health)."""
 
@@ -102,7 +107,7 @@ class ConnectionGate:
                 not_before=certificate.not_valid_before_utc,
                 not_after=certificate.not_valid_after_utc,
                 revoked=stored.status is CertificateStatus.REVOKED,
-                issuer_valid=self._issuer_valid(certificate, now),
+                issuer_valid=self._issuer_valid(certificate, stored.fingerprint_sha256, now),
             )
         decision = decide(
             HandshakeFacts(
@@ -129,10 +134,23 @@ class ConnectionGate:
             await self._record_refusal(request, decision, stored, now)
         return Admission(decision, station, stored)
 
-    def _issuer_valid(self, certificate: x509.Certificate, now: datetime) -> bool:
+    def _issuer_valid(self, certificate: x509.Certificate, fingerprint: str, now: datetime) -> bool:
         """Whether the station CA that signed ``certificate`` is valid now. TLS has
         checked the signature but, by design, no dates (A00.FR.429 needs an expired
         leaf to reach the decision); an expired CA must not pass with it."""
+        if fingerprint in self._signers:
+            ca = self._signers[fingerprint]
+        else:
+            ca = self._signer_of(certificate)
+            if len(self._signers) >= SIGNERS_REMEMBERED:
+                for forgotten in list(self._signers)[: SIGNERS_REMEMBERED // 2]:
+                    del self._signers[forgotten]
+            self._signers[fingerprint] = ca
+        return ca is not None and ca.not_valid_before_utc <= now < ca.not_valid_after_utc
+
+    def _signer_of(self, certificate: x509.Certificate) -> x509.Certificate | None:
+        """The station CA whose key signed ``certificate`` (a signature check: the one
+        that costs, so a reconnecting station's answer is remembered)."""
         for ca in self._station_cas:
             if ca.subject != certificate.issuer:
                 continue
@@ -140,8 +158,8 @@ class ConnectionGate:
                 certificate.verify_directly_issued_by(ca)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            return ca.not_valid_before_utc <= now < ca.not_valid_after_utc
-        return False
+            return ca
+        return None
 
     async def _record_refusal(
         self,

@@ -92,7 +92,11 @@ def server_context(
     context.maximum_version = ssl.TLSVersion.TLSv1_3
     if min_version == "1.2":
         context.set_ciphers(":".join(TLS12_OCPP_SUITES))  # TLS 1.3 suites are separate
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    # No session tickets (TLS 1.3 and 1.2): a ticket is a bearer credential that resumes
+    # the station's identity without its key, and minting two per handshake cost ~10 %
+    # of an admission while they seldom resume (new keys per process and restart; ADR 5).
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_TICKET
+    context.num_tickets = 0
     for credential in credentials:
         try:
             context.load_cert_chain(credential.chain, credential.key, password=passphrase)

@@ -159,6 +159,46 @@ async def test_the_peer_certificate_is_read_in_der_only(pki: Pki) -> None:
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SN-0001"
 
 
+async def _client_session(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> ssl.SSLSession:
+    """The client's TLS session once the server's first application data has arrived
+    (after the tickets a TLS 1.3 server sends, if it sends any)."""
+
+    async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        session = writer.get_extra_info("ssl_object").session
+        writer.close()
+    assert session is not None
+    return session
+
+
+@pytest.mark.parametrize(("min_version", "max_version"), [
+    ("1.3", ssl.TLSVersion.TLSv1_3), ("1.2", ssl.TLSVersion.TLSv1_3),
+    ("1.2", ssl.TLSVersion.TLSv1_2),
+])  # fmt: skip
+async def test_no_session_tickets_every_connection_proves_the_station_key(
+    pki: Pki, min_version: str, max_version: ssl.TLSVersion
+) -> None:
+    """A ticket would let whoever holds it resume as the station without its key (ADR 5)."""
+    session = await _client_session(
+        server(pki, min_version), client(pki, pki.good, max_version=max_version)
+    )
+    assert not session.has_ticket
+
+
+async def test_the_ticket_check_sees_tickets_when_a_server_sends_them(pki: Pki) -> None:
+    ticketing = server(pki, "1.3")
+    ticketing.num_tickets = 2
+    assert (await _client_session(ticketing, client(pki, pki.good))).has_ticket
+
+
 async def test_default_policy_refuses_tls_1_2(pki: Pki) -> None:
     outcome = await handshake(
         server(pki, "1.3"), client(pki, pki.good, max_version=ssl.TLSVersion.TLSv1_2)
