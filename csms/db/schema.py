@@ -84,7 +84,16 @@ meter_samples = Table(
     Column("phase", String(8), nullable=True),
     Column("value", Float, nullable=False),
     Column("unit", String(16), nullable=True),
-    Index("ix_meter_samples_transaction", "station_id", "transaction_id"),
+    # The first and last energy register reading of a transaction come from this index,
+    # not from sorting the transaction's samples (migration 0018).
+    Index(
+        "ix_meter_samples_register",
+        "station_id",
+        "transaction_id",
+        "measurand",
+        "timestamp",
+        "value",
+    ),
 )
 
 station_reports = Table(

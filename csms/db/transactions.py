@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, or_, select
+from sqlalchemy import Connection, Row, Select, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import meter_samples, transaction_events, transactions
@@ -87,21 +87,9 @@ def _update_summary(connection: Connection, event: TransactionEventRecord) -> No
         transactions.c.transaction_id == event.transaction_id,
     )
     existing = (connection.execute(select(transactions).where(*key))).first()
-    # The first and the last energy register reading, read as two rows (the database
-    # sorts): an event costs the same at the end of a long session as at its start.
-    register = select(meter_samples).where(
-        meter_samples.c.station_id == event.station_id,
-        meter_samples.c.transaction_id == event.transaction_id,
-        meter_samples.c.measurand == ENERGY_REGISTER,
-        meter_samples.c.phase.is_(None),
-        or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
-    )
     ends = [
-        connection.execute(register.order_by(*order).limit(1)).first()
-        for order in (
-            (meter_samples.c.timestamp, meter_samples.c.value),
-            (meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()),
-        )
+        connection.execute(statement).first()
+        for statement in register_ends(event.station_id, event.transaction_id)
     ]
     readings = register_wh(
         [Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit) for r in ends if r]
@@ -129,6 +117,23 @@ def _update_summary(connection: Connection, event: TransactionEventRecord) -> No
             index_elements=[transactions.c.station_id, transactions.c.transaction_id],
             set_=values,
         )
+    )
+
+
+def register_ends(station_id: str, transaction_id: str) -> tuple[Select[Any], Select[Any]]:
+    """The first and the last energy register reading of a transaction, one row each,
+    read in the order of ix_meter_samples_register: an event at the end of a long
+    session costs what the first one did (no sort of the transaction's samples)."""
+    register = select(meter_samples).where(
+        meter_samples.c.station_id == station_id,
+        meter_samples.c.transaction_id == transaction_id,
+        meter_samples.c.measurand == ENERGY_REGISTER,
+        meter_samples.c.phase.is_(None),
+        or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
+    )
+    return (
+        register.order_by(meter_samples.c.timestamp, meter_samples.c.value).limit(1),
+        register.order_by(meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()).limit(1),
     )
 
 
