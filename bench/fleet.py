@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from bench import floor
 from bench.plot import check_plot_target, line_chart
 from csms.app import default_policy_text, initialize_home, open_app
 from csms.home import HomeConfig
@@ -440,11 +441,17 @@ async def baseline_server(fleet: Fleet) -> Any:
         await process.wait()
 
 
-async def messages(
-    fleet: Fleet, duration: float, stations: int, rounds: int, workers: int = 1
+async def messages(  # noqa: PLR0917 -- the scenario's knobs
+    fleet: Fleet,
+    duration: float,
+    stations: int,
+    rounds: int,
+    workers: int = 1,
+    with_floor: bool = False,
 ) -> dict[str, Any]:
     """The message mix against the plain `ocpp` server; with ``workers`` > 1, also
-    against `pkictl serve --workers N` in the same rounds (the scaling ratio)."""
+    against `pkictl serve --workers N` in the same rounds (the scaling ratio); with
+    ``with_floor``, also against a server that answers without doing anything."""
     identities = fleet.identities[:stations]
     rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
     scaled = f"pkictl_{workers}_workers"
@@ -455,6 +462,13 @@ async def messages(
         if workers > 1:
             _, ports[scaled] = await running.enter_async_context(pkictl_serve(fleet, None, workers))
             rates[scaled] = []
+        if with_floor:
+            process, ports["floor"] = await floor.start(
+                "ws", str(fleet.home / "certs" / "csms-server-ec.pem"),
+                str(fleet.home / "keys" / "csms-server-ec.key.pem"), PASSPHRASE,
+            )  # fmt: skip
+            running.callback(process.kill)
+            rates["floor"] = []
         for round_ in range(rounds):
             for name, rate in rates.items():
                 rate.append(await message_rate(ports[name], identities, duration))
@@ -473,6 +487,8 @@ async def messages(
         "target": MESSAGE_TARGET,
         "pass": ratio >= MESSAGE_TARGET,
     }
+    if with_floor:
+        result["ratio_floor"] = _paired(rates["floor"], rates["ocpp_baseline"])
     if workers > 1:
         result["scaling"] = {
             "workers": workers,
@@ -505,6 +521,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="clients in the rate rounds")
     parser.add_argument("--plot", type=Path, help="idle: write a PNG of memory vs connections")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="messages: also measure a server that answers without doing anything "
+        "(bench.floor), the most any server can show with this client here",
+    )
+    parser.add_argument(
         "--serve-workers", type=int, default=1,
         help="messages: also measure `pkictl serve --workers N` in the same rounds (N > 1)",
     )  # fmt: skip
@@ -527,7 +549,7 @@ async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]
         print(json.dumps(results[-1]), flush=True)
     if args.scenario in ("messages", "all"):
         results.append(await messages(fleet, args.duration, args.talkers, args.rounds,
-                                      args.serve_workers))  # fmt: skip
+                                      args.serve_workers, args.floor))  # fmt: skip
         print(json.dumps(results[-1]), flush=True)
     return results
 

@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from bench import floor
 from bench.fleet import (
     PASSPHRASE,
     Fleet,
@@ -203,16 +204,29 @@ async def run(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         for index in range(len(requests)):  # each response signed once and kept
             await warm(index)
         openssl, ours, ours_kept_alive = Side(openssl_pid), Side(server.pid), Side(server.pid)
+        floor_process, floor_port = await floor.start("http") if args.floor else (None, 0)
+        floor_side = Side(floor_process.pid) if floor_process else None
         for round_ in range(args.rounds):
             await openssl.round(_per_connection(openssl_port, requests), args)
             await ours.round(_per_connection(ports["http"], requests), args)
             await ours_kept_alive.round(_keep_alive(ports["http"], requests), args)
+            if floor_side is not None:
+                await floor_side.round(_per_connection(floor_port, requests), args)
             log(f"round {round_ + 1}/{args.rounds}: openssl {openssl.rates[-1]:.0f}/s "
                 f"({openssl.busy[-1]:.0%} CPU), pkictl {ours.rates[-1]:.0f}/s "
                 f"({ours.busy[-1]:.0%}), keep-alive {ours_kept_alive.rates[-1]:.0f}/s "
                 f"({ours_kept_alive.busy[-1]:.0%})")  # fmt: skip
+        if floor_process is not None:
+            floor_process.kill()
+            await floor_process.wait()
     ratio = _median_ratio(ours.rates, openssl.rates)
+    floor_report = {} if floor_side is None else {
+        "floor": floor_side.report(),
+        "ratio_floor": _median_ratio(floor_side.rates, openssl.rates),
+        "ratio_floor_per_cpu_s": _median_ratio(floor_side.per_cpu_s, openssl.per_cpu_s),
+    }  # fmt: skip
     return {
+        **floor_report,
         "bench": "ocsp.cached", "certificates": args.certificates,
         "concurrency": args.concurrency, "duration_s": args.duration, "rounds": args.rounds,
         "openssl": openssl.report(), "pkictl": ours.report(),
@@ -235,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
     parser.add_argument("--concurrency", type=int, default=8, help="clients at once")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure a do-nothing responder in the same rounds (bench.floor): the "
+        "most any Python responder can show against openssl with this client here",
+    )
     args = parser.parse_args(argv)
     if min(args.certificates, args.rounds, args.concurrency) < 1 or args.duration <= 0:
         parser.error("--certificates, --duration, --rounds and --concurrency must be positive")

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -74,6 +75,11 @@ class Listening:
     ocpp_port: int
     http_port: int
     plain_port: int | None = None
+
+
+NR_OPEN_DEFAULT = 1_048_576
+"""Linux's default ceiling on a process's open files (fs.nr_open): the limit taken when
+the hard limit is unlimited."""
 
 
 def serve_options(config: HomeConfig, workers: int = 1, **given: str | int | None) -> ServeOptions:
@@ -211,8 +217,27 @@ async def _start_plain(
 
 def _tune_process() -> None:
     """Process-wide settings for serving many stations: asyncio's TLS read buffers
-    bounded (OCPP payloads are validated on the loop: `start_node`)."""
+    bounded (OCPP payloads are validated on the loop: `start_node`), and as many open
+    files as the process may have."""
     bound_tls_read_buffers()
+    LOG.info("open files: up to %d (a station connection holds one)", raise_open_files_limit())
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one and return it. Every station
+    connection holds a file descriptor, and the usual soft limit (1,024; systemd's
+    default too) would stop a node at about a thousand stations, refusing the rest
+    with EMFILE while the hard limit allows far more."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = NR_OPEN_DEFAULT if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            LOG.warning("open files stay at %d: %s", soft, exc)
+            return soft
+        return target
+    return soft
 
 
 async def _authorities_on_file(app: App) -> list[Authority]:

@@ -51,6 +51,9 @@ HEADER = struct.Struct("!I")
 RESULTS_PER_FRAME = 16  # the child answers in frames of this many: fewer wake-ups
 RESPAWN_AFTER_S = 5.0
 STOP_TIMEOUT_S = 5.0
+ANSWER_TIMEOUT_S = 30.0
+"""A child that holds a request this long is hung: it is killed and what it held is
+signed inline (an answer takes milliseconds)."""
 
 # Request: (id, csr_pem, bindings, profile, issuer, key name, issuer DER, serial, now,
 # days, base URL). Result: (id, "ok", DER, validity), (id, "refused", reason, message,
@@ -71,6 +74,7 @@ def frame(value: object) -> bytes:
 class _Pending:
     future: asyncio.Future[Signed]
     args: tuple[str, Mapping[str, str | None], Draft]
+    asked_at: float
 
 
 class _Child(asyncio.SubprocessProtocol):
@@ -153,7 +157,7 @@ class SigningProcess:
         request_id = self._next_id
         self._next_id += 1
         future: asyncio.Future[Signed] = loop.create_future()
-        self._pending[request_id] = _Pending(future, (csr_pem, bindings, draft))
+        self._pending[request_id] = _Pending(future, (csr_pem, bindings, draft), time.monotonic())
         issuer = draft.issuer
         assert issuer.certificate is not None
         self._outgoing.append((
@@ -200,7 +204,23 @@ class SigningProcess:
             assert isinstance(stdin, asyncio.WriteTransport)
             stdin.write(frame((str(self._keys), passphrase, self._policy)))
             self._transport, self._stdin = transport, stdin
+            loop.call_later(ANSWER_TIMEOUT_S, self._watch, transport)
             LOG.info("signing process %d started", transport.get_pid())
+
+    def _watch(self, transport: asyncio.SubprocessTransport) -> None:
+        """Kill the child if the oldest request it holds has waited past the timeout."""
+        if transport is not self._transport:
+            return  # that child is gone; its successor has a watch of its own
+        oldest = next(iter(self._pending.values()), None)
+        if oldest is not None and time.monotonic() - oldest.asked_at > ANSWER_TIMEOUT_S:
+            LOG.warning(
+                "signing process %d has not answered for %.0f s: killed",
+                transport.get_pid(),
+                ANSWER_TIMEOUT_S,
+            )
+            transport.kill()  # child_exited signs what it held inline
+            return
+        asyncio.get_running_loop().call_later(ANSWER_TIMEOUT_S / 4, self._watch, transport)
 
     def deliver(self, result: Result) -> None:
         pending = self._pending.pop(result[0], None)

@@ -251,3 +251,26 @@ async def test_without_a_process_to_be_had_it_signs_inline(
     assert broken.pid is None
     rows = await setup.ca.store.find_certificates(CertificateQuery(station_id=station.id))
     assert [r.serial for r in rows] == [certificate.serial_number]
+
+
+async def test_a_hung_child_is_killed_and_what_it_held_is_signed_inline(
+    setup: Setup, make_csr: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(process, "ANSWER_TIMEOUT_S", 0.4)
+    csrs = station_csrs(make_csr, setup.stations[:5])
+    await issue(setup.ca, csrs[0], setup.stations[0])
+    hung = setup.signing.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)  # alive, answering nothing
+    certificates = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                issue(setup.ca, csr, station)
+                for csr, station in zip(csrs, setup.stations[:5], strict=True)
+            )
+        ),
+        30,
+    )
+    assert len(certificates) == 5
+    assert setup.signing.restarts == 1
+    assert not alive(hung)
