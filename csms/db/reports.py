@@ -8,6 +8,9 @@ from csms.db.schema import station_reports
 from csms.services.reports import Report
 from pki.store.inline import Database
 
+REPORT_INSERT = insert(station_reports)
+"""Built once: statements built per report cost more than running them."""
+
 
 class SqlReportStore:
     def __init__(self, database: Database) -> None:
@@ -15,13 +18,13 @@ class SqlReportStore:
         self._engine = database.engine
 
     async def add(self, report: Report) -> None:
-        statement = insert(station_reports).values(
-            station_id=report.station_id,
-            action=report.action,
-            received_at=report.received_at,
-            payload=report.payload,
-        )
-        await self._database.write(lambda connection: connection.execute(statement))
+        row = {
+            "station_id": report.station_id,
+            "action": report.action,
+            "received_at": report.received_at,
+            "payload": report.payload,
+        }
+        await self._database.write(lambda connection: connection.execute(REPORT_INSERT, row))
 
     async def list(self, station_id: str, limit: int) -> list[Report]:
         async with self._engine.connect() as connection:

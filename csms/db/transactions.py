@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, insert, or_, select
+from sqlalchemy import Connection, Dialect, bindparam, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import meter_samples, transaction_events, transactions
@@ -23,24 +23,27 @@ class SqlTransactionStore:
         self._engine = database.engine
 
     async def record_event(self, event: TransactionEventRecord, samples: Sequence[Sample]) -> bool:
+        upsert_summary = _summary_upsert(self._engine.dialect)
+
         def work(connection: Connection) -> None:
             connection.execute(
-                insert(transaction_events).values(
-                    station_id=event.station_id,
-                    transaction_id=event.transaction_id,
-                    seq_no=event.seq_no,
-                    event_type=event.event_type,
-                    timestamp=event.timestamp,
-                    trigger_reason=event.trigger_reason,
-                    offline=event.offline,
-                    payload=event.payload,
-                    received_at=event.received_at,
-                )
+                EVENT_INSERT,
+                {
+                    "station_id": event.station_id,
+                    "transaction_id": event.transaction_id,
+                    "seq_no": event.seq_no,
+                    "event_type": event.event_type,
+                    "timestamp": event.timestamp,
+                    "trigger_reason": event.trigger_reason,
+                    "offline": event.offline,
+                    "payload": event.payload,
+                    "received_at": event.received_at,
+                },
             )
             _insert_samples(
                 connection, event.station_id, event.transaction_id, event.evse_id, samples
             )
-            _update_summary(connection, event)
+            connection.execute(upsert_summary, _summary_values(connection, event))
 
         try:
             await self._database.write(work)
@@ -81,66 +84,73 @@ class SqlTransactionStore:
         ]
 
 
-def _update_summary(connection: Connection, event: TransactionEventRecord) -> None:
-    key = (
-        transactions.c.station_id == event.station_id,
-        transactions.c.transaction_id == event.transaction_id,
-    )
-    existing = (connection.execute(select(transactions).where(*key))).first()
-    ends = [
-        connection.execute(statement).first()
-        for statement in register_ends(event.station_id, event.transaction_id)
-    ]
+EVENT_INSERT = insert(transaction_events)
+SAMPLES_INSERT = insert(meter_samples)
+# Statements built once: a TransactionEvent is a quarter of a station's messages, and
+# building its statements anew cost more than running them (bench/RESULTS.md).
+_REGISTER = select(meter_samples).where(
+    meter_samples.c.station_id == bindparam("station_id"),
+    meter_samples.c.transaction_id == bindparam("transaction_id"),
+    meter_samples.c.measurand == ENERGY_REGISTER,
+    meter_samples.c.phase.is_(None),
+    or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
+)
+REGISTER_ENDS = (
+    _REGISTER.order_by(meter_samples.c.timestamp, meter_samples.c.value).limit(1),
+    _REGISTER.order_by(meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()).limit(1),
+)
+"""The first and the last energy register reading of a transaction, one row each, read
+in the order of ix_meter_samples_register: an event at the end of a long session costs
+what the first one did (no sort of the transaction's samples)."""
+_SUMMARY_UPSERTS: dict[str, Any] = {}
+
+
+def _summary_upsert(dialect: Dialect) -> Any:
+    """The summary row written without reading it first: what was stored first wins
+    (token, EVSE, connector), Started/Ended set their times, every event counts once."""
+    statement = _SUMMARY_UPSERTS.get(dialect.name)
+    if statement is None:
+        inserting = upsert(dialect, transactions, {})
+        new, stored = inserting.excluded, transactions.c
+        statement = inserting.on_conflict_do_update(
+            index_elements=[stored.station_id, stored.transaction_id],
+            set_={
+                "id_token": func.coalesce(stored.id_token, new.id_token),
+                "evse_id": func.coalesce(stored.evse_id, new.evse_id),
+                "connector_id": func.coalesce(stored.connector_id, new.connector_id),
+                "started_at": func.coalesce(new.started_at, stored.started_at),
+                "ended_at": func.coalesce(new.ended_at, stored.ended_at),
+                "stopped_reason": func.coalesce(new.stopped_reason, stored.stopped_reason),
+                "meter_start_wh": new.meter_start_wh,
+                "meter_stop_wh": new.meter_stop_wh,
+                "events": stored.events + 1,
+                "updated_at": new.updated_at,
+            },
+        )
+        _SUMMARY_UPSERTS[dialect.name] = statement
+    return statement
+
+
+def _summary_values(connection: Connection, event: TransactionEventRecord) -> dict[str, Any]:
+    """The row as this event would insert it; `_summary_upsert` merges it with a stored one."""
+    key = {"station_id": event.station_id, "transaction_id": event.transaction_id}
+    ends = [connection.execute(statement, key).first() for statement in REGISTER_ENDS]
     readings = register_wh(
         [Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit) for r in ends if r]
     )
-    values = {
-        "station_id": event.station_id,
-        "transaction_id": event.transaction_id,
-        "id_token": _first(existing, "id_token", event.id_token),
-        "evse_id": _first(existing, "evse_id", event.evse_id),
-        "connector_id": _first(existing, "connector_id", event.connector_id),
-        "started_at": event.timestamp
-        if event.event_type == "Started"
-        else _first(existing, "started_at", None),
-        "ended_at": event.timestamp
-        if event.event_type == "Ended"
-        else _first(existing, "ended_at", None),
-        "stopped_reason": event.stopped_reason or _first(existing, "stopped_reason", None),
+    return {
+        **key,
+        "id_token": event.id_token,
+        "evse_id": event.evse_id,
+        "connector_id": event.connector_id,
+        "started_at": event.timestamp if event.event_type == "Started" else None,
+        "ended_at": event.timestamp if event.event_type == "Ended" else None,
+        "stopped_reason": event.stopped_reason or None,
         "meter_start_wh": readings[0][1] if readings else None,
         "meter_stop_wh": readings[-1][1] if readings else None,
-        "events": (existing.events if existing else 0) + 1,
+        "events": 1,
         "updated_at": event.received_at,
     }
-    connection.execute(
-        upsert(connection.dialect, transactions, values).on_conflict_do_update(
-            index_elements=[transactions.c.station_id, transactions.c.transaction_id],
-            set_=values,
-        )
-    )
-
-
-def register_ends(station_id: str, transaction_id: str) -> tuple[Select[Any], Select[Any]]:
-    """The first and the last energy register reading of a transaction, one row each,
-    read in the order of ix_meter_samples_register: an event at the end of a long
-    session costs what the first one did (no sort of the transaction's samples)."""
-    register = select(meter_samples).where(
-        meter_samples.c.station_id == station_id,
-        meter_samples.c.transaction_id == transaction_id,
-        meter_samples.c.measurand == ENERGY_REGISTER,
-        meter_samples.c.phase.is_(None),
-        or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
-    )
-    return (
-        register.order_by(meter_samples.c.timestamp, meter_samples.c.value).limit(1),
-        register.order_by(meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()).limit(1),
-    )
-
-
-def _first(existing: Row[Any] | None, column: str, new: Any) -> Any:
-    """The value stored first wins; the event fills it only when it is still empty."""
-    stored = getattr(existing, column) if existing is not None else None
-    return stored if stored is not None else new
 
 
 def _insert_samples(
@@ -153,7 +163,7 @@ def _insert_samples(
     if not samples:
         return
     connection.execute(
-        insert(meter_samples),
+        SAMPLES_INSERT,
         [
             {
                 "station_id": station_id,

@@ -75,6 +75,7 @@ class Database:
         self.engine = engine
         path = sqlite_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
         self._inline = _inline_engine(path) if path else None
+        self._held: Connection | None = None
         self._thread: int | None = None
 
     async def write(self, work: Work[T]) -> T:
@@ -92,16 +93,18 @@ class Database:
         """``work``, which only reads (inline on SQLite, one snapshot: WAL readers do
         not wait for writers; on PostgreSQL, at its READ COMMITTED)."""
         if self._inline is not None and self._on_loop_thread():
+            held = self._connection()
+            held.info[READ_ONLY] = True
             try:
-                with self._inline.connect() as connection:
-                    connection.info[READ_ONLY] = True
-                    try:
-                        return work(connection)
-                    finally:
-                        connection.info.pop(READ_ONLY, None)
+                with held.begin():  # the snapshot ends with the work
+                    return work(held)
             except (OperationalError, sqlite3.OperationalError) as exc:
                 if not _busy(exc):  # (a WAL reader waits only in rare recovery cases)
+                    self._drop()
                     raise
+            finally:
+                if not held.closed:  # (dropped after an error)
+                    held.info.pop(READ_ONLY, None)
         async with self.engine.connect() as connection:
             return await connection.run_sync(work)
 
@@ -117,16 +120,34 @@ class Database:
             self._thread = current
         return self._thread == current
 
+    def _connection(self) -> Connection:
+        """The inline connection, held open between units of work: opening and closing
+        a SQLAlchemy Connection (pool checkout, reset on return) for every unit cost
+        about as much as a small unit itself."""
+        if self._held is None:
+            assert self._inline is not None
+            self._held = self._inline.connect()
+        return self._held
+
+    def _drop(self) -> None:
+        """Forget the held connection after an unexpected database error: the next
+        unit of work starts on a fresh one."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
     def _run_inline(self, work: Work[T]) -> T:
-        assert self._inline is not None
+        connection = self._connection()
         try:
-            with self._inline.begin() as connection:
+            with connection.begin():
                 return work(connection)
         except (OperationalError, sqlite3.OperationalError) as exc:
             if _busy(exc):
                 raise _Busy from None  # rolled back by the context manager
+            self._drop()
             raise
 
     def close(self) -> None:
+        self._drop()
         if self._inline is not None:
             self._inline.dispose()

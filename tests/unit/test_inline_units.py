@@ -9,8 +9,8 @@ import sqlite3
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import Connection, event, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pki.store.schema import settings
 from pki.store.sql import SqlStore
@@ -79,3 +79,14 @@ async def test_units_wait_for_the_lock_on_the_loop_not_on_the_async_path(
     await asyncio.wait_for(asyncio.gather(*writes), 15)
     assert [await database.read(value_of(f"k{i}")) for i in range(20)] == ["v"] * 20
     assert async_transactions == []
+
+
+async def test_units_go_on_after_a_database_error(sqlite_store: SqlStore) -> None:
+    """The inline connection is held between units; one a unit broke is replaced."""
+    database = sqlite_store.database
+    with pytest.raises(OperationalError):
+        await database.write(lambda connection: connection.execute(text("SELECT * FROM nowhere")))
+    with pytest.raises(OperationalError):
+        await database.read(lambda connection: connection.execute(text("SELECT * FROM nowhere")))
+    await database.write(put("after", "error"))
+    assert await database.read(value_of("after")) == "error"
