@@ -84,10 +84,10 @@ class SqlTransactionStore:
         ]
 
 
-EVENT_INSERT = insert(transaction_events)
-SAMPLES_INSERT = insert(meter_samples)
 # Statements built once: a TransactionEvent is a quarter of a station's messages, and
 # building its statements anew cost more than running them (bench/RESULTS.md).
+EVENT_INSERT = insert(transaction_events)
+SAMPLES_INSERT = insert(meter_samples)
 _REGISTER = select(meter_samples).where(
     meter_samples.c.station_id == bindparam("station_id"),
     meter_samples.c.transaction_id == bindparam("transaction_id"),

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import ocpp.messages
-from ocpp.charge_point import remove_nones
+from ocpp.charge_point import (
+    camel_to_snake_case,
+    remove_nones,
+    serialize_as_dict,
+    snake_to_camel_case,
+)
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
+from ocpp.messages import Call, MessageType, validate_payload
 from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
@@ -189,6 +197,8 @@ class StationSession(ChargePoint):
             and frame[0] in (2, 3, 4)
             and isinstance(frame[1], str)
         ):
+            if frame[0] == MessageType.Call and len(frame) == CALL_LENGTH:
+                return await self._route_call(Call(*frame[1:]))  # parsed once, not twice
             return await super().route_message(raw_msg)
         has_id = isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str)
         message_id = frame[1] if has_id else "-1"
@@ -197,11 +207,25 @@ class StationSession(ChargePoint):
         )
         return None
 
+    async def _route_call(self, msg: Call) -> None:
+        """What the `ocpp` library's route_message does with a Call."""
+        try:
+            await self._handle_call(msg)
+        except OCPPError as error:
+            LOG.warning("%s: %s refused: %s", self.id, msg.action, error)
+            await self._send(msg.create_call_error(error).to_json())
+
     async def _handle_call(self, msg: Any) -> Any:
-        """OCPP-J's error codes for actions we do not handle, which the `ocpp` library
-        swaps: NotImplemented for an action OCPP 2.0.1 does not know, NotSupported for
-        one it knows that this CSMS does not handle (yet)."""
-        if msg.action not in self.route_map:
+        """The `ocpp` library's dispatch, the same steps in the same order (validate the
+        request, call the handler with snake_case keywords, validate and send the
+        answer, start the after-hook), without its per-message costs: its key case
+        conversion by regular expression and its two `inspect.signature` per message
+        were an eighth of a message's time (bench/RESULTS.md). Actions we do not handle
+        get OCPP-J's codes, which the library swaps: NotImplemented for an action OCPP
+        2.0.1 does not know, NotSupported for one it knows that this CSMS does not handle
+        (yet)."""
+        handlers = self.route_map.get(msg.action)
+        if handlers is None or "_on_action" not in handlers:
             error = (
                 NotSupportedError(description="Requested Action is recognized but not supported")
                 if msg.action in KNOWN_ACTIONS
@@ -209,7 +233,27 @@ class StationSession(ChargePoint):
             )
             await self._send(msg.create_call_error(error).to_json())
             return None
-        return await super()._handle_call(msg)
+        validate = not handlers.get("_skip_schema_validation", False)
+        if validate:
+            await validate_payload(msg, self._ocpp_version)
+        arguments = _snake_case(msg.payload)
+        handler = handlers["_on_action"]
+        try:
+            response = await _call(handler, arguments, msg.unique_id)
+        except Exception as exc:
+            LOG.exception("%s: handling %s failed", self.id, msg.action)
+            await self._send(msg.create_call_error(exc).to_json())
+            return None
+        result = msg.create_call_result(_camel_case(remove_nones(serialize_as_dict(response))))
+        if validate:
+            await validate_payload(result, self._ocpp_version)
+        await self._send(result.to_json())
+        after = handlers.get("_after_action")
+        if after is not None:  # in a task of its own, as the library runs it
+            task = asyncio.ensure_future(_call(after, arguments, msg.unique_id))
+            self._after_tasks.add(task)  # kept: the session's end waits for it
+            task.add_done_callback(self._after_tasks.discard)
+        return response
 
     @on(Action.boot_notification)
     async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
@@ -226,17 +270,12 @@ class StationSession(ChargePoint):
     @after(Action.boot_notification)
     async def after_boot_notification(self, **_: Any) -> None:
         """A booted station's certificates are checked at once, after the answer (so a
-        TriggerMessage follows the BootNotificationResponse). The `ocpp` library runs
-        this in a task of its own: it is kept, so that the session's end waits for it."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._after_tasks.add(task)
+        TriggerMessage follows the BootNotificationResponse), in a task the session's end
+        waits for (`_handle_call`)."""
         try:
             await self._renewals.scan(self.id)
         except Exception:  # the periodic scan tries again; the session goes on
             LOG.exception("renewal scan at the boot of %s failed", self.id)
-        finally:
-            self._after_tasks.discard(task)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self, **_: Any) -> call_result.Heartbeat:
@@ -375,3 +414,49 @@ def _rejected(reason_code: str, detail: str | None) -> call_result.SignCertifica
     if detail:
         info["additional_info"] = detail[:512]
     return call_result.SignCertificate(status=GenericStatusEnumType.rejected, status_info=info)
+
+
+CALL_LENGTH = 4  # [2, id, action, payload]
+
+
+@functools.cache
+def _wants_unique_id(function: Callable[..., Any]) -> bool:
+    return "call_unique_id" in inspect.signature(function).parameters
+
+
+async def _call(handler: Callable[..., Any], arguments: dict[str, Any], unique_id: str) -> Any:
+    """``handler(**arguments)``, with ``call_unique_id`` only if it asks for it (as the
+    `ocpp` library does); its signature is read once per function, not per message."""
+    function = getattr(handler, "__func__", handler)
+    if _wants_unique_id(function):
+        response = handler(**arguments, call_unique_id=unique_id)
+    else:
+        response = handler(**arguments)
+    return await response if inspect.isawaitable(response) else response
+
+
+@functools.lru_cache(maxsize=4096)
+def _snake_key(key: str) -> str:
+    """The `ocpp` library's conversion of one key, remembered (a few hundred keys occur)."""
+    return str(next(iter(camel_to_snake_case({key: None}))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _camel_key(key: str) -> str:
+    return str(next(iter(snake_to_camel_case({key: None}))))
+
+
+def _snake_case(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {_snake_key(key): _snake_case(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_snake_case(value) for value in data]
+    return data
+
+
+def _camel_case(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {_camel_key(key): _camel_case(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_camel_case(value) for value in data]
+    return data
