@@ -21,7 +21,7 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
-from ocpp.messages import Call, MessageType, validate_payload
+from ocpp.messages import Call, CallResult, MessageType, validate_payload
 from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
@@ -244,10 +244,10 @@ class StationSession(ChargePoint):
             LOG.exception("%s: handling %s failed", self.id, msg.action)
             await self._send(msg.create_call_error(exc).to_json())
             return None
-        result = msg.create_call_result(_camel_case(remove_nones(serialize_as_dict(response))))
+        answer = _camel_case(remove_nones(serialize_as_dict(response)))
         if validate:
-            await validate_payload(result, self._ocpp_version)
-        await self._send(result.to_json())
+            _check_answer(msg.action, json.dumps(answer, sort_keys=True), self._ocpp_version)
+        await self._send(msg.create_call_result(answer).to_json())
         after = handlers.get("_after_action")
         if after is not None:  # in a task of its own, as the library runs it
             task = asyncio.ensure_future(_call(after, arguments, msg.unique_id))
@@ -433,6 +433,16 @@ async def _call(handler: Callable[..., Any], arguments: dict[str, Any], unique_i
     else:
         response = handler(**arguments)
     return await response if inspect.isawaitable(response) else response
+
+
+@functools.lru_cache(maxsize=1024)
+def _check_answer(action: str, answer_json: str, ocpp_version: str) -> None:
+    """Validate an answer before it is sent, as the `ocpp` library does. An answer found
+    valid is not checked again: most are constant (`{}` for StatusNotification,
+    MeterValues and most TransactionEvents). Only valid answers are remembered: an
+    invalid one raises, and raises again the next time."""
+    answer = CallResult("-", json.loads(answer_json), action)
+    ocpp.messages._validate_payload(answer, ocpp_version)  # the library's own check
 
 
 @functools.lru_cache(maxsize=4096)
