@@ -457,16 +457,17 @@ def _camel_key(key: str) -> str:
 
 
 def _snake_case(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {_snake_key(key): _snake_case(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_snake_case(value) for value in data]
-    return data
+    return _convert_keys(data, _snake_key)
 
 
 def _camel_case(data: Any) -> Any:
+    return _convert_keys(data, _camel_key)
+
+
+def _convert_keys(data: Any, convert: Callable[[str], str]) -> Any:
+    """``data`` with every dictionary key, at any depth, passed through ``convert``."""
     if isinstance(data, dict):
-        return {_camel_key(key): _camel_case(value) for key, value in data.items()}
+        return {convert(key): _convert_keys(value, convert) for key, value in data.items()}
     if isinstance(data, list):
-        return [_camel_case(value) for value in data]
+        return [_convert_keys(value, convert) for value in data]
     return data

@@ -55,21 +55,6 @@ async def setup(
     identity: CsoIdentity,
 ) -> AsyncIterator[Setup]:
     keys = tmp_path / "keys"
-    creator = CertificateAuthority(
-        store=sqlite_store,
-        keys=FileKeyStore(keys, PASSPHRASE),
-        policy=policy,
-        clock=clock,
-        identity=identity,
-    )
-    await creator.initialize(frozenset({"cso"}), "test")
-    stations = [
-        Station(f"CS{i:03d}", f"SN-{i:03d}", None, 3, None, clock.now()) for i in range(STATIONS)
-    ]
-    for station in stations:
-        await sqlite_store.add_station(
-            station, AuditEvent("station.added", "test", station.id), clock.now()
-        )
     signing = SigningProcess(keys, lambda: PASSPHRASE, policy)
     ca = CertificateAuthority(
         store=sqlite_store,
@@ -79,6 +64,14 @@ async def setup(
         identity=identity,
         csr_issuing=signing,
     )
+    await ca.initialize(frozenset({"cso"}), "test")  # self-signed and CA keys: inline
+    stations = [
+        Station(f"CS{i:03d}", f"SN-{i:03d}", None, 3, None, clock.now()) for i in range(STATIONS)
+    ]
+    for station in stations:
+        await sqlite_store.add_station(
+            station, AuditEvent("station.added", "test", station.id), clock.now()
+        )
     try:
         yield Setup(ca, signing, keys, stations)
     finally:
