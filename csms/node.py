@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 
 from csms.app import STATION_PROFILE, App
 from csms.daemon import LifecycleDaemon
-from csms.protocol.session import SessionServices, StationSession, validate_inline
+from csms.protocol.schemas import validate_inline
+from csms.protocol.session import SessionServices, StationSession
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
 from csms.services.ev_certificates import EvCertificates

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import ocpp.messages
 from ocpp.charge_point import (
     camel_to_snake_case,
     remove_nones,
@@ -21,13 +20,14 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import NotImplementedError as UnknownActionError
 from ocpp.exceptions import NotSupportedError, OCPPError
-from ocpp.messages import Call, CallResult, MessageType, validate_payload
+from ocpp.messages import Call, MessageType
 from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
 
 from csms.domain.renewal import CertificateKind
+from csms.protocol.schemas import check_answer, check_request
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
 from csms.services.ev_certificates import EvCertificates
@@ -43,14 +43,6 @@ from csms.services.transactions import TransactionService
 def ocpp_time(at: datetime) -> str:
     """RFC 3339 UTC with a Z, millisecond precision, as OCPP's dateTime wants it."""
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def validate_inline() -> None:
-    """Validate OCPP payloads on the event loop (process-wide). The `ocpp` library hands
-    each validation to a thread pool by default: a thread hop per message, and on a busy
-    loop a wait for the GIL on the way back, for a check that takes tens of
-    microseconds with the validators it compiles once."""
-    ocpp.messages.ASYNC_VALIDATION = False
 
 
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
@@ -235,7 +227,7 @@ class StationSession(ChargePoint):
             return None
         validate = not handlers.get("_skip_schema_validation", False)
         if validate:
-            await validate_payload(msg, self._ocpp_version)
+            check_request(msg, self._ocpp_version)
         arguments = _snake_case(msg.payload)
         handler = handlers["_on_action"]
         try:
@@ -246,7 +238,7 @@ class StationSession(ChargePoint):
             return None
         answer = _camel_case(remove_nones(serialize_as_dict(response)))
         if validate:
-            _check_answer(msg.action, json.dumps(answer, sort_keys=True), self._ocpp_version)
+            check_answer(msg.action, json.dumps(answer, sort_keys=True), self._ocpp_version)
         await self._send(msg.create_call_result(answer).to_json())
         after = handlers.get("_after_action")
         if after is not None:  # in a task of its own, as the library runs it
@@ -433,16 +425,6 @@ async def _call(handler: Callable[..., Any], arguments: dict[str, Any], unique_i
     else:
         response = handler(**arguments)
     return await response if inspect.isawaitable(response) else response
-
-
-@functools.lru_cache(maxsize=1024)
-def _check_answer(action: str, answer_json: str, ocpp_version: str) -> None:
-    """Validate an answer before it is sent, as the `ocpp` library does. An answer found
-    valid is not checked again: most are constant (`{}` for StatusNotification,
-    MeterValues and most TransactionEvents). Only valid answers are remembered: an
-    invalid one raises, and raises again the next time."""
-    answer = CallResult("-", json.loads(answer_json), action)
-    ocpp.messages._validate_payload(answer, ocpp_version)  # the library's own check
 
 
 @functools.lru_cache(maxsize=4096)

@@ -10,7 +10,8 @@ import pytest
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 
-from csms.protocol.session import _call, _camel_case, _check_answer, _snake_case
+from csms.protocol.schemas import check_answer
+from csms.protocol.session import _call, _camel_case, _snake_case
 
 PAYLOADS: list[dict[str, Any]] = [
     {
@@ -51,11 +52,11 @@ async def test_call_unique_id_only_for_handlers_that_ask_for_it() -> None:
 
 
 def test_answers_are_validated_and_only_valid_ones_remembered() -> None:
-    _check_answer.cache_clear()
+    check_answer.cache_clear()
     for _ in range(2):
-        _check_answer("StatusNotification", "{}", "2.0.1")
-    assert _check_answer.cache_info().hits == 1
+        check_answer("StatusNotification", "{}", "2.0.1")
+    assert check_answer.cache_info().hits == 1
     for _ in range(2):  # an invalid answer raises every time
         with pytest.raises(OCPPError):
-            _check_answer("Heartbeat", '{"currentTime": 5}', "2.0.1")
-    assert _check_answer.cache_info().currsize == 1
+            check_answer("Heartbeat", '{"currentTime": 5}', "2.0.1")
+    assert check_answer.cache_info().currsize == 1
