@@ -54,6 +54,8 @@ transactions = Table(
     Column("stopped_reason", String(32), nullable=True),
     Column("meter_start_wh", Float, nullable=True),
     Column("meter_stop_wh", Float, nullable=True),
+    Column("meter_start_at", UTCDateTime, nullable=True),  # the readings' times (0019)
+    Column("meter_stop_at", UTCDateTime, nullable=True),
     Column("events", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, bindparam, func, insert, or_, select
+from sqlalchemy import Connection, Dialect, and_, case, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from csms.db.schema import meter_samples, transaction_events, transactions
-from csms.domain.metering import ENERGY_REGISTER, TO_WH, Sample, register_wh
+from csms.domain.metering import Sample, register_wh
 from csms.services.transactions import TransactionEventRecord, TransactionSummary
 from pki.store.inline import Database
 from pki.store.sql import upsert
@@ -43,7 +43,7 @@ class SqlTransactionStore:
             _insert_samples(
                 connection, event.station_id, event.transaction_id, event.evse_id, samples
             )
-            connection.execute(upsert_summary, _summary_values(connection, event))
+            connection.execute(upsert_summary, _summary_values(event, samples))
 
         try:
             await self._database.write(work)
@@ -88,30 +88,24 @@ class SqlTransactionStore:
 # building its statements anew cost more than running them (bench/RESULTS.md).
 EVENT_INSERT = insert(transaction_events)
 SAMPLES_INSERT = insert(meter_samples)
-_REGISTER = select(meter_samples).where(
-    meter_samples.c.station_id == bindparam("station_id"),
-    meter_samples.c.transaction_id == bindparam("transaction_id"),
-    meter_samples.c.measurand == ENERGY_REGISTER,
-    meter_samples.c.phase.is_(None),
-    or_(meter_samples.c.unit.is_(None), meter_samples.c.unit.in_(list(TO_WH))),
-)
-REGISTER_ENDS = (
-    _REGISTER.order_by(meter_samples.c.timestamp, meter_samples.c.value).limit(1),
-    _REGISTER.order_by(meter_samples.c.timestamp.desc(), meter_samples.c.value.desc()).limit(1),
-)
-"""The first and the last energy register reading of a transaction, one row each, read
-in the order of ix_meter_samples_register: an event at the end of a long session costs
-what the first one did (no sort of the transaction's samples)."""
 _SUMMARY_UPSERTS: dict[str, Any] = {}
 
 
 def _summary_upsert(dialect: Dialect) -> Any:
     """The summary row written without reading it first: what was stored first wins
-    (token, EVSE, connector), Started/Ended set their times, every event counts once."""
+    (token, EVSE, connector), Started/Ended set their times, every event counts once,
+    and the energy register's first and last reading are whichever is earliest and
+    latest of the stored ones and this event's (by time, then value)."""
     statement = _SUMMARY_UPSERTS.get(dialect.name)
     if statement is None:
         inserting = upsert(dialect, transactions, {})
         new, stored = inserting.excluded, transactions.c
+        start = (
+            (new.meter_start_at, new.meter_start_wh),
+            (stored.meter_start_at, stored.meter_start_wh),
+        )
+        stop = (new.meter_stop_at, new.meter_stop_wh), (stored.meter_stop_at, stored.meter_stop_wh)
+        earlier, later = _replaces(*start, earliest=True), _replaces(*stop, earliest=False)
         statement = inserting.on_conflict_do_update(
             index_elements=[stored.station_id, stored.transaction_id],
             set_={
@@ -121,8 +115,10 @@ def _summary_upsert(dialect: Dialect) -> Any:
                 "started_at": func.coalesce(new.started_at, stored.started_at),
                 "ended_at": func.coalesce(new.ended_at, stored.ended_at),
                 "stopped_reason": func.coalesce(new.stopped_reason, stored.stopped_reason),
-                "meter_start_wh": new.meter_start_wh,
-                "meter_stop_wh": new.meter_stop_wh,
+                "meter_start_at": case((earlier, new.meter_start_at), else_=stored.meter_start_at),
+                "meter_start_wh": case((earlier, new.meter_start_wh), else_=stored.meter_start_wh),
+                "meter_stop_at": case((later, new.meter_stop_at), else_=stored.meter_stop_at),
+                "meter_stop_wh": case((later, new.meter_stop_wh), else_=stored.meter_stop_wh),
                 "events": stored.events + 1,
                 "updated_at": new.updated_at,
             },
@@ -131,23 +127,31 @@ def _summary_upsert(dialect: Dialect) -> Any:
     return statement
 
 
-def _summary_values(connection: Connection, event: TransactionEventRecord) -> dict[str, Any]:
+def _replaces(new: tuple[Any, Any], stored: tuple[Any, Any], *, earliest: bool) -> Any:
+    """This event's reading (time, Wh) replaces the stored one: there is none stored,
+    or this one comes first (``earliest``), or last; by time, then value."""
+    before, after = (new, stored) if earliest else (stored, new)
+    in_order = or_(before[0] < after[0], and_(before[0] == after[0], before[1] < after[1]))
+    return and_(new[0].is_not(None), or_(stored[0].is_(None), in_order))
+
+
+def _summary_values(event: TransactionEventRecord, samples: Sequence[Sample]) -> dict[str, Any]:
     """The row as this event would insert it; `_summary_upsert` merges it with a stored one."""
-    key = {"station_id": event.station_id, "transaction_id": event.transaction_id}
-    ends = [connection.execute(statement, key).first() for statement in REGISTER_ENDS]
-    readings = register_wh(
-        [Sample(r.timestamp, r.measurand, r.phase, r.value, r.unit) for r in ends if r]
-    )
+    readings = register_wh(samples)
+    first, last = (readings[0], readings[-1]) if readings else ((None, None), (None, None))
     return {
-        **key,
+        "station_id": event.station_id,
+        "transaction_id": event.transaction_id,
         "id_token": event.id_token,
         "evse_id": event.evse_id,
         "connector_id": event.connector_id,
         "started_at": event.timestamp if event.event_type == "Started" else None,
         "ended_at": event.timestamp if event.event_type == "Ended" else None,
         "stopped_reason": event.stopped_reason or None,
-        "meter_start_wh": readings[0][1] if readings else None,
-        "meter_stop_wh": readings[-1][1] if readings else None,
+        "meter_start_at": first[0],
+        "meter_start_wh": first[1],
+        "meter_stop_at": last[0],
+        "meter_stop_wh": last[1],
         "events": 1,
         "updated_at": event.received_at,
     }
