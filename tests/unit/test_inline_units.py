@@ -90,3 +90,68 @@ async def test_units_go_on_after_a_database_error(sqlite_store: SqlStore) -> Non
         await database.read(lambda connection: connection.execute(text("SELECT * FROM nowhere")))
     await database.write(put("after", "error"))
     assert await database.read(value_of("after")) == "error"
+
+
+async def test_units_of_one_turn_commit_together(sqlite_store: SqlStore) -> None:
+    """Group commit: the units asked for in one turn of the loop share one transaction;
+    a failing one among them leaves nothing of its own and takes nothing of the others'."""
+    database = sqlite_store.database
+    commits: list[object] = []
+    await database.write(put("warm", "up"))  # the inline engine exists from here on
+    event.listen(database._inline, "commit", commits.append)
+
+    def half_then_fail(connection: Connection) -> None:
+        connection.execute(insert(settings).values(key="half", value="written"))
+        raise RuntimeError("the unit's own failure")
+
+    units = [put(f"g{i}", "v") for i in range(10)]
+    units.insert(5, half_then_fail)
+    outcomes = await asyncio.gather(*(database.write(u) for u in units), return_exceptions=True)
+    assert len(commits) == 1
+    assert [type(o) for o in outcomes].count(RuntimeError) == 1
+    assert isinstance(outcomes[5], RuntimeError)
+    assert await database.read(value_of("half")) is None
+    assert [await database.read(value_of(f"g{i}")) for i in range(10)] == ["v"] * 10
+
+
+async def test_a_caller_that_gives_up_before_the_commit_writes_nothing(
+    sqlite_store: SqlStore,
+) -> None:
+    database = sqlite_store.database
+    kept = asyncio.create_task(database.write(put("kept", "v")))
+    dropped = asyncio.create_task(database.write(put("dropped", "v")))
+    await asyncio.sleep(0)  # both queued
+    dropped.cancel()
+    await kept
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    assert await database.read(value_of("kept")) == "v"
+    assert await database.read(value_of("dropped")) is None
+
+
+async def test_units_go_to_the_async_path_when_the_lock_stays_taken(
+    sqlite_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the pauses on the loop, each unit of the batch queues on the async engine
+    (which waits for the lock with its own busy timeout) and is done there."""
+    monkeypatch.setattr("pki.store.inline.busy_pauses", lambda: iter([0.01, 0.01]))
+    database = sqlite_store.database
+    on_async_path: list[object] = []
+    run_async = database._run_async
+
+    async def counted(work: Callable[[Connection], object]) -> object:
+        on_async_path.append(work)
+        return await run_async(work)
+
+    monkeypatch.setattr(database, "_run_async", counted)
+    path = sqlite_store.engine.url.database
+    assert path is not None
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    writes = [asyncio.create_task(database.write(put(f"a{i}", "v"))) for i in range(3)]
+    await asyncio.sleep(0.3)
+    assert len(on_async_path) == 3  # each waiting for the lock on the async engine
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.wait_for(asyncio.gather(*writes), 15)
+    assert [await database.read(value_of(f"a{i}")) for i in range(3)] == ["v"] * 3
