@@ -7,9 +7,11 @@ from sqlalchemy import insert, select
 from csms.db.schema import station_reports
 from csms.services.reports import Report
 from pki.store.inline import Database
+from pki.store.prepared import Prepared
 
-REPORT_INSERT = insert(station_reports)
-"""Built once: statements built per report cost more than running them."""
+REPORT_INSERT = Prepared(insert(station_reports))
+"""Built once (statements built per report cost more than running them), run through
+the driver on SQLite (`Prepared`)."""
 
 
 class SqlReportStore:
@@ -24,7 +26,7 @@ class SqlReportStore:
             "received_at": report.received_at,
             "payload": report.payload,
         }
-        await self._database.write(lambda connection: connection.execute(REPORT_INSERT, row))
+        await self._database.write(lambda connection: REPORT_INSERT.execute(connection, row))
 
     async def list(self, station_id: str, limit: int) -> list[Report]:
         async with self._engine.connect() as connection:

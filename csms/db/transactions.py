@@ -12,6 +12,7 @@ from csms.db.schema import meter_samples, transaction_events, transactions
 from csms.domain.metering import Sample, register_wh
 from csms.services.transactions import TransactionEventRecord, TransactionSummary
 from pki.store.inline import Database
+from pki.store.prepared import Prepared
 from pki.store.sql import upsert
 
 
@@ -26,8 +27,8 @@ class SqlTransactionStore:
         upsert_summary = _summary_upsert(self._engine.dialect)
 
         def work(connection: Connection) -> None:
-            connection.execute(
-                EVENT_INSERT,
+            EVENT_INSERT.execute(
+                connection,
                 {
                     "station_id": event.station_id,
                     "transaction_id": event.transaction_id,
@@ -43,7 +44,7 @@ class SqlTransactionStore:
             _insert_samples(
                 connection, event.station_id, event.transaction_id, event.evse_id, samples
             )
-            connection.execute(upsert_summary, _summary_values(event, samples))
+            upsert_summary.execute(connection, _summary_values(event, samples))
 
         try:
             await self._database.write(work)
@@ -86,18 +87,18 @@ class SqlTransactionStore:
 
 # Statements built once: a TransactionEvent is a quarter of a station's messages, and
 # building its statements anew cost more than running them (bench/RESULTS.md).
-EVENT_INSERT = insert(transaction_events)
-SAMPLES_INSERT = insert(meter_samples)
-_SUMMARY_UPSERTS: dict[str, Any] = {}
+EVENT_INSERT = Prepared(insert(transaction_events))
+SAMPLES_INSERT = Prepared(insert(meter_samples))
+_SUMMARY_UPSERTS: dict[str, Prepared] = {}
 
 
-def _summary_upsert(dialect: Dialect) -> Any:
+def _summary_upsert(dialect: Dialect) -> Prepared:
     """The summary row written without reading it first: what was stored first wins
     (token, EVSE, connector), Started/Ended set their times, every event counts once,
     and the energy register's first and last reading are whichever is earliest and
     latest of the stored ones and this event's (by time, then value)."""
-    statement = _SUMMARY_UPSERTS.get(dialect.name)
-    if statement is None:
+    prepared = _SUMMARY_UPSERTS.get(dialect.name)
+    if prepared is None:
         inserting = upsert(dialect, transactions, {})
         new, stored = inserting.excluded, transactions.c
         start = (
@@ -123,8 +124,8 @@ def _summary_upsert(dialect: Dialect) -> Any:
                 "updated_at": new.updated_at,
             },
         )
-        _SUMMARY_UPSERTS[dialect.name] = statement
-    return statement
+        prepared = _SUMMARY_UPSERTS[dialect.name] = Prepared(statement)
+    return prepared
 
 
 def _replaces(new: tuple[Any, Any], stored: tuple[Any, Any], *, earliest: bool) -> Any:
@@ -166,8 +167,8 @@ def _insert_samples(
 ) -> None:
     if not samples:
         return
-    connection.execute(
-        SAMPLES_INSERT,
+    SAMPLES_INSERT.execute(
+        connection,
         [
             {
                 "station_id": station_id,
