@@ -7,17 +7,14 @@ in the same draft 4 dialect, no defaults filled in, formats not checked -- as th
 library's validator does not check them). Only a payload the compiled check accepts
 passes on its word; whatever it objects to goes to the library's own validator, which
 decides, and names the error with the OCPP-J code the station would have had before.
-tests/unit/test_schemas.py holds the compiled checks to that: on mutations of a payload
-of every OCPP 2.0.1 request, no payload the library refuses may pass the compiled check.
-
-Answers, which we build, are checked by the library before they are sent, and a valid
-one is remembered: most are constant.
+Our answers are checked the same way before they are sent. tests/unit/test_schemas.py
+holds the compiled checks to the library: on mutations of a request and of an answer of
+every action the session handles, no payload the library refuses passes.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -36,9 +33,9 @@ def validate_inline() -> None:
 
 
 @functools.cache
-def _compiled(action: str, ocpp_version: str) -> Callable[[Any], Any]:
-    """The library's schema of ``action``'s request, compiled once."""
-    schema = ocpp.messages.get_validator(MessageType.Call, action, ocpp_version).schema
+def _compiled(message_type: MessageType, action: str, ocpp_version: str) -> Callable[[Any], Any]:
+    """The library's schema of ``action``'s request or answer, compiled once."""
+    schema = ocpp.messages.get_validator(message_type, action, ocpp_version).schema
     # the library reads every schema as draft 4, whatever its $schema says
     as_draft_4 = {**schema, "$schema": DRAFT_4}
     return fastjsonschema.compile(
@@ -49,16 +46,15 @@ def _compiled(action: str, ocpp_version: str) -> Callable[[Any], Any]:
 def check_request(message: Call, ocpp_version: str) -> None:
     """Raise the `ocpp` library's OCPPError for a request its schema refuses."""
     try:
-        _compiled(message.action, ocpp_version)(message.payload)
+        _compiled(MessageType.Call, message.action, ocpp_version)(message.payload)
     except Exception:  # noqa: BLE001 -- any objection: the library decides
         ocpp.messages._validate_payload(message, ocpp_version)
 
 
-@functools.lru_cache(maxsize=1024)
-def check_answer(action: str, answer_json: str, ocpp_version: str) -> None:
-    """Validate an answer before it is sent, as the `ocpp` library does. An answer found
-    valid is not checked again: most are constant (`{}` for StatusNotification,
-    MeterValues and most TransactionEvents). Only valid answers are remembered: an
-    invalid one raises, and raises again the next time."""
-    answer = CallResult("-", json.loads(answer_json), action)
-    ocpp.messages._validate_payload(answer, ocpp_version)  # the library's own check
+def check_answer(action: str, answer: dict[str, Any], ocpp_version: str) -> None:
+    """Validate an answer before it is sent, as the `ocpp` library does: raise its
+    OCPPError for an answer of ours that its schema refuses (a defect of ours)."""
+    try:
+        _compiled(MessageType.CallResult, action, ocpp_version)(answer)
+    except Exception:  # noqa: BLE001 -- any objection: the library decides
+        ocpp.messages._validate_payload(CallResult("-", answer, action), ocpp_version)

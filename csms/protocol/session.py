@@ -238,7 +238,7 @@ class StationSession(ChargePoint):
             return None
         answer = _camel_case(remove_nones(serialize_as_dict(response)))
         if validate:
-            check_answer(msg.action, json.dumps(answer, sort_keys=True), self._ocpp_version)
+            check_answer(msg.action, answer, self._ocpp_version)
         await self._send(msg.create_call_result(answer).to_json())
         after = handlers.get("_after_action")
         if after is not None:  # in a task of its own, as the library runs it

@@ -51,12 +51,8 @@ async def test_call_unique_id_only_for_handlers_that_ask_for_it() -> None:
     assert await _call(asking, {"a": 1}, "m1") == {"a": 1, "id": "m1"}
 
 
-def test_answers_are_validated_and_only_valid_ones_remembered() -> None:
-    check_answer.cache_clear()
-    for _ in range(2):
-        check_answer("StatusNotification", "{}", "2.0.1")
-    assert check_answer.cache_info().hits == 1
-    for _ in range(2):  # an invalid answer raises every time
-        with pytest.raises(OCPPError):
-            check_answer("Heartbeat", '{"currentTime": 5}', "2.0.1")
-    assert check_answer.cache_info().currsize == 1
+def test_answers_are_validated() -> None:
+    check_answer("StatusNotification", {}, "2.0.1")
+    check_answer("Heartbeat", {"currentTime": "2026-11-27T10:00:00.000Z"}, "2.0.1")
+    with pytest.raises(OCPPError):
+        check_answer("Heartbeat", {"currentTime": 5}, "2.0.1")

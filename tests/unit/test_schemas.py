@@ -1,11 +1,12 @@
-"""The compiled request checks decide as the `ocpp` library's validator does.
+"""The compiled checks decide as the `ocpp` library's validator does.
 
-For the request of every action a station sends and the session handles, a payload
-with every property filled in, and mutations of it at every path (each JSON type in
-place of the value, numbers at and past the bounds, strings past their length, values
-outside an enum, a property too many, a required one missing, arrays empty and too
-long): whenever the library refuses one, `check_request` must refuse it too, with the
-library's own error; whenever the library accepts one, so must `check_request`.
+For the request and the answer of every action a station sends and the session
+handles, a payload with every property filled in, and mutations of it at every path
+(each JSON type in place of the value, numbers at and past the bounds, strings past
+their length, values outside an enum, a property too many, a required one missing,
+arrays empty and too long): whenever the library refuses one, `check_request` (or
+`check_answer`) must refuse it too, with the library's own error; whenever the library
+accepts one, so must they.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from typing import Any
 import ocpp
 import pytest
 from ocpp.exceptions import FormatViolationError, OCPPError
-from ocpp.messages import Call, _validate_payload
+from ocpp.messages import Call, CallResult, MessageType, _validate_payload
 
-from csms.protocol.schemas import _compiled, check_request
+from csms.protocol.schemas import _compiled, check_answer, check_request
 from csms.protocol.session import StationSession, _class_routes
 
 VERSION = "2.0.1"
 SCHEMAS = Path(ocpp.__file__).parent / "v201" / "schemas"
-REQUESTS = sorted(_class_routes(StationSession))
+ACTIONS = sorted(_class_routes(StationSession))
 SMALL_LIMIT = 10  # arrays up to this long are also tried at and below the bound
 Path_ = tuple[str | int, ...]
 
 
-def _schema(action: str) -> dict[str, Any]:
-    return dict(json.loads((SCHEMAS / f"{action}Request.json").read_text("utf-8-sig")))
+def _schema(action: str, kind: str = "Request") -> dict[str, Any]:
+    return dict(json.loads((SCHEMAS / f"{action}{kind}.json").read_text("utf-8-sig")))
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -117,8 +118,8 @@ def _replaced(value: Any, path: Path_, new: Any) -> Any:
     return copied
 
 
-def _payloads(action: str) -> Iterator[Any]:
-    schema = _schema(action)
+def _payloads(action: str, kind: str) -> Iterator[Any]:
+    schema = _schema(action, kind)
     full = _instance(schema, schema)
     yield full
     for path in _paths(full):
@@ -126,26 +127,37 @@ def _payloads(action: str) -> Iterator[Any]:
             yield _replaced(full, path, new)
 
 
-def _library_verdict(action: str, payload: Any) -> type[OCPPError] | None:
+def _message(kind: str, action: str, payload: Any) -> Call | CallResult:
+    return Call("m", action, payload) if kind == "Request" else CallResult("m", payload, action)
+
+
+def _library_verdict(kind: str, action: str, payload: Any) -> type[OCPPError] | None:
     try:
-        _validate_payload(Call("m", action, copy.deepcopy(payload)), VERSION)
+        _validate_payload(_message(kind, action, copy.deepcopy(payload)), VERSION)
     except OCPPError as error:
         return type(error)
     return None
 
 
-@pytest.mark.parametrize("action", REQUESTS)
-def test_every_request_is_decided_as_the_library_decides(action: str) -> None:
-    checked = refused = 0
-    for payload in _payloads(action):
-        expected = _library_verdict(action, payload)
-        try:
+def _our_verdict(kind: str, action: str, payload: Any) -> type[OCPPError] | None:
+    try:
+        if kind == "Request":
             check_request(Call("m", action, payload), VERSION)
-            verdict = None
-        except OCPPError as error:
-            verdict = type(error)
-        assert verdict == expected, f"{action}: {payload!r}"
-        compiled_accepts = _accepts(action, payload)
+        else:
+            check_answer(action, payload, VERSION)
+    except OCPPError as error:
+        return type(error)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["Request", "Response"])
+@pytest.mark.parametrize("action", ACTIONS)
+def test_every_payload_is_decided_as_the_library_decides(kind: str, action: str) -> None:
+    checked = refused = 0
+    for payload in _payloads(action, kind):
+        expected = _library_verdict(kind, action, payload)
+        assert _our_verdict(kind, action, payload) == expected, f"{action}: {payload!r}"
+        compiled_accepts = _accepts(kind, action, payload)
         assert not (compiled_accepts and expected), f"{action} compiled check let {payload!r} by"
         checked += 1
         refused += expected is not None
@@ -153,9 +165,10 @@ def test_every_request_is_decided_as_the_library_decides(action: str) -> None:
     assert checked > refused
 
 
-def _accepts(action: str, payload: Any) -> bool:
+def _accepts(kind: str, action: str, payload: Any) -> bool:
+    message_type = MessageType.Call if kind == "Request" else MessageType.CallResult
     try:
-        _compiled(action, VERSION)(payload)
+        _compiled(message_type, action, VERSION)(payload)
     except Exception:  # noqa: BLE001
         return False
     return True
@@ -173,8 +186,11 @@ def test_the_common_case_is_decided_by_the_compiled_check(
     monkeypatch.setattr("ocpp.messages._validate_payload", library)
     schema = _schema("TransactionEvent")
     check_request(Call("m", "TransactionEvent", _instance(schema, schema)), VERSION)
+    check_answer("Heartbeat", {"currentTime": "2026-11-27T10:00:00.000Z"}, VERSION)
     with pytest.raises(AssertionError):
         check_request(Call("m", "Heartbeat", {"unexpected": 1}), VERSION)
+    with pytest.raises(AssertionError):
+        check_answer("Heartbeat", {}, VERSION)
 
 
 def test_a_refused_request_gets_the_libraries_error() -> None:
