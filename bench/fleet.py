@@ -14,6 +14,13 @@ Scenarios (one JSON line each on stdout; progress on stderr):
   same server certificate and station CA (TLS only: the baseline), `pkictl serve` (TLS
   only), and `pkictl serve` (TLS + websocket upgrade + admission, what a station does).
   Result: handshakes/s of each, and the ratios against the baseline. Target >= 0.5.
+* ``messages`` -- ``--talkers`` stations send the mix (Heartbeat, StatusNotification,
+  TransactionEvent, MeterValues), one message at a time each, in alternating rounds
+  against a plain `ocpp` library server (bench/ocpp_baseline.py: the baseline) and
+  `pkictl serve` (``--serve-workers N``: also N workers; ``--floor``: also a server
+  that does nothing). The stations are this process, or bench/loadgen.mjs with
+  ``--client node``. Result: messages/s, the ratios, and the CPU per message of the
+  load generator and of each pkictl server. Target >= 2 (scaling >= 1.6).
 
 Loopback only, bounded in time; everything is removed at the end.
 """
@@ -394,9 +401,37 @@ def mix(station_id: str, n: int) -> str:
     return json.dumps([2, f"m{n}", "MeterValues", {"evseId": 1, "meterValue": meter}])
 
 
+@dataclass(frozen=True)
+class RateSample:
+    """One round against one server: messages answered in ``elapsed_s``, and the CPU
+    seconds the load generator and (when known) the server used in that time, the
+    connections' set-up excluded."""
+
+    answered: int
+    elapsed_s: float
+    client_cpu_s: float
+    server_cpu_s: float | None
+
+    @property
+    def per_s(self) -> float:
+        return self.answered / self.elapsed_s
+
+
+def _server_cpu(pid: int | None) -> float | None:
+    return None if pid is None else cpu_seconds(pid)
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
 async def message_rate(
-    port: int, identities: Sequence[tuple[str, ssl.SSLContext]], duration: float
-) -> float:
+    port: int,
+    identities: Sequence[tuple[str, ssl.SSLContext]],
+    duration: float,
+    server_pid: int | None = None,
+) -> RateSample:
+    """The stations, connected and booted, send the mix until ``duration`` is up."""
     connections = await asyncio.gather(*(connect_and_boot(port, s, c) for s, c in identities))
     deadline = time.perf_counter() + duration
     answered = 0
@@ -413,12 +448,56 @@ async def message_rate(
             answered += 1
             n += 1
 
+    server_before, client_before = _server_cpu(server_pid), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(station(i) for i in range(len(connections))))
     elapsed = time.perf_counter() - started
+    client_cpu = time.process_time() - client_before
+    server_cpu = _spent(server_before, _server_cpu(server_pid))
     for connection in connections:
         await connection.close()
-    return answered / elapsed
+    return RateSample(answered, elapsed, client_cpu, server_cpu)
+
+
+LOADGEN = Path(__file__).with_name("loadgen.mjs")
+
+
+async def node_message_rate(
+    port: int, fleet: Fleet, stations: int, duration: float, server_pid: int | None = None
+) -> RateSample:
+    """`message_rate` by bench/loadgen.mjs: the same stations and mix from Node.js, whose
+    native TLS costs about half the Python client's CPU per message."""
+    config = fleet.directory / "loadgen.json"
+    identities = [
+        [station_id, str(fleet.directory / f"{station_id}.pem"),
+         str(fleet.directory / f"{station_id}.key")]
+        for station_id, _ in fleet.identities[:stations]
+    ]  # fmt: skip
+    config.write_text(json.dumps({
+        "port": port, "duration_s": duration, "stations": identities,
+        "root": str(fleet.home / "certs" / "cso-root.pem"),
+    }))  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        "node", str(LOADGEN), str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        started = await asyncio.wait_for(process.stdout.readline(), 120)  # all booted
+        server_before = _server_cpu(server_pid) if started.strip() == b"started" else None
+        out = await asyncio.wait_for(process.stdout.readline(), duration + 60)
+        server_cpu = _spent(server_before, _server_cpu(server_pid))
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"bench/loadgen.mjs failed: {err.decode().strip()}")
+    result = json.loads(out)
+    return RateSample(
+        int(result["answered"]), float(result["elapsed_s"]), float(result["cpu_s"]), server_cpu
+    )
 
 
 @contextlib.asynccontextmanager
@@ -448,19 +527,26 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
     rounds: int,
     workers: int = 1,
     with_floor: bool = False,
+    client: str = "python",
 ) -> dict[str, Any]:
     """The message mix against the plain `ocpp` server; with ``workers`` > 1, also
     against `pkictl serve --workers N` in the same rounds (the scaling ratio); with
-    ``with_floor``, also against a server that answers without doing anything."""
+    ``with_floor``, also against a server that answers without doing anything. The
+    ``client`` is this process (python) or bench/loadgen.mjs (node)."""
     identities = fleet.identities[:stations]
     rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
     scaled = f"pkictl_{workers}_workers"
+    servers: dict[str, int] = {}  # name: pid, for the CPU they use
     async with contextlib.AsyncExitStack() as running:
-        _, port = await running.enter_async_context(pkictl_serve(fleet))
+        serving, port = await running.enter_async_context(pkictl_serve(fleet))
+        servers["pkictl"] = serving.pid
         baseline_port = await running.enter_async_context(baseline_server(fleet))
         ports = {"ocpp_baseline": baseline_port, "pkictl": port}
         if workers > 1:
-            _, ports[scaled] = await running.enter_async_context(pkictl_serve(fleet, None, workers))
+            serving, ports[scaled] = await running.enter_async_context(
+                pkictl_serve(fleet, None, workers)
+            )
+            servers[scaled] = serving.pid
             rates[scaled] = []
         if with_floor:
             process, ports["floor"] = await floor.start(
@@ -469,9 +555,19 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
             )  # fmt: skip
             running.callback(process.kill)
             rates["floor"] = []
+        samples: dict[str, list[RateSample]] = {name: [] for name in rates}
         for round_ in range(rounds):
             for name, rate in rates.items():
-                rate.append(await message_rate(ports[name], identities, duration))
+                if client == "node":
+                    sample = await node_message_rate(
+                        ports[name], fleet, stations, duration, servers.get(name)
+                    )
+                else:
+                    sample = await message_rate(
+                        ports[name], identities, duration, servers.get(name)
+                    )
+                samples[name].append(sample)
+                rate.append(sample.per_s)
             log(
                 f"round {round_ + 1}/{rounds}: "
                 + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items())
@@ -479,6 +575,7 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
     ratio = _paired(rates["pkictl"], rates["ocpp_baseline"])
     result = {
         "bench": "fleet.messages",
+        "client": client,
         "stations": len(identities),
         "duration_s": duration,
         "rounds": rounds,
@@ -487,16 +584,36 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
         "target": MESSAGE_TARGET,
         "pass": ratio >= MESSAGE_TARGET,
     }
+    result["cpu_us_per_message"] = {
+        name: _cpu_per_message(taken) for name, taken in samples.items()
+    }
     if with_floor:
         result["ratio_floor"] = _paired(rates["floor"], rates["ocpp_baseline"])
     if workers > 1:
+        one_worker = result["cpu_us_per_message"]["pkictl"]
+        server, generator = one_worker["server"], one_worker["client"]
         result["scaling"] = {
             "workers": workers,
             "ratio_to_1_worker": _paired(rates[scaled], rates["pkictl"]),
             "ratio_to_baseline": _paired(rates[scaled], rates["ocpp_baseline"]),
             "target": SCALING_TARGET,
+            # N workers and the load generator share the cores: at best
+            # cores / (server + generator CPU per message) against 1 / server
+            "most_on_these_cores": round(min(workers, CORES * server / (server + generator)), 3),
         }
     return result
+
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def _cpu_per_message(samples: list[RateSample]) -> dict[str, int]:
+    """Microseconds of CPU per answered message: the load generator's and the server's."""
+    answered = sum(s.answered for s in samples)
+    taken = {"client": sum(s.client_cpu_s for s in samples)}
+    if all(s.server_cpu_s is not None for s in samples):
+        taken["server"] = sum(s.server_cpu_s or 0.0 for s in samples)
+    return {who: round(1e6 * seconds / answered) for who, seconds in taken.items()}
 
 
 def _paired(ours: list[float], theirs: list[float]) -> float:
@@ -530,7 +647,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--serve-workers", type=int, default=1,
         help="messages: also measure `pkictl serve --workers N` in the same rounds (N > 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--client", choices=("python", "node"), default="python",
+        help="messages: the load generator, this process or bench/loadgen.mjs (Node.js, "
+        "a fraction of the CPU per message: the servers get the cores)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.client == "node" and shutil.which("node") is None:
+        parser.error("--client node needs Node.js (node) on the PATH")
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
     check_plot_target("--plot", args.plot)
@@ -549,7 +673,7 @@ async def run(args: argparse.Namespace, directory: Path) -> list[dict[str, Any]]
         print(json.dumps(results[-1]), flush=True)
     if args.scenario in ("messages", "all"):
         results.append(await messages(fleet, args.duration, args.talkers, args.rounds,
-                                      args.serve_workers, args.floor))  # fmt: skip
+                                      args.serve_workers, args.floor, args.client))  # fmt: skip
         print(json.dumps(results[-1]), flush=True)
     return results
 

@@ -86,16 +86,7 @@ meter_samples = Table(
     Column("phase", String(8), nullable=True),
     Column("value", Float, nullable=False),
     Column("unit", String(16), nullable=True),
-    # The first and last energy register reading of a transaction come from this index,
-    # not from sorting the transaction's samples (migration 0018).
-    Index(
-        "ix_meter_samples_register",
-        "station_id",
-        "transaction_id",
-        "measurand",
-        "timestamp",
-        "value",
-    ),
+    Index("ix_meter_samples_transaction", "station_id", "transaction_id"),
 )
 
 station_reports = Table(
