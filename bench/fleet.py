@@ -19,8 +19,9 @@ Scenarios (one JSON line each on stdout; progress on stderr):
   against a plain `ocpp` library server (bench/ocpp_baseline.py: the baseline) and
   `pkictl serve` (``--serve-workers N``: also N workers; ``--floor``: also a server
   that does nothing). The stations are this process, or bench/loadgen.mjs with
-  ``--client node``. Result: messages/s, the ratios, and the CPU per message of the
-  load generator and of each pkictl server. Target >= 2 (scaling >= 1.6).
+  ``--client node``, or bench/loadgen.c with ``--client c``. Result: messages/s, the
+  ratios, and the CPU per message of the load generator and of each pkictl server.
+  Target >= 2 (scaling >= 1.6).
 
 Loopback only, bounded in time; everything is removed at the end.
 """
@@ -38,6 +39,7 @@ import signal
 import socket
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -459,28 +461,46 @@ async def message_rate(
     return RateSample(answered, elapsed, client_cpu, server_cpu)
 
 
-LOADGEN = Path(__file__).with_name("loadgen.mjs")
+LOADGENS = Path(__file__).parent
 
 
-async def node_message_rate(
-    port: int, fleet: Fleet, stations: int, duration: float, server_pid: int | None = None
-) -> RateSample:
-    """`message_rate` by bench/loadgen.mjs: the same stations and mix from Node.js, whose
-    native TLS costs about half the Python client's CPU per message."""
-    config = fleet.directory / "loadgen.json"
+def build_c_loadgen(directory: Path) -> Path:
+    """bench/loadgen.c compiled into ``directory`` (cc, OpenSSL 3 headers)."""
+    binary = directory / "loadgen"
+    compiler = shutil.which("cc") or "cc"
+    subprocess.run(
+        [compiler, "-O2", "-o", str(binary), str(LOADGENS / "loadgen.c"), "-lssl", "-lcrypto"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return binary
+
+
+async def external_message_rate(  # noqa: PLR0917 -- one round's knobs
+    client: str, port: int, fleet: Fleet, stations: int, duration: float,
+    server_pid: int | None = None,
+) -> RateSample:  # fmt: skip
+    """`message_rate` by bench/loadgen.mjs (``client`` "node") or the compiled
+    bench/loadgen.c ("c"): the same stations and mix, at about half (Node.js) or a
+    fraction (C) of the Python client's CPU per message."""
     identities = [
-        [station_id, str(fleet.directory / f"{station_id}.pem"),
-         str(fleet.directory / f"{station_id}.key")]
+        (station_id, str(fleet.directory / f"{station_id}.pem"),
+         str(fleet.directory / f"{station_id}.key"))
         for station_id, _ in fleet.identities[:stations]
     ]  # fmt: skip
-    config.write_text(json.dumps({
-        "port": port, "duration_s": duration, "stations": identities,
-        "root": str(fleet.home / "certs" / "cso-root.pem"),
-    }))  # fmt: skip
+    root = str(fleet.home / "certs" / "cso-root.pem")
+    config = fleet.directory / f"loadgen-{client}.conf"
+    if client == "node":
+        config.write_text(json.dumps(
+            {"port": port, "duration_s": duration, "stations": identities, "root": root}
+        ))  # fmt: skip
+        command = ["node", str(LOADGENS / "loadgen.mjs"), str(config)]
+    else:
+        lines = [f"{port} {duration} {root}", *(" ".join(i) for i in identities)]
+        config.write_text("\n".join(lines) + "\n")
+        command = [str(fleet.directory / "loadgen"), str(config)]
     process = await asyncio.create_subprocess_exec(
-        "node", str(LOADGEN), str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     assert process.stdout is not None
     try:
         started = await asyncio.wait_for(process.stdout.readline(), 120)  # all booted
@@ -493,7 +513,7 @@ async def node_message_rate(
             process.kill()
             await process.wait()
     if process.returncode != 0:
-        raise RuntimeError(f"bench/loadgen.mjs failed: {err.decode().strip()}")
+        raise RuntimeError(f"the {client} load generator failed: {err.decode().strip()}")
     result = json.loads(out)
     return RateSample(
         int(result["answered"]), float(result["elapsed_s"]), float(result["cpu_s"]), server_cpu
@@ -532,8 +552,11 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
     """The message mix against the plain `ocpp` server; with ``workers`` > 1, also
     against `pkictl serve --workers N` in the same rounds (the scaling ratio); with
     ``with_floor``, also against a server that answers without doing anything. The
-    ``client`` is this process (python) or bench/loadgen.mjs (node)."""
+    ``client`` is this process (python), bench/loadgen.mjs (node) or bench/loadgen.c
+    (c)."""
     identities = fleet.identities[:stations]
+    if client == "c":
+        build_c_loadgen(fleet.directory)
     rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
     scaled = f"pkictl_{workers}_workers"
     servers: dict[str, int] = {}  # name: pid, for the CPU they use
@@ -558,9 +581,9 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
         samples: dict[str, list[RateSample]] = {name: [] for name in rates}
         for round_ in range(rounds):
             for name, rate in rates.items():
-                if client == "node":
-                    sample = await node_message_rate(
-                        ports[name], fleet, stations, duration, servers.get(name)
+                if client != "python":
+                    sample = await external_message_rate(
+                        client, ports[name], fleet, stations, duration, servers.get(name)
                     )
                 else:
                     sample = await message_rate(
@@ -648,13 +671,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="messages: also measure `pkictl serve --workers N` in the same rounds (N > 1)",
     )  # fmt: skip
     parser.add_argument(
-        "--client", choices=("python", "node"), default="python",
-        help="messages: the load generator, this process or bench/loadgen.mjs (Node.js, "
-        "a fraction of the CPU per message: the servers get the cores)",
+        "--client", choices=("python", "node", "c"), default="python",
+        help="messages: the load generator: this process, bench/loadgen.mjs (Node.js) or "
+        "bench/loadgen.c (compiled with cc and OpenSSL 3); the cheaper it is per message, "
+        "the more of the cores the servers get",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.client == "node" and shutil.which("node") is None:
         parser.error("--client node needs Node.js (node) on the PATH")
+    if args.client == "c" and not (
+        shutil.which("cc") and Path("/usr/include/openssl/ssl.h").exists()
+    ):
+        parser.error("--client c needs a C compiler (cc) and OpenSSL 3 headers (libssl-dev)")
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
     check_plot_target("--plot", args.plot)
