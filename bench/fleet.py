@@ -468,10 +468,12 @@ def build_c_loadgen(directory: Path) -> Path:
     """bench/loadgen.c compiled into ``directory`` (cc, OpenSSL 3 headers)."""
     binary = directory / "loadgen"
     compiler = shutil.which("cc") or "cc"
-    subprocess.run(
+    built = subprocess.run(
         [compiler, "-O2", "-o", str(binary), str(LOADGENS / "loadgen.c"), "-lssl", "-lcrypto"],
-        check=True, capture_output=True,
+        check=False, capture_output=True, text=True,
     )  # fmt: skip
+    if built.returncode != 0:
+        raise RuntimeError(f"bench/loadgen.c did not compile: {built.stderr.strip()}")
     return binary
 
 
