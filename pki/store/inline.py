@@ -11,7 +11,8 @@ Group commit: the units asked for during one turn of the loop (the messages of e
 station whose frame arrived in that turn) run at the start of the next, one after the
 other in one BEGIN IMMEDIATE transaction, each in a SAVEPOINT of its own -- a unit that
 fails leaves nothing and the others go on -- and one COMMIT; then each caller gets its
-result or its error. No caller hears of its write before it is committed. The BEGIN
+result or its error. No caller hears of its write before it is committed, and a
+unit is done even if its caller gave up waiting. The BEGIN
 and the COMMIT (its WAL pages written once for all) were a quarter of a unit's cost.
 
 If another connection or process holds the write lock, the batch tries again after
@@ -104,8 +105,10 @@ class Database:
 
     def _commit_queued(self) -> None:
         """The units queued since the last turn, in one transaction (`write`)."""
-        batch = [(work, done) for work, done in self._queued if not done.cancelled()]
-        self._queued = []
+        batch, self._queued = self._queued, []
+        # a caller that gave up meanwhile still has its unit done (and not told): a
+        # write asked for is never dropped -- callers record outcomes from `except
+        # CancelledError:` handlers, as they could when a unit ran at once
         try:
             _settle(batch, self._run_units([work for work, _ in batch]))
         except _Busy:
@@ -120,7 +123,6 @@ class Database:
     async def _retry_busy(self, batch: list[Queued]) -> None:
         for pause in busy_pauses():
             await asyncio.sleep(pause)
-            batch = [(work, done) for work, done in batch if not done.cancelled()]
             try:
                 _settle(batch, self._run_units([work for work, _ in batch]))
             except _Busy:
