@@ -244,6 +244,7 @@ int main(int argc, char **argv) {
         connect_station(&stations[count], context, port, chain, key);
         count++;
     }
+    if (fscanf(config, "%63s", chain) == 1) die("more stations than this build takes (4096)", argv[1]);
     fclose(config);
 
     int poll = epoll_create1(0);

@@ -47,12 +47,12 @@ class Prepared:
 
     def execute(self, connection: Connection, rows: Row | Sequence[Row]) -> None:
         """Insert ``rows`` (one mapping, or several with the same keys)."""
-        driver = connection.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection):
-            connection.execute(self.statement, rows)
-            return
         many = [rows] if isinstance(rows, Mapping) else list(rows)
         if not many:
+            return  # nothing to insert, on every connection alike
+        driver = connection.connection.driver_connection
+        if not isinstance(driver, sqlite3.Connection):
+            connection.execute(self.statement, many)
             return
         compiled = self._for(connection.dialect, tuple(many[0]))
         parameters = [
