@@ -464,17 +464,24 @@ async def message_rate(
 LOADGENS = Path(__file__).parent
 
 
-def build_c_loadgen(directory: Path) -> Path:
-    """bench/loadgen.c compiled into ``directory`` (cc, OpenSSL 3 headers)."""
-    binary = directory / "loadgen"
+def build_c(name: str, directory: Path) -> Path:
+    """bench/NAME.c (with bench/wsclient.h) compiled into ``directory``."""
+    binary = directory / name
     compiler = shutil.which("cc") or "cc"
     built = subprocess.run(
-        [compiler, "-O2", "-o", str(binary), str(LOADGENS / "loadgen.c"), "-lssl", "-lcrypto"],
+        [compiler, "-O2", "-o", str(binary), str(LOADGENS / f"{name}.c"), "-lssl", "-lcrypto"],
         check=False, capture_output=True, text=True,
     )  # fmt: skip
     if built.returncode != 0:
-        raise RuntimeError(f"bench/loadgen.c did not compile: {built.stderr.strip()}")
+        raise RuntimeError(f"bench/{name}.c did not compile: {built.stderr.strip()}")
     return binary
+
+
+def c_client_missing() -> str | None:
+    """Why ``--client c`` cannot run here, or None."""
+    if shutil.which("cc") and Path("/usr/include/openssl/ssl.h").exists():
+        return None
+    return "--client c needs a C compiler (cc) and OpenSSL 3 headers (libssl-dev)"
 
 
 async def external_message_rate(  # noqa: PLR0917 -- one round's knobs
@@ -558,7 +565,7 @@ async def messages(  # noqa: PLR0917 -- the scenario's knobs
     (c)."""
     identities = fleet.identities[:stations]
     if client == "c":
-        build_c_loadgen(fleet.directory)
+        build_c("loadgen", fleet.directory)
     rates: dict[str, list[float]] = {"ocpp_baseline": [], "pkictl": []}
     scaled = f"pkictl_{workers}_workers"
     servers: dict[str, int] = {}  # name: pid, for the CPU they use
@@ -681,10 +688,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.client == "node" and shutil.which("node") is None:
         parser.error("--client node needs Node.js (node) on the PATH")
-    if args.client == "c" and not (
-        shutil.which("cc") and Path("/usr/include/openssl/ssl.h").exists()
-    ):
-        parser.error("--client c needs a C compiler (cc) and OpenSSL 3 headers (libssl-dev)")
+    if args.client == "c" and (missing := c_client_missing()):
+        parser.error(missing)
     if args.stations < 1 or args.duration <= 0 or args.rounds < 1 or args.concurrency < 1:
         parser.error("--stations, --duration, --rounds and --concurrency must be positive")
     check_plot_target("--plot", args.plot)

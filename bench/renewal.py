@@ -2,7 +2,9 @@
 
 Setup (not timed): a temporary pkictl home, N registered stations with a certificate
 each (real keys, real CSRs), `pkictl serve` as a subprocess on 127.0.0.1, and the
-simulated stations in ``--workers`` client processes, all connected.
+simulated stations in ``--workers`` client processes, all connected: Python (the
+`ocpp` library's ChargePoint) or, with ``--client c``, bench/renewsim.c (OpenSSL, one
+epoll loop) at a fraction of the CPU per renewal, so that the servers get the cores.
 
 The campaign (timed): `pkictl renew STATION...` for all of them, as an operator would.
 Each station gets TriggerMessage(SignChargingStationCertificate), makes a new P-256 key,
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import ssl
 import sys
 import time
@@ -39,7 +42,20 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action
 
-from bench.fleet import _csr, build_fleet, cpu_seconds, log, pkictl_serve, run_in_scratch
+from bench.fleet import (
+    ORG,
+    SCALING_TARGET,
+    Fleet,
+    _csr,
+    _paired,
+    build_c,
+    build_fleet,
+    c_client_missing,
+    cpu_seconds,
+    log,
+    pkictl_serve,
+    run_in_scratch,
+)
 from bench.plot import check_plot_target, line_chart
 from csms.app import open_app
 
@@ -134,6 +150,7 @@ class WorkerJob:
     directory: Path
     stations: list[str]
     timeout_s: float
+    client: str = "python"
 
 
 async def _worker(job: WorkerJob) -> None:
@@ -178,11 +195,23 @@ async def _worker(job: WorkerJob) -> None:
 
 
 async def _start_worker(job: WorkerJob) -> asyncio.subprocess.Process:
-    stations = job.directory / f"worker-{job.stations[0]}.json"
-    stations.write_text(json.dumps(job.stations))
+    """A client process for the job's stations; each says `ready` and `done` (JSON)."""
+    if job.client == "c":
+        config = job.directory / f"renewsim-{job.stations[0]}.conf"
+        root = job.directory / "ca" / "certs" / "cso-root.pem"
+        config.write_text("\n".join([
+            f"{job.port} {job.timeout_s} {root}", ORG,
+            *(f"{s} {job.directory / f'{s}.pem'} {job.directory / f'{s}.key'} SN{s[2:]}"
+              for s in job.stations),
+        ]) + "\n")  # fmt: skip
+        command: tuple[str, ...] = (str(job.directory / "renewsim"), str(config))
+    else:
+        stations = job.directory / f"worker-{job.stations[0]}.json"
+        stations.write_text(json.dumps(job.stations))
+        command = (sys.executable, "-m", "bench.renewal", "--worker", str(job.port),
+                   str(stations), str(job.timeout_s))  # fmt: skip
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.renewal", "--worker", str(job.port), str(stations),
-        str(job.timeout_s), stdout=asyncio.subprocess.PIPE,
+        *command, stdout=asyncio.subprocess.PIPE,
         limit=64 * 1024 * 1024,  # the "done" line carries every station's timings
     )  # fmt: skip
 
@@ -207,6 +236,16 @@ async def _renew_all(home: Path, station_ids: list[str]) -> None:
     )  # fmt: skip
     if await process.wait() != 0:
         raise RuntimeError("pkictl renew failed")
+
+
+def _steady_rate(confirmed_at: Sequence[float]) -> float:
+    """Renewals confirmed per second between the 10th and the 90th percentile of the
+    confirmations: the campaign's pace without its start (the `renew` command, the
+    first wake-up) and its tail."""
+    ordered = sorted(confirmed_at)
+    first, last = len(ordered) // 10, len(ordered) * 9 // 10
+    span = ordered[last] - ordered[first] if last > first else 0.0
+    return round((last - first) / span, 1) if span > 0 else 0.0
 
 
 def _percentiles(values: Sequence[float]) -> dict[str, float]:
@@ -252,12 +291,67 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     config.write_text(
         config.read_text().replace("[renewal]\n", f"[renewal]\nmax_in_flight = {args.in_flight}\n")
     )
+    if args.client == "c":
+        build_c("renewsim", directory)
+    if args.rounds:
+        return await scaling(args, fleet)
+    return await one_campaign(args, fleet, args.serve_workers)
+
+
+async def scaling(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
+    """The same campaign with 1 and with ``--serve-workers`` N pkictl workers, in
+    alternating rounds, each from the same starting state (the home copied back: its
+    SQLite database and CA), so that both see the same machine hour."""
+    pristine = fleet.directory / "home-before-the-campaign"
+    shutil.copytree(fleet.home, pristine)
+    counts = (1, args.serve_workers)
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for round_ in range(args.rounds):
+        for serve_workers in counts:
+            shutil.rmtree(fleet.home)
+            shutil.copytree(pristine, fleet.home)
+            runs[serve_workers].append(await one_campaign(args, fleet, serve_workers))
+        log(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
+            f"{n} worker(s) {runs[n][-1]['seconds']} s" for n in counts
+        ))  # fmt: skip
+    ratio = _paired([r["seconds"] for r in runs[1]], [r["seconds"] for r in runs[counts[1]]])
+    exactly_once = all(r["confirmed_exactly_once"] for n in counts for r in runs[n])
+    return {
+        "bench": "renewal.scaling",
+        "stations": args.stations,
+        "client": args.client,
+        "signing_process": args.signing_process,
+        "rounds": args.rounds,
+        "seconds": {f"{n}_workers": [r["seconds"] for r in runs[n]] for n in counts},
+        "server_cpu_ms_per_renewal": {
+            f"{n}_workers": [r["server_cpu_ms_per_renewal"] for r in runs[n]] for n in counts
+        },
+        "simulator_cpu_ms_per_renewal": [
+            r["simulator_cpu_ms_per_renewal"] for n in counts for r in runs[n]
+        ],
+        "steady_per_s": {f"{n}_workers": [r["steady_per_s"] for r in runs[n]] for n in counts},
+        "steady_ratio": _paired(
+            [r["steady_per_s"] for r in runs[counts[1]]], [r["steady_per_s"] for r in runs[1]]
+        ),
+        "renew_command_s": [r["renew_command_s"] for n in counts for r in runs[n]],
+        "confirmed_exactly_once": exactly_once,
+        "ratio_to_1_worker": ratio,
+        "target": SCALING_TARGET,
+        "pass": exactly_once and ratio >= SCALING_TARGET,
+    }
+
+
+async def one_campaign(
+    args: argparse.Namespace, fleet: Fleet, serve_workers: int
+) -> dict[str, Any]:
+    """`pkictl renew` of every station, under `pkictl serve --workers serve_workers`."""
+    directory = fleet.directory
     station_ids = [s for s, _ in fleet.identities]
     serve_options = ("--signing-process", args.signing_process)
-    async with pkictl_serve(fleet, None, args.serve_workers, *serve_options) as (process, port):
+    async with pkictl_serve(fleet, None, serve_workers, *serve_options) as (process, port):
         workers = [
             await _start_worker(WorkerJob(port, directory, station_ids[w :: args.workers],
-                                          args.timeout))
+                                          args.timeout, args.client))
             for w in range(args.workers)
         ]  # fmt: skip
         connected = sum([await _line(w, "ready", args.timeout) for w in workers])
@@ -294,14 +388,16 @@ async def campaign(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     return {
         "bench": "renewal.campaign",
         "stations": args.stations,
+        "client": args.client,
         "client_workers": args.workers,
-        "serve_workers": args.serve_workers,
+        "serve_workers": serve_workers,
         "signing_process": args.signing_process,
         "max_in_flight": args.in_flight,
         "database": "postgresql" if args.db else "sqlite",
         "seconds": round(elapsed, 2),
         "renew_command_s": round(command_s, 2),
         "first_confirmed_s": round(min(at for at, _ in results) - started, 2),
+        "steady_per_s": _steady_rate([at for at, _ in results]),
         "reconnection_retries": retries,
         "stations_per_s": round(args.stations / elapsed, 1),
         "server_cpu_ms_per_renewal": round(cpu * 1000 / args.stations, 2),
@@ -329,6 +425,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="client processes")
     parser.add_argument(
+        "--client", choices=("python", "c"), default="python",
+        help="the station simulator: Python, or bench/renewsim.c (compiled with cc and "
+        "OpenSSL 3; up to 4,096 stations per --workers process)",
+    )  # fmt: skip
+    parser.add_argument(
         "--serve-workers", type=int, default=1, help="pkictl serve --workers N (default 1)"
     )
     parser.add_argument(
@@ -347,12 +448,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="database (default: SQLite in the scratch home); a postgresql+asyncpg:// URL "
         "must name an empty, throwaway database",
     )  # fmt: skip
+    parser.add_argument(
+        "--rounds", type=int, default=0,
+        help="with --serve-workers N > 1: the scaling ratio, N workers against 1, over this "
+        "many rounds alternating 1 and N from the same starting state (SQLite only)",
+    )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=600, help="seconds, per phase")
     parser.add_argument("--plot", type=Path, help="write a PNG of stations confirmed over time")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)  # PORT FILE TIMEOUT
     args = parser.parse_args(argv)
     if args.stations < 1 or args.workers < 1 or args.timeout <= 0:
         parser.error("--stations, --workers and --timeout must be positive")
+    if args.rounds and (args.rounds < 0 or args.serve_workers < 2 or args.db):
+        parser.error("--rounds needs --serve-workers N > 1, and SQLite (no --db)")
+    if args.client == "c" and (missing := c_client_missing()):
+        parser.error(missing)
+    if args.client == "c" and args.stations > 4096 * args.workers:
+        parser.error("--client c drives up to 4,096 stations per --workers process")
     check_plot_target("--plot", args.plot)
     return args
 

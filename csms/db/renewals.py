@@ -164,7 +164,9 @@ class SqlRenewalStore:
         )
         return count
 
-    async def waiting(self, limit: int, station_id: str | None = None) -> list[Renewal]:
+    async def waiting(
+        self, limit: int, station_id: str | None = None, node_id: str | None = None
+    ) -> list[Renewal]:
         statement = (
             select(renewals)
             .join(station_sessions, station_sessions.c.station_id == renewals.c.station_id)
@@ -178,6 +180,8 @@ class SqlRenewalStore:
         )
         if station_id is not None:
             statement = statement.where(renewals.c.station_id == station_id)
+        if node_id is not None:
+            statement = statement.where(station_sessions.c.node_id == node_id)
         rows = await self._database.read(lambda connection: connection.execute(statement).all())
         return [_renewal(r) for r in rows]
 

@@ -78,9 +78,11 @@ class RenewalStore(Protocol):
         """Open renewals past `due` whose station is connected: the ones loading us."""
         ...
 
-    async def waiting(self, limit: int, station_id: str | None = None) -> list[Renewal]:
+    async def waiting(
+        self, limit: int, station_id: str | None = None, node_id: str | None = None
+    ) -> list[Renewal]:
         """Renewals still `due` (held back by the cap) of connected stations, oldest
-        first."""
+        first; with ``node_id``, only of stations that node holds."""
         ...
 
     async def replaced_unrevoked(self, confirmed_before: datetime) -> list[Renewal]:

@@ -167,14 +167,28 @@ class RenewalService:
 
     async def fill(self, station_id: str | None = None) -> int:
         """Trigger renewals held back in `due` (oldest first, connected stations only)
-        while fewer than `max_in_flight` are under way; how many it triggered."""
+        while fewer than `max_in_flight` are under way; how many it triggered. A node
+        takes the stations it holds first: their TriggerMessage goes out at once, where
+        another node's station waits for that node to see it (up to a poll interval on
+        SQLite), holding a place under the cap meanwhile."""
         async with self._fill_lock:  # (nodes filling at once may overshoot a little)
             room = self.settings.max_in_flight - await self.store.count_in_flight()
             started = 0
-            if room > 0:
-                for renewal in await self.store.waiting(room, station_id):
-                    if (await self._trigger(renewal)).state is RenewalState.TRIGGERED:
-                        started += 1
+            if room <= 0:
+                return 0
+            held_here = self.outbox.node_id
+            waiting = [] if held_here is None else await self.store.waiting(
+                room, station_id, held_here
+            )  # fmt: skip
+            if len(waiting) < room:
+                taken = {renewal.id for renewal in waiting}
+                waiting += [
+                    renewal for renewal in await self.store.waiting(room, station_id)
+                    if renewal.id not in taken
+                ][: room - len(waiting)]  # fmt: skip
+            for renewal in waiting:
+                if (await self._trigger(renewal)).state is RenewalState.TRIGGERED:
+                    started += 1
             return started
 
     def _fill_soon(self) -> None:

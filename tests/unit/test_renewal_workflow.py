@@ -311,6 +311,32 @@ async def test_renewals_asked_beyond_the_cap_wait_and_start_as_room_is_made(
     await service.close()
 
 
+async def test_a_node_fills_the_room_with_stations_it_holds_first(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """Its own stations get their TriggerMessage at once; another node's wait for that
+    node to see the call (a poll interval on SQLite) while holding a place."""
+    await second_station(ca, clock)
+    for station, node in ((STATION, "elsewhere"), ("CS002", "node")):
+        await SessionService(SqlSessionStore(ca.store.database), clock, node_id=node).connected(
+            station, security_profile=3, boot_pending=False, remote="127.0.0.1",
+            certificate_serial=None, certificate_not_after=None,
+        )  # fmt: skip
+    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=1, jitter_s=0))
+    here = dataclasses.replace(service.outbox, node_id="node")
+    service = dataclasses.replace(service, outbox=here)
+    older, held_here = await service.request_all(
+        [(STATION, CertificateKind.STATION, None), ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )
+    assert (older.state, held_here.state) == (S.DUE, S.TRIGGERED)
+    answer = await service.sign("CS002", make_csr(cn="SN-9999"), CertificateKind.STATION)
+    assert not answer.accepted  # it fails: room, and none of this node's stations wait
+    await service.fill()  # (or the fill its failure scheduled)
+    assert (await service.get(older.id)).state is S.TRIGGERED  # then the other node's
+    await service.close()
+
+
 async def test_failures_back_off_then_stop_with_an_alert(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
