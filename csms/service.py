@@ -161,7 +161,9 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
     endpoint = OcppEndpoint(node.gate, node.run_session, Transport.TLS)
     async with contextlib.AsyncExitStack() as servers:
         if await servers.enter_async_context(app.outbox_wakeups(node.outbox.wake)):
-            LOG.info("calls queued elsewhere wake this node at once (LISTEN/NOTIFY)")
+            LOG.info("calls queued elsewhere wake this node at once (%s)",
+                     "LISTEN/NOTIFY" if app.store.engine.dialect.name == "postgresql"
+                     else "Unix datagrams")  # fmt: skip
         ocpp_server = await servers.enter_async_context(
             websockets_serve(
                 endpoint.handle,

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
 
-from csms.db.notify import notify_queued
+from csms.db.notify import announce_queued, notify_queued
 from csms.db.schema import outbox
 from csms.domain.outbox import CallState
 from csms.services.outbox import OutboxItem
@@ -40,7 +40,9 @@ class SqlOutboxStore:
             notify_queued(connection, station_id)
             return item_id
 
-        return await self._database.write(work)
+        item_id = await self._database.write(work)
+        announce_queued(self._engine.url, station_id)
+        return item_id
 
     async def oldest_queued(self, station_id: str) -> OutboxItem | None:
         statement = (

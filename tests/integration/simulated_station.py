@@ -198,10 +198,11 @@ class Service:
 
 @asynccontextmanager
 async def serving(
-    home: Home, fleet: Fleet, response_timeout: float = 2.0
+    home: Home, fleet: Fleet, response_timeout: float = 2.0, poll_interval: float = 0.1
 ) -> AsyncIterator[Service]:
     """`pkictl serve` (in this process, on loopback ports of its choosing) for ``home``,
-    station CSRs signed in its child process (ADR 15)."""
+    station CSRs signed in its child process (ADR 15); calls queued elsewhere are looked
+    for every ``poll_interval`` s."""
     stop = asyncio.Event()
     ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     async with open_app(home.path, passphrase_file(home.directory)) as app:
@@ -210,7 +211,7 @@ async def serving(
             0,
             0,
             response_timeout=response_timeout,
-            outbox_poll_interval=0.1,
+            outbox_poll_interval=poll_interval,
             signing_process=True,  # as `pkictl serve` runs with a core to spare
         )
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))

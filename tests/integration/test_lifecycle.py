@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +183,28 @@ async def test_renew_due_waits_until_each_renewal_is_confirmed(service: Service)
     (confirmed,) = await asyncio.wait_for(waiting, 30)
     assert confirmed["state"] == "confirmed"
     listener.cancel()
+
+
+async def test_a_renewal_asked_by_another_process_reaches_the_station_without_a_poll(
+    tmp_path: Path,
+) -> None:
+    """SQLite: `pkictl renew` in a process of its own wakes the node over its Unix
+    socket; the node polls only once a minute here, so only the wake-up can be in time."""
+    home = await initialized_home(tmp_path, STATIONS, frozenset({"cso"}))
+    async with serving(home, STATIONS, poll_interval=60) as service:
+        sockets = await asyncio.to_thread(lambda: list(tmp_path.rglob("*.wake/*.sock")))
+        assert len(sockets) == 1  # this process's, while it serves
+        station = await service.station("R1")
+        _, listener = await service.connect(station, station.identity)
+        asked = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli", "--home", str(home.path),
+            "--passphrase-file", str(passphrase_file(home.directory)), "renew", "R1",
+            stdout=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await asyncio.wait_for(asked.wait(), 30) == 0
+        await asyncio.wait_for(station.installing.wait(), 20)  # a poll would take 60 s
+        listener.cancel()
+    assert not sockets[0].exists()  # removed when the node stops
 
 
 def test_renew_wait_exits_9_when_a_renewal_does_not_end(tmp_path: Path) -> None:
