@@ -169,8 +169,8 @@ class RenewalService:
         """Trigger renewals held back in `due` (oldest first, connected stations only)
         while fewer than `max_in_flight` are under way; how many it triggered. A node
         takes the stations it holds first: their TriggerMessage goes out at once, where
-        another node's station waits for that node to see it (up to a poll interval on
-        SQLite), holding a place under the cap meanwhile."""
+        another node's station holds a place under the cap until that node is woken (or
+        polls) and sends it."""
         async with self._fill_lock:  # (nodes filling at once may overshoot a little)
             room = self.settings.max_in_flight - await self.store.count_in_flight()
             started = 0
