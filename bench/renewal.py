@@ -314,6 +314,7 @@ async def scaling(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
         log(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
             f"{n} worker(s) {runs[n][-1]['seconds']} s" for n in counts
         ))  # fmt: skip
+    # the speed-up: a round's time with 1 worker over its time with N
     ratio = _paired([r["seconds"] for r in runs[1]], [r["seconds"] for r in runs[counts[1]]])
     exactly_once = all(r["confirmed_exactly_once"] for n in counts for r in runs[n])
     return {
@@ -459,8 +460,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.stations < 1 or args.workers < 1 or args.timeout <= 0:
         parser.error("--stations, --workers and --timeout must be positive")
-    if args.rounds and (args.rounds < 0 or args.serve_workers < 2 or args.db):
-        parser.error("--rounds needs --serve-workers N > 1, and SQLite (no --db)")
+    if args.rounds and (args.rounds < 0 or args.serve_workers < 2 or args.db or args.plot):
+        parser.error("--rounds needs --serve-workers N > 1 and SQLite (no --db), without --plot")
     if args.client == "c" and (missing := c_client_missing()):
         parser.error(missing)
     if args.client == "c" and args.stations > 4096 * args.workers:
