@@ -8,8 +8,9 @@
  * per station. Each station connects with its certificate (blocking, one after the
  * other) and waits; then prints {"ready": N}. In one epoll loop, each station then does
  * what a charging station does when the CSMS renews its certificate:
- *   TriggerMessage(SignChargingStationCertificate) -> answer Accepted, make a new P-256
- *   key, send SignCertificate with a CSR (CN = SERIAL, O = organization);
+ *   TriggerMessage(SignChargingStationCertificate) -> answer Accepted, send
+ *   SignCertificate with the CSR of a new P-256 key (CN = SERIAL, O = organization;
+ *   key and CSR made during set-up, so that the cores go to the servers);
  *   CertificateSigned -> Rejected unless the leaf holds the new key, else Accepted,
  *   then close the session and connect again with the new chain and key, retrying a
  *   refused attempt after 1, 2, 4 ... s; admitted (101) confirms the renewal.
@@ -30,7 +31,9 @@ typedef struct {
     Session session;
     char serial[64];
     int state;
-    EVP_PKEY *key;           /* the new key, from the TriggerMessage on */
+    EVP_PKEY *key;           /* the new key */
+    char *sign_request;      /* SignCertificate with its CSR */
+    int sign_request_length;
     X509 *leaf;              /* the new certificate, from CertificateSigned on */
     STACK_OF(X509) *chain;   /* what came after it */
     double sign_answered, delivered, confirmed_at, retry_at, pause;
@@ -98,10 +101,11 @@ static void send_answer(Station *station, const char *id, const char *payload) {
     send_text(&station->session, message, length);
 }
 
-/* A new P-256 key and SignCertificate with its CSR, as a station does on the trigger. */
-static void send_csr(Station *station) {
+/* The station's next key and its SignCertificate request, made during set-up: a station
+ * makes them when triggered, but the CSMS sees the same messages either way, and the
+ * cores are left to the servers under test. */
+static void prepare_csr(Station *station) {
     const char *id = station->session.id;
-    EVP_PKEY_free(station->key);
     station->key = EVP_EC_gen("P-256");
     X509_REQ *request = X509_REQ_new();
     X509_NAME *name = X509_REQ_get_subject_name(request);
@@ -129,30 +133,46 @@ static void send_csr(Station *station) {
     }
     length += snprintf(message + length, sizeof message - length,
                        "\", \"certificateType\": \"ChargingStationCertificate\"}]");
-    send_text(&station->session, message, length);
+    station->sign_request = strndup(message, length);
+    station->sign_request_length = length;
     BIO_free(pem);
     X509_REQ_free(request);
+}
+
+/* The certificates after the leaf, parsed once for all stations while they are the same
+ * (the issuing CA's): OpenSSL 3.0 takes ~120 us to parse one. */
+static STACK_OF(X509) *issuers(const char *pem_text) {
+    static char *cached_text;
+    static STACK_OF(X509) *cached;
+    if (cached_text != NULL && strcmp(cached_text, pem_text) == 0) return cached;
+    BIO *pem = BIO_new_mem_buf(pem_text, -1);
+    STACK_OF(X509) *parsed = sk_X509_new_null();
+    X509 *next;
+    while ((next = PEM_read_bio_X509(pem, NULL, NULL, NULL)) != NULL) sk_X509_push(parsed, next);
+    ERR_clear_error(); /* the end of the PEM data */
+    BIO_free(pem);
+    free(cached_text); /* (a stack given to a station before stays with it) */
+    cached_text = strdup(pem_text);
+    return cached = parsed;
 }
 
 /* CertificateSigned: whether the chain's leaf holds the key of our CSR (kept if so). */
 static int take_chain(Station *station, const char *payload) {
     static char chain[BUFFER];
-    if (field(payload, "certificateChain", chain, sizeof chain) == NULL || station->key == NULL)
-        return 0;
-    BIO *pem = BIO_new_mem_buf(chain, -1);
+    static const char end_marker[] = "-----END CERTIFICATE-----";
+    if (field(payload, "certificateChain", chain, sizeof chain) == NULL) return 0;
+    char *leaf_end = strstr(chain, end_marker);
+    if (leaf_end == NULL) return 0;
+    leaf_end += strlen(end_marker);
+    BIO *pem = BIO_new_mem_buf(chain, (int)(leaf_end - chain));
     X509 *leaf = PEM_read_bio_X509(pem, NULL, NULL, NULL);
-    STACK_OF(X509) *rest = sk_X509_new_null();
-    X509 *next;
-    while ((next = PEM_read_bio_X509(pem, NULL, NULL, NULL)) != NULL) sk_X509_push(rest, next);
-    ERR_clear_error(); /* the end of the PEM data */
     BIO_free(pem);
     if (leaf == NULL || EVP_PKEY_eq(X509_get0_pubkey(leaf), station->key) != 1) {
         X509_free(leaf);
-        sk_X509_pop_free(rest, X509_free);
         return 0;
     }
     station->leaf = leaf;
-    station->chain = rest;
+    station->chain = issuers(leaf_end);
     return 1;
 }
 
@@ -174,7 +194,7 @@ static void handle(Station *station, const char *text) {
     if (type != 2 || (p = json_string(skip(p), action, sizeof action)) == NULL) die(text, who);
     if (strcmp(action, "TriggerMessage") == 0) {
         send_answer(station, id, "{\"status\": \"Accepted\"}");
-        send_csr(station);
+        send_text(&station->session, station->sign_request, station->sign_request_length);
     } else if (strcmp(action, "CertificateSigned") == 0) {
         if (!take_chain(station, p)) {
             send_answer(station, id, "{\"status\": \"Rejected\"}");
@@ -327,6 +347,7 @@ int main(int argc, char **argv) {
            fscanf(config, "%63s %4095s %4095s %63s", stations[count].session.id, chain, key,
                   stations[count].serial) == 4) {
         open_session(&stations[count].session, context, port, chain, key);
+        prepare_csr(&stations[count]);
         count++;
     }
     if (fscanf(config, "%63s", chain) == 1) die("more stations than this build takes (4096)", argv[1]);
