@@ -121,6 +121,15 @@ class SqlRenewalStore:
             raise LookupError(f"no renewal #{renewal_id}")
         return found
 
+    async def get_many(self, renewal_ids: Sequence[int]) -> list[Renewal]:
+        found: dict[int, Renewal] = {}
+        for start in range(0, len(renewal_ids), 500):  # bounded IN lists
+            chunk = renewal_ids[start : start + 500]
+            found.update((r.id, r) for r in await self._all(renewals.c.id.in_(chunk)))
+        if missing := [i for i in renewal_ids if i not in found]:
+            raise LookupError(f"no renewal #{missing[0]}")
+        return [found[i] for i in renewal_ids]
+
     async def by_outbox_id(self, outbox_id: int) -> Renewal | None:
         return await self._one(renewals.c.outbox_id == outbox_id)
 
@@ -224,6 +233,11 @@ class SqlRenewalStore:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return [_renewal(r) for r in reversed(rows)]
+
+    async def _all(self, condition: Any) -> Sequence[Renewal]:
+        statement = select(renewals).where(condition)
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
 
     async def _one(self, condition: Any) -> Renewal | None:
         statement = select(renewals).where(condition)

@@ -257,7 +257,7 @@ class RenewalService:
                 batch, requested_by=requested_by, at=self.clock.now()
             )
         await self.fill()
-        return [await self.get(renewal.id) for renewal in created]
+        return await self.store.get_many([renewal.id for renewal in created])
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity

@@ -311,6 +311,22 @@ async def test_renewals_asked_beyond_the_cap_wait_and_start_as_room_is_made(
     await service.close()
 
 
+async def test_renewals_are_read_back_many_at_once_in_the_order_asked(
+    ca: CertificateAuthority, clock: FixedClock
+) -> None:
+    await second_station(ca, clock)
+    service = renewal_service(ca, clock)
+    first, second = await service.request_all(
+        [(STATION, CertificateKind.STATION, None), ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )
+    ids = [second.id, first.id, second.id, *range(first.id + 10, first.id + 1010)]
+    with pytest.raises(LookupError, match=f"no renewal #{first.id + 10}"):
+        await service.store.get_many(ids)  # (over 500: in chunks)
+    assert [r.id for r in await service.store.get_many(ids[:3])] == ids[:3]
+    await service.close()
+
+
 async def test_a_node_fills_the_room_with_stations_it_holds_first(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
