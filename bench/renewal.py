@@ -16,6 +16,10 @@ exactly once; and, per station, how long after its SignCertificate was answered 
 CertificateSigned arrived (p50/p99/max; at most 5 s asked). Target: 10,000 stations in
 <= 180 s on a 2-core machine.
 
+With ``--rounds R --serve-workers N``: the campaign with 1 and with N workers in R
+alternating rounds from the same starting state, and one JSON line with the scaling
+ratio (median of the rounds' ratios; target >= 1.6, issue #7).
+
 Loopback only, bounded in time (``--timeout``); everything is removed at the end.
 """
 

@@ -53,7 +53,11 @@ def announce_queued(url: URL, station_id: str) -> None:
     except OSError:
         return  # no node has listened here yet
     payload = station_id.encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+    try:
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    except OSError:  # out of file descriptors, say: the call is queued, the poll finds it
+        return
+    with sender:
         sender.setblocking(False)
         for path in sockets:
             if path in _LISTENING_HERE:

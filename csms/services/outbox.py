@@ -8,8 +8,8 @@ station next (ADR 13). One call in flight per station; each ends answered, faile
 (CALLERROR) or timed out, with the answer kept.
 
 Delivery is woken in-process when a call is queued on this node; calls queued by the
-CLI or another node wake it through the database's notifications where there are
-(PostgreSQL), and are found by one poll per interval for all connected stations
+CLI or another node wake it through `csms.db.notify` (NOTIFY on PostgreSQL, a Unix
+datagram on SQLite), and are found by one poll per interval for all connected stations
 anyway.
 """
 

@@ -31,6 +31,21 @@ async def test_a_call_announced_reaches_each_listening_node_and_clears_dead_ones
     assert not (directory / "2.sock").exists()
 
 
+def test_no_socket_to_send_from_loses_nothing_and_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Near the open-files limit (a node with 20,000 stations) the announcement is
+    skipped: the call is committed already, and the poll finds it."""
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path / 'pkictl.db'}")
+    (tmp_path / "pkictl.db.wake").mkdir()
+
+    def no_descriptors(*_: object) -> socket.socket:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(socket, "socket", no_descriptors)
+    announce_queued(url, "CS001")  # does not raise
+
+
 async def test_a_node_is_woken_by_others_not_by_itself(tmp_path: Path) -> None:
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'pkictl.db'}")
     woken: list[str] = []
