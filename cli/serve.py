@@ -12,8 +12,7 @@ import click
 from cli.context import Context
 from cli.output import note
 from cli.workers import Supervisor, child_command, ready_line, reserve_ports
-from csms.app import open_app
-from csms.service import Listening, ServeOptions, serve, serve_options
+from csms.serve_options import Listening, ServeOptions
 
 
 @click.command("serve")
@@ -83,6 +82,10 @@ def serve_command(
         logging.getLogger(chatty).setLevel(logging.WARNING)
     given = {"host": host, "ocpp_port": ocpp_port, "http_port": http_port,
              "plain_port": plain_port, "signing_process": signing_process}  # fmt: skip
+
+    # the OCPP stack, loaded by this command only (every other one starts faster)
+    from csms.app import open_app  # noqa: PLC0415
+    from csms.service import serve, serve_options  # noqa: PLC0415
 
     async def run() -> int:
         stop = asyncio.Event()

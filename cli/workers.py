@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from cli.output import note
-from csms.service import Listening, ServeOptions
+from csms.serve_options import Listening, ServeOptions
 
 READY_MARK = "pkictl serve: OCPP on"
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)

@@ -14,7 +14,6 @@ import logging
 import os
 import resource
 from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
@@ -28,8 +27,8 @@ from csms.app import App, signing_process
 from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
+from csms.serve_options import Listening, ServeOptions
 from csms.services.gate import ConnectionGate
-from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
     COMPRESSION,
@@ -50,31 +49,6 @@ from csms.transport.tls import (
 from pki.records import Authority, AuthorityRole, TrustRole
 
 LOG = logging.getLogger("pkictl.serve")
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    host: str = "0.0.0.0"  # noqa: S104 -- a CSMS listens for stations on every interface
-    ocpp_port: int = 8443
-    http_port: int = 8080
-    plain_port: int | None = None
-    """ws:// for security profile 1 stations (Basic auth, no TLS); off when None."""
-    response_timeout: float = RESPONSE_TIMEOUT_S
-    """Seconds a station has to answer a call from the outbox."""
-    outbox_poll_interval: float = POLL_INTERVAL_S
-    """How often a connected station's outbox is checked for calls queued elsewhere."""
-    reuse_port: bool = False
-    """Listen beside other `pkictl serve` processes on the same ports (SO_REUSEPORT):
-    `pkictl serve --workers N` runs N such nodes."""
-    signing_process: bool = False
-    """Check and sign station CSRs in a child process, on another core (ADR 15)."""
-
-
-@dataclass(frozen=True)
-class Listening:
-    ocpp_port: int
-    http_port: int
-    plain_port: int | None = None
 
 
 NR_OPEN_DEFAULT = 1_048_576

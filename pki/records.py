@@ -208,6 +208,8 @@ class CertificateQuery:
     """Filters of `cert list`; None means no filter."""
 
     station_id: str | None = None
+    station_ids: tuple[str, ...] | None = None
+    """Any of these stations (a batch of `pkictl renew`)."""
     profile: str | None = None
     expiring_before: datetime | None = None
     serial: int | None = None

@@ -45,7 +45,7 @@ def notify_queued(connection: Connection, station_id: str) -> None:
 def announce_queued(url: URL, station_id: str) -> None:
     """After the commit of a call queued for ``station_id``: tell the other nodes on
     SQLite (nothing elsewhere). Never raises: a node that misses it polls."""
-    directory = _wake_directory(url)
+    directory = wake_directory(url)
     if directory is None:
         return
     try:
@@ -72,7 +72,9 @@ def announce_queued(url: URL, station_id: str) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _wake_directory(url: URL) -> Path | None:
+def wake_directory(url: URL) -> Path | None:
+    """Where the serving processes on the SQLite database at ``url`` bind their sockets
+    (None: not a file database)."""
     file = sqlite_file(url.render_as_string(hide_password=False))
     return None if file is None else Path(file).resolve().parent / f"{Path(file).name}.wake"
 
@@ -134,7 +136,7 @@ async def outbox_wakeups(engine: AsyncEngine, wake: Callable[[str], None]) -> As
     """While open, ``wake(station_id)`` for every call queued on any node or by the CLI.
     Yields whether wake-ups are on (the LISTEN succeeded, or the socket is bound)."""
     if engine.dialect.name != "postgresql":
-        directory = _wake_directory(engine.url)
+        directory = wake_directory(engine.url)
         if directory is None:
             yield False
             return

@@ -25,7 +25,9 @@ class SqlOutboxStore:
         self._database = database
         self._engine = database.engine
 
-    async def add(self, station_id: str, action: str, payload: str, at: datetime) -> int:
+    async def add(
+        self, station_id: str, action: str, payload: str, at: datetime, *, announce: bool = True
+    ) -> int:
         statement = (
             insert(outbox)
             .values(
@@ -37,11 +39,13 @@ class SqlOutboxStore:
 
         def work(connection: Connection) -> int:
             item_id: int = connection.execute(statement).scalar_one()
-            notify_queued(connection, station_id)
+            if announce:
+                notify_queued(connection, station_id)
             return item_id
 
         item_id = await self._database.write(work)
-        announce_queued(self._engine.url, station_id)
+        if announce:
+            announce_queued(self._engine.url, station_id)
         return item_id
 
     async def oldest_queued(self, station_id: str) -> OutboxItem | None:

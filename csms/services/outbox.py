@@ -48,7 +48,13 @@ class OutboxItem:
 
 
 class OutboxStore(Protocol):
-    async def add(self, station_id: str, action: str, payload: str, at: datetime) -> int: ...
+    async def add(
+        self, station_id: str, action: str, payload: str, at: datetime, *, announce: bool = True
+    ) -> int:
+        """Queue a call. ``announce``: wake the other nodes (NOTIFY, a datagram) -- not
+        needed when the caller's node holds the station and delivers it itself."""
+        ...
+
     async def oldest_queued(self, station_id: str) -> OutboxItem | None: ...
     async def move(
         self,
@@ -109,9 +115,12 @@ class Outbox:
     _listeners: dict[str, list[Listener]] = field(default_factory=dict)
 
     async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int:
+        # a station connected here is woken here; telling the other nodes would wake
+        # each of them for nothing (a stale connection's call is found by the poll)
         item_id = await self.store.add(
-            station_id, action, json.dumps(dict(payload), sort_keys=True), self.clock.now()
-        )
+            station_id, action, json.dumps(dict(payload), sort_keys=True), self.clock.now(),
+            announce=station_id not in self._senders,
+        )  # fmt: skip
         self._wake(station_id)
         return item_id
 

@@ -86,6 +86,20 @@ def _secc_id_of(item: OutboxItem) -> str | None:
     return None
 
 
+def _current_of(
+    records: Sequence[CertificateRecord], kind: CertificateKind
+) -> CertificateRecord | None:
+    """Of a station's certificates, the one in use: the one it presented last (station
+    TLS), else the one that lasts longest. Revoked and superseded ones are out."""
+    usable = [r for r in records if r.status is CertificateStatus.VALID and _kind_of(r) is kind]
+    earliest = datetime.min.replace(tzinfo=UTC)
+    return max(usable, key=lambda r: (r.last_seen or earliest, r.not_after), default=None)
+
+
+def _serial_of(record: CertificateRecord | None) -> str | None:
+    return record.serial_hex if record is not None else None
+
+
 def _key_sha256(csr_pem: str) -> str | None:
     try:
         key = x509.load_pem_x509_csr(csr_pem.encode()).public_key()
@@ -137,8 +151,7 @@ class RenewalService:
         `max_in_flight` renewals of connected stations are under way."""
         now = self.clock.now()
         if old_serial is None:
-            current = await self._current(station_id, kind)
-            old_serial = current.serial_hex if current else None
+            old_serial = _serial_of(await self._current(station_id, kind))
         created = await self.store.create(
             station_id, kind, RenewalState.DUE,
             requested_by=requested_by, old_serial=old_serial, at=now,
@@ -220,12 +233,13 @@ class RenewalService:
         """A renewal for each (station, kind, old serial or None), the open one where there
         is one, in the order asked. ``paced`` (the CLI): created `due` in batches of
         CREATE_BATCH per transaction -- one at a time, 10,000 of them held SQLite's
-        write lock for 22 s against the serving process -- then as many triggered as
-        the in-flight cap allows, the rest as room is made. Not paced (the scan, which
-        sizes its batch to the room itself): `request` for each, several at a time,
-        their round trips overlapping on PostgreSQL's connections."""
-        gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
+        write lock for 22 s against the serving process -- each batch followed by a
+        fill, so that the first stations are triggered while the rest are still being
+        written (the cap decides how many, the rest go as room is made). Not paced (the
+        scan, which sizes its batch to the room itself): `request` for each, several at
+        a time, their round trips overlapping on PostgreSQL's connections."""
         if not paced:
+            gate = asyncio.Semaphore(REQUESTS_AT_ONCE)
 
             async def one(
                 station_id: str, kind: CertificateKind, old_serial: str | None
@@ -239,24 +253,21 @@ class RenewalService:
                 tasks = [group.create_task(one(*item)) for item in wanted]
             return [task.result() for task in tasks]
 
-        async def with_old_serial(
-            station_id: str, kind: CertificateKind, old_serial: str | None
-        ) -> tuple[str, CertificateKind, str | None]:
-            if old_serial is None:
-                async with gate:
-                    current = await self._current(station_id, kind)
-                old_serial = current.serial_hex if current else None
-            return station_id, kind, old_serial
-
-        async with asyncio.TaskGroup() as group:
-            looked_up = [group.create_task(with_old_serial(*item)) for item in wanted]
         created: list[Renewal] = []
-        for start in range(0, len(looked_up), CREATE_BATCH):  # short write transactions
-            batch = [task.result() for task in looked_up[start : start + CREATE_BATCH]]
+        for start in range(0, len(wanted), CREATE_BATCH):  # short write transactions
+            batch = wanted[start : start + CREATE_BATCH]
+            unknown = [station_id for station_id, _, old_serial in batch if old_serial is None]
+            held = await self.ca.certificates_of_stations(unknown) if unknown else {}
+            rows = [
+                (station_id, kind, old_serial)
+                if old_serial is not None
+                else (station_id, kind, _serial_of(_current_of(held[station_id], kind)))
+                for station_id, kind, old_serial in batch
+            ]
             created += await self.store.create_many(
-                batch, requested_by=requested_by, at=self.clock.now()
+                rows, requested_by=requested_by, at=self.clock.now()
             )
-        await self.fill()
+            await self.fill()
         return await self.store.get_many([renewal.id for renewal in created])
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
@@ -278,7 +289,7 @@ class RenewalService:
             current = await self._current(station_id, kind)
             renewal = await self.store.create(
                 station_id, kind, RenewalState.DUE, requested_by=f"station:{station_id}",
-                old_serial=current.serial_hex if current else None, at=self.clock.now(),
+                old_serial=_serial_of(current), at=self.clock.now(),
             )  # fmt: skip
             if renewal is None:  # one was opened meanwhile: join it
                 return await self.sign(station_id, csr_pem, kind)
@@ -625,14 +636,7 @@ class RenewalService:
         return record.renew_after + timedelta(seconds=window * fraction)
 
     async def _current(self, station_id: str, kind: CertificateKind) -> CertificateRecord | None:
-        """The station's certificate in use: the one it presented last (station TLS),
-        else the one that lasts longest. Revoked and superseded ones are out."""
-        usable = [
-            r for r in await self.ca.station_certificates(station_id)
-            if r.status is CertificateStatus.VALID and _kind_of(r) is kind
-        ]  # fmt: skip
-        earliest = datetime.min.replace(tzinfo=UTC)
-        return max(usable, key=lambda r: (r.last_seen or earliest, r.not_after), default=None)
+        return _current_of(await self.ca.station_certificates(station_id), kind)
 
     async def _may_start(self, station_id: str, kind: CertificateKind, now: datetime) -> bool:
         if await self.store.open_renewal(station_id, kind) is not None:

@@ -12,18 +12,15 @@ and those batches run over one plain sqlite3 connection (`pki.store.sqlite_fast`
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Dialect,
@@ -32,8 +29,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -42,6 +41,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 from pki.audit import AuditEntry, AuditEvent, AuditHead, seal_chain
 from pki.crl import RevokedEntry
@@ -114,6 +116,8 @@ def upsert(dialect: Dialect, table: Table, values: Mapping[str, Any]) -> Any:
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 -- see `_upgrade`
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -124,22 +128,37 @@ MIGRATION_LOCK = 7_305_901
 """PostgreSQL advisory lock held while migrating: nodes starting together take turns."""
 
 
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision id: each is named by the first four digits of its
+    file name, and each revises the one before (tests check this against Alembic)."""
+    versions = (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")
+    return max(path.name[:4] for path in versions)
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The database's revision (Alembic's table), None before the first migration."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def _upgrade(connection: Connection) -> None:
+    """Migrate to the head revision. Alembic (a fifth of a second to import, with its
+    templates) is loaded only when there is something to migrate: every CLI command
+    opens the store."""
     if connection.dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE serializes
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-    config = _alembic_config(connection)
-    head = ScriptDirectory.from_config(config).get_current_head()
-    if MigrationContext.configure(connection).get_current_revision() != head:
-        command.upgrade(config, "head")
+    if current_revision(connection) == head_revision():
+        return
+    from alembic import command  # noqa: PLC0415
+
+    command.upgrade(_alembic_config(connection), "head")
 
 
 def schema_revision(connection: Connection) -> tuple[str | None, str | None]:
     """(current, head) revisions, for `pkictl db status`."""
-    config = _alembic_config(connection)
-    return (
-        MigrationContext.configure(connection).get_current_revision(),
-        ScriptDirectory.from_config(config).get_current_head(),
-    )
+    return current_revision(connection), head_revision()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -470,6 +489,8 @@ class SqlStore:
         statement = select(certificates).order_by(certificates.c.not_after, certificates.c.id)
         if query.station_id is not None:
             statement = statement.where(certificates.c.station_id == query.station_id)
+        if query.station_ids is not None:
+            statement = statement.where(certificates.c.station_id.in_(query.station_ids))
         if query.profile is not None:
             statement = statement.where(certificates.c.profile == query.profile)
         if query.expiring_before is not None:

@@ -33,7 +33,8 @@ from websockets.asyncio.client import ClientConnection
 
 from cli.main import cli
 from csms.app import App, open_app
-from csms.service import Listening, ServeOptions, serve
+from csms.serve_options import Listening, ServeOptions
+from csms.service import serve
 from pki.hashdata import hash_data_for
 
 Fleet = dict[str, tuple[str, int, bool]]

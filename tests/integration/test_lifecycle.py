@@ -47,7 +47,8 @@ from simulated_station import (
 
 from cli.main import cli
 from csms.app import open_app
-from csms.service import Listening, ServeOptions, serve
+from csms.serve_options import Listening, ServeOptions
+from csms.service import serve
 from csms.transport.tls import ServerCredential, restore_fitting_key
 from pki.audit import verify_chain
 from pki.clock import FixedClock

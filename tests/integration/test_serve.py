@@ -45,7 +45,8 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from cli.main import cli
 from csms.app import open_app
-from csms.service import Listening, ServeOptions, serve
+from csms.serve_options import Listening, ServeOptions
+from csms.service import serve
 from pki.audit import AuditEvent
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from csms.home import HomeConfig, HomeError, load_config, render_config
-from csms.service import ServeOptions, serve_options
+from csms.serve_options import ServeOptions
+from csms.service import serve_options
 from csms.services.renewal_ports import RenewalSettings
 
 CONFIG = HomeConfig("Example CPO", "DE", ("csms.example.com",), "http://x:8080", frozenset({"cso"}))

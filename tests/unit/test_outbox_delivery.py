@@ -9,10 +9,12 @@ it is sent and answers as each test needs.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
 
+from csms.db.notify import wake_directory
 from csms.db.outbox import SqlOutboxStore
 from csms.domain.outbox import CallState
 from csms.services.outbox import Outbox, StationGone
@@ -83,6 +85,29 @@ async def test_calls_queued_offline_are_delivered_at_attach_and_no_task_stays(
     await idle(outbox, baseline)
     assert [action for action, _ in station.received] == ["TriggerMessage", "Reset"]
     await outbox.detach(STATION, station.send)
+
+
+async def test_only_a_call_for_a_station_not_connected_here_wakes_the_other_nodes(
+    outbox: Outbox, sqlite_store: SqlStore
+) -> None:
+    """On SQLite a queued call is announced by a datagram to each other serving process
+    (csms.db.notify); the node holding the station delivers it itself, unannounced."""
+    directory = wake_directory(sqlite_store.engine.url)
+    assert directory is not None
+    directory.mkdir()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as other_node:
+        other_node.bind(str(directory / "1.sock"))
+        other_node.setblocking(False)
+        offline = await outbox.enqueue(STATION, "Reset", {"type": "Immediate"})
+        assert other_node.recv(256) == STATION.encode()  # it may hold the station
+        station = Station()
+        outbox.attach(STATION, station.send)
+        await settled(outbox, offline, CallState.ANSWERED)
+        here = await outbox.enqueue(STATION, "Reset", {"type": "OnIdle"})
+        await settled(outbox, here, CallState.ANSWERED)
+        with pytest.raises(BlockingIOError):
+            other_node.recv(256)  # nothing for the others to do
+        await outbox.detach(STATION, station.send)
 
 
 async def test_calls_queued_together_are_each_delivered_once_in_order(outbox: Outbox) -> None:

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -30,6 +31,7 @@ from csms.domain.renewal import (
     RenewalState,
     advance,
 )
+from csms.services import renewals
 from csms.services.alerts import Alerts
 from csms.services.outbox import Outbox
 from csms.services.renewal_ports import Renewal, RenewalSettings
@@ -308,6 +310,38 @@ async def test_renewals_asked_beyond_the_cap_wait_and_start_as_room_is_made(
     assert (await service.get(second.id)).state is S.TRIGGERED
     triggers = [i.station_id for i in await service.outbox.list() if i.action == "TriggerMessage"]
     assert triggers == [STATION, "CS002"]
+    await service.close()
+
+
+async def test_a_long_request_triggers_its_first_batch_before_writing_the_next(
+    ca: CertificateAuthority,
+    clock: FixedClock,
+    make_csr: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`pkictl renew` of 10,000 stations: the nodes get work after the first batch, not
+    after the whole list is written; each batch's current certificates in one query."""
+    await second_station(ca, clock)
+    serials = [await issue(ca, make_csr, station) for station in (STATION, "CS002")]
+    await connect(ca, clock, STATION, "CS002")
+    service = renewal_service(ca, clock, RenewalSettings(max_in_flight=5, jitter_s=0))
+    monkeypatch.setattr(renewals, "CREATE_BATCH", 1)
+    triggered_before: list[list[str]] = []
+    create_many = service.store.create_many
+
+    async def recording(*args: Any, **kwargs: Any) -> list[Renewal]:
+        outbox = await service.outbox.list()
+        triggered_before.append([i.station_id for i in outbox if i.action == "TriggerMessage"])
+        return await create_many(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "create_many", recording)
+    first, second = await service.request_all(
+        [(STATION, CertificateKind.STATION, None), ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )
+    assert triggered_before == [[], [STATION]]
+    assert (first.state, second.state) == (S.TRIGGERED, S.TRIGGERED)
+    assert [first.old_serial, second.old_serial] == serials
     await service.close()
 
 

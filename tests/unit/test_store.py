@@ -14,17 +14,22 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import event, inspect, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import csms.db.schema  # noqa: F401 -- registers the CSMS's tables on the shared metadata
 from pki.audit import AuditEvent, verify_chain
@@ -41,7 +46,7 @@ from pki.records import (
 )
 from pki.store import sqlite_fast
 from pki.store.schema import audit_log, certificates, metadata
-from pki.store.sql import SqlStore
+from pki.store.sql import MIGRATIONS, SqlStore, head_revision, open_store, schema_revision
 
 EVENT = AuditEvent("test.event", "test")
 
@@ -497,6 +502,42 @@ async def test_migrations_match_the_schema_module(store: SqlStore) -> None:
     async with store.engine.connect() as connection:
         differences = await connection.run_sync(diff)
     assert differences == []
+
+
+async def test_store_opens_at_the_head_alembic_computes(store: SqlStore) -> None:
+    """Opening a store skips Alembic when the database is current, by a head revision
+    read off the file names: it must be the head of Alembic's own revision graph."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(schema_revision) == (head_revision(),) * 2
+
+
+async def test_an_older_database_is_migrated_when_opened(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    await (await open_store(url)).close()
+
+    def downgrade(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0018")
+
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(downgrade)
+    await engine.dispose()
+    store = await open_store(url)
+    try:
+        async with store.engine.connect() as connection:
+            assert await connection.run_sync(schema_revision) == (head_revision(),) * 2
+            indexes = await connection.run_sync(
+                lambda sync: [i["name"] for i in inspect(sync).get_indexes("meter_samples")]
+            )
+        assert "ix_meter_samples_transaction" in indexes  # made by 0019
+    finally:
+        await store.close()
 
 
 async def test_due_for_renewal_index_exists(store: SqlStore) -> None:

@@ -4,9 +4,11 @@ connections never copy the log back inside a COMMIT, and the log still stays sma
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert
 
 from pki.store.checkpoint import WalCheckpointer, without_autocheckpoint
@@ -80,3 +82,68 @@ async def test_the_loops_connections_leave_checkpoints_to_the_thread(
     assert checkpointer is not None
     await sqlite_store.close()
     assert checkpointer.checkpoints >= 1  # the last one, at close
+
+
+def _busy_processes(path: Path, stop: threading.Event) -> tuple[list[threading.Thread], list[int]]:
+    """What two busy serving processes do to the database: one commits small
+    transactions without pause, two others read in turns (each snapshot held for a
+    moment, the next begun before it ends). Then some reader always reads from the log,
+    and a commit always lands between a checkpoint and the next write: the log is never
+    seen both copied back and unread, which is when a writer would start it afresh."""
+    written = [0]
+
+    def write() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        without_autocheckpoint(connection)
+        while not stop.is_set():
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany("INSERT INTO t (payload) VALUES (?)", [(PAYLOAD,)] * 4)
+            connection.execute("COMMIT")
+            written[0] += 4
+            time.sleep(0.0005)
+        connection.close()
+
+    def read(offset_s: float) -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        time.sleep(offset_s)
+        while not stop.is_set():
+            connection.execute("BEGIN")
+            connection.execute("SELECT count(*) FROM t").fetchone()
+            time.sleep(0.004)
+            connection.execute("COMMIT")
+        connection.close()
+
+    threads = [threading.Thread(target=write)]
+    threads += [threading.Thread(target=read, args=(offset,)) for offset in (0.0, 0.002)]
+    for thread in threads:
+        thread.start()
+    return threads, written
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_the_log_stays_short_while_two_processes_are_busy(tmp_path: Path, restarts: bool) -> None:
+    path = tmp_path / "db.sqlite"
+    _wal_database(path).close()
+    wal = tmp_path / "db.sqlite-wal"
+    checkpointer = WalCheckpointer(
+        str(path), interval_s=0.02, restart_frames=200 if restarts else 10**9
+    )
+    stop = threading.Event()
+    holder = sqlite3.connect(path)  # (the log outlives the others: measured at the end)
+    checkpointer.start()
+    threads, written = _busy_processes(path, stop)
+    try:
+        _wait_for_checkpoints(checkpointer, 40)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        log_pages = wal.stat().st_size / 4096
+        checkpointer.close()
+        holder.close()
+    assert written[0] > 1000  # pages, about
+    if restarts:
+        assert checkpointer.restarts >= 1
+        assert log_pages < written[0] / 4
+    else:  # as two serving processes saw before: each commit made the file longer
+        assert log_pages > written[0] * 3 / 4
