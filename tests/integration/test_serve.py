@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import gc
 import io
 import json
 import re
@@ -46,7 +47,7 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 from cli.main import cli
 from csms.app import open_app
 from csms.serve_options import Listening, ServeOptions
-from csms.service import serve
+from csms.service import GC_YOUNGEST_THRESHOLD, serve
 from pki.audit import AuditEvent
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole
@@ -228,6 +229,28 @@ async def test_stopping_drains_connections_with_going_away(service: Running) -> 
     service.stop.set()
     await asyncio.wait_for(connection.wait_closed(), 10)
     assert connection.close_code == 1001
+
+
+async def test_serving_sets_the_collector_for_a_server_and_puts_it_back(fleet: Fleet) -> None:
+    stop = asyncio.Event()
+    ready: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+    before = gc.get_threshold()
+    async with open_app(fleet.home.path, passphrase_file(fleet.home.directory)) as app:
+        options = ServeOptions("127.0.0.1", 0, 0)
+        task = asyncio.create_task(
+            serve(app, options, stop, lambda _: ready.set_result(gc_state()))
+        )
+        frozen, youngest = await asyncio.wait_for(ready, 10)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert frozen > 10_000  # what start made: modules, schemas, the app
+    assert youngest == GC_YOUNGEST_THRESHOLD
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+def gc_state() -> tuple[int, int]:
+    return gc.get_freeze_count(), gc.get_threshold()[0]
 
 
 async def test_health_counts_online_stations_and_refusals(service: Running) -> None:
