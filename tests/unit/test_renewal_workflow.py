@@ -345,6 +345,35 @@ async def test_a_long_request_triggers_its_first_batch_before_writing_the_next(
     await service.close()
 
 
+async def test_a_fill_triggers_its_renewals_in_one_commit_then_their_calls_in_another(
+    ca: CertificateAuthority, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: one at a time, `pkictl renew` took the write lock twice per station it
+    triggered, against two busy workers."""
+    database = ca.store.database
+    if database._inline is None:
+        pytest.skip("group commit is the inline path's (SQLite)")
+    await second_station(ca, clock)
+    await connect(ca, clock, STATION, "CS002")
+    held_back = renewal_service(ca, clock, RenewalSettings(max_in_flight=0, jitter_s=0))
+    await held_back.request_all(
+        [(STATION, CertificateKind.STATION, None), ("CS002", CertificateKind.STATION, None)],
+        requested_by="test",
+    )
+    service = dataclasses.replace(held_back, settings=RenewalSettings(max_in_flight=5))
+    batches: list[int] = []
+    run_units = database._run_units
+
+    def counted(units: list[Any]) -> list[Any]:
+        batches.append(len(units))
+        return run_units(units)
+
+    monkeypatch.setattr(database, "_run_units", counted)
+    assert await service.fill() == 2
+    assert batches == [2, 2]  # the two moves, then the two TriggerMessages
+    await service.close()
+
+
 async def test_renewals_are_read_back_many_at_once_in_the_order_asked(
     ca: CertificateAuthority, clock: FixedClock
 ) -> None:
