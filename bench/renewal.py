@@ -263,6 +263,17 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _deciles(values: Sequence[float]) -> dict[str, float]:
+    """When the first, the 10th ... 90th percentile and the last station were done: the
+    start (the `renew` command, the first wake-up) and the tail beside the steady part."""
+    ordered = sorted(values)
+    marks = {"first": 0, "p10": len(ordered) // 10, "p50": len(ordered) // 2,
+             "p90": len(ordered) * 9 // 10, "p99": len(ordered) * 99 // 100}  # fmt: skip
+    return {name: round(ordered[i], 2) for name, i in marks.items()} | {
+        "last": round(ordered[-1], 2)
+    }
+
+
 async def _server_delivery(home: Path, stations: int) -> list[tuple[float, float]]:
     """Per CertificateSigned, when it was queued (before the SignCertificate answer goes
     out; epoch seconds) and the seconds until it was sent, as the server recorded them:
@@ -402,6 +413,7 @@ async def one_campaign(
         "seconds": round(elapsed, 2),
         "renew_command_s": round(command_s, 2),
         "first_confirmed_s": round(min(at for at, _ in results) - started, 2),
+        "confirmed_by_s": _deciles([at - started for at, _ in results]),
         "steady_per_s": _steady_rate([at for at, _ in results]),
         "reconnection_retries": retries,
         "stations_per_s": round(args.stations / elapsed, 1),
