@@ -266,12 +266,10 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 def _deciles(values: Sequence[float]) -> dict[str, float]:
     """When the first, the 10th ... 90th percentile and the last station were done: the
     start (the `renew` command, the first wake-up) and the tail beside the steady part."""
-    ordered = sorted(values)
-    marks = {"first": 0, "p10": len(ordered) // 10, "p50": len(ordered) // 2,
-             "p90": len(ordered) * 9 // 10, "p99": len(ordered) * 99 // 100}  # fmt: skip
-    return {name: round(ordered[i], 2) for name, i in marks.items()} | {
-        "last": round(ordered[-1], 2)
-    }
+    ordered, n = sorted(values), len(values)
+    marks = {"first": 0, "p10": n // 10, "p50": n // 2, "p90": n * 9 // 10,
+             "p99": n * 99 // 100, "last": n - 1}  # fmt: skip
+    return {name: round(ordered[i], 2) for name, i in marks.items()}
 
 
 async def _server_delivery(home: Path, stations: int) -> list[tuple[float, float]]:

@@ -77,10 +77,10 @@ class WalCheckpointer:
     def _restart(self, connection: sqlite3.Connection) -> None:
         """Make the next write start the log from its beginning. A writer does that by
         itself only when no reader still reads from the log; with two serving processes
-        reading all the time that moment never came, and in a campaign the log grew by
-        13 MB/s to hundreds of MB -- every read and write slower for it (issue #7). A
-        RESTART checkpoint waits (briefly, writers held) until the readers read from the
-        database file only; if they do not finish in time, the next round tries again."""
+        reading all the time that moment never came, and in a campaign the log file grew
+        by 13 MB/s to hundreds of MB (issue #7, ADR 11). A RESTART checkpoint waits
+        (briefly, writers held) until the readers read from the database file only; if
+        they do not finish in time, the next round tries again."""
         connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
         try:
             connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
