@@ -47,6 +47,7 @@ from pki.store import Store
 CRL_VALIDITY = timedelta(days=7)
 SERIAL_ATTEMPTS = 3
 HIERARCHIES = frozenset({"cso", "v2g"})
+STATIONS_PER_QUERY = 500
 
 
 @dataclass(frozen=True)
@@ -517,12 +518,15 @@ class CertificateAuthority:
     async def certificates_of_stations(
         self, station_ids: Sequence[str]
     ) -> dict[str, list[CertificateRecord]]:
-        """`station_certificates` of each station (none: an empty list), in one query."""
+        """`station_certificates` of each station (none: an empty list), one query per
+        500 stations (SQL parameter lists stay bounded)."""
         found: dict[str, list[CertificateRecord]] = {station_id: [] for station_id in station_ids}
-        query = CertificateQuery(station_ids=tuple(found))
-        for record in await self.store.find_certificates(query):
-            if record.station_id is not None:
-                found[record.station_id].append(record)
+        wanted = tuple(found)
+        for start in range(0, len(wanted), STATIONS_PER_QUERY):
+            query = CertificateQuery(station_ids=wanted[start : start + STATIONS_PER_QUERY])
+            for record in await self.store.find_certificates(query):
+                if record.station_id is not None:
+                    found[record.station_id].append(record)
         return found
 
     async def issued(self, serial_hex: str) -> IssuedCertificate:

@@ -39,6 +39,7 @@ from csms.services.renewals import PROFILE_FOR, UNANSWERED, RenewalService
 from csms.services.revocations import Revocations
 from csms.services.sessions import SessionService
 from csms.services.stations import StationService
+from pki import authority
 from pki.audit import AuditEvent
 from pki.authority import CertificateAuthority
 from pki.clock import FixedClock
@@ -345,14 +346,39 @@ async def test_a_long_request_triggers_its_first_batch_before_writing_the_next(
     await service.close()
 
 
-async def test_a_fill_triggers_its_renewals_in_one_commit_then_their_calls_in_another(
-    ca: CertificateAuthority, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+async def test_certificates_of_many_stations_come_in_bounded_queries(
+    ca: CertificateAuthority,
+    clock: FixedClock,
+    make_csr: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """SQLite: one at a time, `pkictl renew` took the write lock twice per station it
-    triggered, against two busy workers."""
+    await second_station(ca, clock)
+    serials = {station: await issue(ca, make_csr, station) for station in (STATION, "CS002")}
+    monkeypatch.setattr(authority, "STATIONS_PER_QUERY", 2)
+    queries: list[tuple[str, ...] | None] = []
+    find = ca.store.find_certificates
+
+    async def recording(query: CertificateQuery) -> list[CertificateRecord]:
+        queries.append(query.station_ids)
+        return await find(query)
+
+    monkeypatch.setattr(ca.store, "find_certificates", recording)
+    found = await ca.certificates_of_stations(["CS002", "CS404", STATION])
+    assert queries == [("CS002", "CS404"), (STATION,)]
+    assert {s: [r.serial_hex for r in records] for s, records in found.items()} == {
+        "CS002": [serials["CS002"]],
+        "CS404": [],
+        STATION: [serials[STATION]],
+    }
+
+
+async def test_a_fill_triggers_its_renewals_in_one_commit_then_their_calls_in_another(
+    sqlite_ca: CertificateAuthority, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit is SQLite's inline path (ADR 11): one at a time, `pkictl renew` took
+    the write lock twice per station it triggered, against two busy workers."""
+    ca = sqlite_ca
     database = ca.store.database
-    if database._inline is None:
-        pytest.skip("group commit is the inline path's (SQLite)")
     await second_station(ca, clock)
     await connect(ca, clock, STATION, "CS002")
     held_back = renewal_service(ca, clock, RenewalSettings(max_in_flight=0, jitter_s=0))
