@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 
 from csms.db.schema import leases, nodes, outbox, station_sessions
 from csms.domain.outbox import CallState
@@ -60,10 +60,27 @@ class SqlNodeStore:
         await self._database.write(work)
 
     async def reap(
-        self, silent_since: datetime, at: datetime, *, sweep: bool, dead: Sequence[str] = ()
+        self,
+        silent_since: datetime | None,
+        at: datetime,
+        *,
+        sweep: bool,
+        dead: Sequence[str] = (),
+        patient: Sequence[str] = (),
+        patient_since: datetime | None = None,
     ) -> list[str]:
+        conditions: list[ColumnElement[bool]] = [nodes.c.id.in_(list(dead))]
+        if silent_since is not None:
+            conditions.append(
+                and_(nodes.c.heartbeat_at < silent_since, nodes.c.id.not_in(list(patient)))
+            )
+            if patient and patient_since is not None:
+                conditions.append(
+                    and_(nodes.c.heartbeat_at < patient_since, nodes.c.id.in_(list(patient)))
+                )
+        gone = or_(*conditions)
+
         def work(connection: Connection) -> list[str]:
-            gone = or_(nodes.c.heartbeat_at < silent_since, nodes.c.id.in_(list(dead)))
             silent = connection.execute(
                 select(nodes.c.id).where(nodes.c.stopped_at.is_(None), gone)
             ).scalars().all()  # fmt: skip

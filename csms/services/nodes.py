@@ -13,6 +13,17 @@ doing one step twice.
 
 Time is the app's Clock on every node: nodes on several hosts need synchronized clocks
 (NTP); a lease of 15 s tolerates a few seconds of skew.
+
+A busy node is not a lost one. On a loaded machine a node's loop, or its database, can
+be starved for longer than a lease while the process is alive and working; declaring it
+lost then puts its stations offline and sends its calls again for nothing. So silence is
+judged with two allowances (issue #22, item 28):
+
+- a node whose own heartbeat came late (its loop or its database was starved) does not
+  judge others by silence that round: what starved it most likely starved them too;
+- a node of this host whose process is still running is given ``SAME_HOST_LEASES``
+  leases of silence, not one: a killed one is seen at once by its pid, so patience
+  costs nothing there. (A pid reused by another process only makes that wait longer.)
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +46,8 @@ LOG = logging.getLogger("pkictl.nodes")
 HEARTBEAT_S = 5.0
 LEASE_S = 15.0
 LIFECYCLE_LEASE = "lifecycle"
+SAME_HOST_LEASES = 4
+"""Leases of silence a node of this host is given while its process runs."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +78,21 @@ class NodeStore(Protocol):
         ...
 
     async def reap(
-        self, silent_since: datetime, at: datetime, *, sweep: bool, dead: Sequence[str] = ()
+        self,
+        silent_since: datetime | None,
+        at: datetime,
+        *,
+        sweep: bool,
+        dead: Sequence[str] = (),
+        patient: Sequence[str] = (),
+        patient_since: datetime | None = None,
     ) -> list[str]:
-        """Declare lost every live node silent since before ``silent_since``: its
-        stations offline, its calls in flight queued again, in one transaction. The ids
-        this call declared lost (one caller wins each). ``dead``: nodes known to be gone
-        whatever their heartbeat says. ``sweep``: also the stations and calls of any node
-        not live, and of none (rows older than nodes)."""
+        """Declare lost every live node silent since before ``silent_since`` (None: judge
+        no node by silence): its stations offline, its calls in flight queued again, in
+        one transaction. The ids this call declared lost (one caller wins each).
+        ``dead``: nodes known to be gone whatever their heartbeat says. ``patient``:
+        nodes judged by ``patient_since`` instead. ``sweep``: also the stations and
+        calls of any node not live, and of none (rows older than nodes)."""
         ...
 
     async def take_lease(self, name: str, node_id: str, at: datetime, until: datetime) -> bool:
@@ -94,6 +116,9 @@ class NodeService:
     revived: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called when this node learns it had been declared lost (a long pause): its
     sessions were put offline and must be claimed again."""
+    monotonic: Callable[[], float] = time.monotonic
+    """Real elapsed time, to tell a starved heartbeat (the app clock may be simulated)."""
+    _last_beat: float | None = field(default=None, init=False)
 
     @property
     def lease(self) -> timedelta:
@@ -103,7 +128,7 @@ class NodeService:
         """Declare lost the nodes that went silent (a previous run of this one killed),
         then register."""
         now = self.clock.now()
-        await self._reap(now, sweep=True, dead=await self._dead_here())
+        await self._reap(now, sweep=True)
         await self.store.register(
             NodeRecord(self.node_id, socket.gethostname(), os.getpid(), now, now)
         )
@@ -121,13 +146,22 @@ class NodeService:
                 LOG.exception("node %s: heartbeat failed", self.node_id)
 
     async def beat(self) -> None:
+        started = self.monotonic()
         now = self.clock.now()
         if await self.store.heartbeat(self.node_id, now, now + self.lease):
             LOG.warning("node %s had been declared lost (silent > %g s): claiming its "
                         "stations again", self.node_id, self.lease_s)  # fmt: skip
             for revive in self.revived:
                 await revive()
-        await self._reap(now, sweep=False, dead=await self._dead_here())
+        done, previous = self.monotonic(), self._last_beat
+        self._last_beat = done
+        late = done - started > self.heartbeat_s or (
+            previous is not None and started - previous > 2 * self.heartbeat_s
+        )
+        if late:
+            LOG.info("node %s: its own heartbeat came late (a busy machine): no node is "
+                     "judged by its silence this round", self.node_id)  # fmt: skip
+        await self._reap(now, sweep=False, judge_silence=not late)
 
     async def lead(self, name: str = LIFECYCLE_LEASE) -> bool:
         """Hold lease ``name`` (taken if free or expired, kept by the heartbeat)."""
@@ -137,18 +171,26 @@ class NodeService:
     async def stop(self) -> None:
         await self.store.stop(self.node_id, self.clock.now())
 
-    async def _dead_here(self) -> list[str]:
-        """Live-looking nodes of this host whose process is gone (killed): declared lost at
-        once instead of after their lease. A reused pid only means
-        waiting for the lease. Assumes hosts have distinct names (containers do)."""
+    async def _others_here(self) -> tuple[list[str], list[str]]:
+        """Live-looking nodes of other processes of this host: (dead, running). One whose
+        process is gone (killed) is declared lost at once instead of after its lease;
+        one whose process runs is given ``SAME_HOST_LEASES`` leases. Assumes hosts have
+        distinct names (containers do)."""
         host = socket.gethostname()
-        return [
-            node.id for node in await self.list()
-            if node.host == host and node.pid != os.getpid() and not _running(node.pid)
-        ]  # fmt: skip
+        dead: list[str] = []
+        running: list[str] = []
+        for node in await self.list():
+            if node.host == host and node.pid != os.getpid():
+                (running if _running(node.pid) else dead).append(node.id)
+        return dead, running
 
-    async def _reap(self, now: datetime, *, sweep: bool, dead: Sequence[str] = ()) -> None:
-        for lost in await self.store.reap(now - self.lease, now, sweep=sweep, dead=dead):
+    async def _reap(self, now: datetime, *, sweep: bool, judge_silence: bool = True) -> None:
+        dead, running = await self._others_here()
+        lost_nodes = await self.store.reap(
+            now - self.lease if judge_silence else None, now, sweep=sweep, dead=dead,
+            patient=running, patient_since=now - SAME_HOST_LEASES * self.lease,
+        )  # fmt: skip
+        for lost in lost_nodes:
             LOG.warning("node %s went silent: its stations are offline, its calls in "
                         "flight queued again", lost)  # fmt: skip
 

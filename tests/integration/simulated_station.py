@@ -186,7 +186,7 @@ class Service:
             f"wss://127.0.0.1:{self.ports.ocpp_port}/ocpp/{station.station_id}",
             ssl=self.home.client_context(identity),
             subprotocols=["ocpp2.0.1"],  # type: ignore[list-item]
-            open_timeout=5,
+            open_timeout=30,  # generous: a busy machine is no refusal
         )
         client = Renewing(station.station_id, connection, station)
         return client, asyncio.create_task(client.start())
@@ -199,7 +199,7 @@ class Service:
 
 @asynccontextmanager
 async def serving(
-    home: Home, fleet: Fleet, response_timeout: float = 2.0, poll_interval: float = 0.1
+    home: Home, fleet: Fleet, response_timeout: float = 30.0, poll_interval: float = 0.1
 ) -> AsyncIterator[Service]:
     """`pkictl serve` (in this process, on loopback ports of its choosing) for ``home``,
     station CSRs signed in its child process (ADR 15); calls queued elsewhere are looked
@@ -237,7 +237,7 @@ async def pkictl_serve(
     assert process.stderr is not None
     lines: list[bytes] = []
     while not lines or not lines[-1].startswith(b"pkictl serve: OCPP on"):
-        lines.append(await asyncio.wait_for(process.stderr.readline(), 30))
+        lines.append(await asyncio.wait_for(process.stderr.readline(), 90))
         assert lines[-1], f"pkictl serve exited before listening: {lines}"
     match = re.search(rb"wss://127\.0\.0\.1:(\d+)/.*http://127\.0\.0\.1:(\d+)/", lines[-1])
     assert match is not None

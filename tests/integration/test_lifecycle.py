@@ -427,7 +427,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
     stop = asyncio.Event()
     ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
     async with open_app(home.path, passphrase_file(home.directory)) as app:
-        options = ServeOptions("127.0.0.1", 0, 0, response_timeout=5.0, outbox_poll_interval=0.1)
+        options = ServeOptions("127.0.0.1", 0, 0, response_timeout=30.0, outbox_poll_interval=0.1)
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
             running = Service(home, await asyncio.wait_for(ready, 10))
@@ -436,7 +436,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
                 station = Station(station_id, fleet[station_id][0], identities[station_id],
                                   home.directory)  # fmt: skip
                 client, listener = await running.connect(station, station.identity)
-                await asyncio.wait_for(station.installing.wait(), 30)
+                await asyncio.wait_for(station.installing.wait(), 120)
                 await client._connection.close()
                 listener.cancel()
                 assert station.installed is not None
@@ -445,7 +445,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
 
             listeners: list[asyncio.Task[Any]] = []
             await asyncio.gather(*(renew(s) for s in fleet))
-            for _ in range(200):  # confirmation is written as each one is admitted
+            for _ in range(1200):  # confirmation is written as each one is admitted
                 states = {r.state.value for r in await app.renewals.list(limit=100)}
                 if states == {"confirmed"}:
                     break

@@ -16,7 +16,7 @@ from csms.db.notify import notify_queued, outbox_wakeups
 from csms.db.outbox import SqlOutboxStore
 from csms.db.sessions import SqlSessionStore
 from csms.domain.outbox import CallState
-from csms.services.nodes import LEASE_S, NodeRecord, NodeService
+from csms.services.nodes import LEASE_S, SAME_HOST_LEASES, NodeRecord, NodeService
 from csms.services.sessions import SessionService
 from pki.clock import FixedClock
 from pki.store.sql import SqlStore
@@ -176,3 +176,46 @@ async def test_a_node_of_this_host_whose_process_is_gone_is_declared_lost_at_sta
     states = {n.id: n.stop_reason for n in await restarted.list(include_stopped=True)}
     assert states == {"node-killed": "lost", "node-running": None, "node-elsewhere": None,
                       "node-restarted": None}  # fmt: skip
+
+
+async def test_a_node_whose_own_heartbeat_came_late_judges_no_one_by_silence(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    """A starved loop delays every node it carries: the one that notices first must not
+    declare the others lost for a silence it shared (issue #22, item 28)."""
+    elapsed = [0.0]
+    judge = NodeService(SqlNodeStore(store.database), clock, node_id="node-judge",
+                        monotonic=lambda: elapsed[0])  # fmt: skip
+    other = node(store, clock, "node-other")
+    for each in (judge, other):
+        await each.start()
+    await judge.beat()
+    elapsed[0] += 3 * judge.heartbeat_s  # the loop was starved: this beat is late
+    clock.advance(SILENT)
+    await judge.beat()
+    assert [n.id for n in await judge.list()] == ["node-judge", "node-other"]
+    elapsed[0] += judge.heartbeat_s  # on time again: the other is judged now
+    clock.advance(timedelta(seconds=judge.heartbeat_s))
+    await judge.beat()
+    assert [n.id for n in await judge.list()] == ["node-judge"]
+
+
+async def test_a_running_node_of_this_host_is_given_several_leases_of_silence(
+    store: SqlStore, clock: FixedClock
+) -> None:
+    """Its process is alive (only busy): it is lost after SAME_HOST_LEASES leases of
+    silence, not one; a node of another host after one."""
+    running = NodeRecord("node-running", socket.gethostname(), os.getppid(), clock.now(),
+                         clock.now())  # fmt: skip
+    elsewhere = NodeRecord("node-elsewhere", "another-host", os.getppid(), clock.now(),
+                           clock.now())  # fmt: skip
+    for record in (running, elsewhere):
+        await SqlNodeStore(store.database).register(record)
+    judge = node(store, clock, "node-judge")
+    await judge.start()
+    clock.advance(SILENT)
+    await judge.beat()
+    assert {n.id for n in await judge.list()} == {"node-running", "node-judge"}
+    clock.advance(timedelta(seconds=(SAME_HOST_LEASES - 1) * LEASE_S))
+    await judge.beat()
+    assert {n.id for n in await judge.list()} == {"node-judge"}
