@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal, overload
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from csms.transport.openssl_seam import SeamUnavailable, disable_session_cache
 from pki.keys.file import atomic_write
 
 if TYPE_CHECKING:
@@ -109,7 +110,35 @@ def server_context(
     # The station CAs are the trust anchors, not the root above them: the CSO root also
     # signs the CSMS's server certificates, which must not open a station's session.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | VERIFY_NO_CHECK_TIME
+    _no_session_cache(context, min_version)
     return context
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        LOG.warning("%s", message)
+
+
+def _no_session_cache(context: ssl.SSLContext, min_version: str) -> None:
+    """Every connection is a full handshake: no session ID is handed out or resumed
+    (ADR 17). TLS 1.2 needs it: a resumed session brings the station's certificate along
+    without its key, so conformance mode does not start without it. TLS 1.3 resumes only
+    from tickets, and none are issued: there it is a second lock, and its absence a
+    warning."""
+    try:
+        disable_session_cache(context)
+    except SeamUnavailable as exc:
+        if min_version == "1.2":
+            raise TlsConfigError(
+                f'tls.min_version = "1.2" needs OpenSSL\'s session cache turned off and it '
+                f"cannot be: {exc}"
+            ) from None
+        _warn_once(f"TLS session cache left on (TLS 1.3 resumes only from tickets, and "
+                   f"none are issued): {exc}")  # fmt: skip
 
 
 def restore_fitting_key(credential: ServerCredential, passphrase: Callable[[], bytes]) -> bool:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import shutil
 import ssl
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -355,3 +357,111 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
 
     chain.write_text("not a certificate")  # a broken file: the last good one stays
     assert await _server_serial(reloading.context, client_ctx) == renewed
+
+
+def s_client(pki: Pki, port: int, *options: str) -> str:
+    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, stdin empty (it
+    closes once the handshake is done); its combined output."""
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
+         str(pki.root_pem), *options],
+        input=b"", capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return (result.stdout + result.stderr).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Resumption:
+    first: str
+    """s_client's output for the station's own connection."""
+    saved: bool
+    """Whether the client got a session it could offer again: a session ID (TLS 1.2) or
+    a ticket."""
+    second: str
+    """s_client's output for the connection offering it, without certificate or key."""
+    peers: list[str | None]
+    """The subject the server saw on each connection (None: no client certificate)."""
+
+    @property
+    def resumed(self) -> bool:
+        return "Reused, TLSv1." in self.second
+
+
+async def resume_without_the_key(
+    pki: Pki, server_ctx: ssl.SSLContext, version_flag: str, saved: Path
+) -> Resumption:
+    """Connect as the station with `openssl s_client -sess_out`, then again offering the
+    saved session with `-sess_in` but no certificate and no key."""
+    peers: list[str | None] = []
+
+    async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        peers.append(x509.load_der_x509_certificate(der).subject.rfc4514_string() if der else None)
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        chain, key = pki.good
+        first = await asyncio.to_thread(
+            s_client, pki, port, version_flag, "-cert", str(chain), "-key", str(key),
+            "-sess_out", str(saved),
+        )  # fmt: skip
+        assert "New, TLSv1." in first, first
+        if not saved.exists():  # noqa: ASYNC240 -- s_client has exited
+            return Resumption(first, False, "", peers)
+        second = await asyncio.to_thread(s_client, pki, port, version_flag, "-sess_in", str(saved))
+        assert "New, TLSv1." in second or "Reused, TLSv1." in second, second
+    return Resumption(first, True, second, peers)
+
+
+@pytest.mark.parametrize(("min_version", "version_flag"), [
+    ("1.2", "-tls1_2"), ("1.2", "-tls1_3"), ("1.3", "-tls1_3"),
+])  # fmt: skip
+async def test_a_saved_session_never_resumes_without_the_station_key(
+    pki: Pki, tmp_path: Path, min_version: str, version_flag: str
+) -> None:
+    """A station's TLS session, saved by the client (`-sess_out`) and offered again
+    without its certificate and key (`-sess_in`), gets a full handshake: no session-ID
+    cache (TLS 1.2: a resumed session would carry the station's certificate to the gate
+    on a connection that never proved its key), no tickets (TLS 1.3: nothing to offer
+    again). ADR 17."""
+    outcome = await resume_without_the_key(
+        pki, server(pki, min_version), version_flag, tmp_path / "session.pem"
+    )
+    assert outcome.peers[0] is not None
+    assert "SN-0001" in outcome.peers[0]
+    if version_flag == "-tls1_2":
+        assert re.search(r"^ +Session-ID: *$", outcome.first, re.MULTILINE), outcome.first
+    assert not outcome.saved  # s_client saves only a session it could resume
+    assert not outcome.resumed
+
+
+def plain_python_server(pki: Pki) -> ssl.SSLContext:
+    """What the ssl module does unless told otherwise (session cache and tickets on)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(
+        pki.home.path / "certs" / "csms-server-ec.pem",
+        pki.home.path / "keys" / "csms-server-ec.key.pem",
+        password=PASSPHRASE.encode,
+    )
+    context.load_verify_locations(cadata=pki.station_ca_pem)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+@pytest.mark.parametrize("version_flag", ["-tls1_2", "-tls1_3"])
+async def test_the_resumption_check_sees_a_resumed_session(
+    pki: Pki, tmp_path: Path, version_flag: str
+) -> None:
+    """The check above can fail: against the ssl module's defaults s_client resumes as
+    the station, by session ID (TLS 1.2) or ticket (TLS 1.3), without its key."""
+    outcome = await resume_without_the_key(
+        pki, plain_python_server(pki), version_flag, tmp_path / "session.pem"
+    )
+    assert outcome.saved
+    assert outcome.resumed, outcome.second
+    assert outcome.peers[1] == outcome.peers[0]  # the station's certificate, not its key
