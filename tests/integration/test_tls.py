@@ -360,11 +360,11 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
 
 
 def s_client(pki: Pki, port: int, *options: str) -> str:
-    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, stdin empty (it
-    closes once the handshake is done); its combined output."""
+    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, reading until the
+    server closes (so that it has every ticket the server sent); its combined output."""
     result = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
-         str(pki.root_pem), *options],
+         str(pki.root_pem), "-ign_eof", *options],
         input=b"", capture_output=True, timeout=60, check=False,
     )  # fmt: skip
     return (result.stdout + result.stderr).decode(errors="replace")
