@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from integration_support import PASSPHRASE, Home, initialized_home
 
+from csms.transport.openssl_seam import observes_rejected_certificates, session_cache_mode
 from csms.transport.tls import (
     TLS12_OCPP_SUITES,
     ReloadingContext,
@@ -131,6 +132,17 @@ async def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> O
         listener.close()
         await listener.wait_closed()
     return seen[0]
+
+
+@pytest.mark.parametrize("min_version", ["1.2", "1.3"])
+def test_the_server_context_has_the_openssl_seam_in_place(pki: Pki, min_version: str) -> None:
+    """No session cache, and the verify callback that notes a refused certificate
+    installed last (after verify_mode, which drops it on CPython 3.13): ADR 17. Every
+    other test here shows OpenSSL's decisions unchanged with it."""
+    context = server(pki, min_version)
+    assert session_cache_mode(context) == 0
+    assert observes_rejected_certificates(context)
+    assert context.verify_mode is ssl.CERT_OPTIONAL
 
 
 async def test_default_policy_speaks_tls_1_3_with_a_station_certificate(pki: Pki) -> None:
