@@ -16,13 +16,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from integration_support import PASSPHRASE, Home, initialized_home
+from integration_support import PASSPHRASE, Home, initialized_home, passphrase_file
 
-from csms.transport.openssl_seam import observes_rejected_certificates, session_cache_mode
+from cli.main import cli
+from csms.transport import tls
+from csms.transport.openssl_seam import (
+    SeamUnavailable,
+    observes_rejected_certificates,
+    session_cache_mode,
+)
 from csms.transport.tls import (
     TLS12_OCPP_SUITES,
     ReloadingContext,
@@ -477,3 +484,29 @@ async def test_the_resumption_check_sees_a_resumed_session(
     assert outcome.saved
     assert outcome.resumed, outcome.second
     assert outcome.peers[1] == outcome.peers[0]  # the station's certificate, not its key
+
+
+def test_conformance_mode_refuses_to_serve_if_the_cache_cannot_be_turned_off(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pkictl serve` with tls.min_version = "1.2" does not start with resumption left
+    on: one line saying why, exit 6 (configuration)."""
+    home = tmp_path / "ca"
+    shutil.copytree(pki.home.path, home)
+    policy = home / "policy.toml"
+    policy.write_text(policy.read_text().replace('min_version = "1.3"', 'min_version = "1.2"'))
+
+    def unavailable(_: ssl.SSLContext) -> None:
+        raise SeamUnavailable("the SSL_CTX found does not answer as the context does")
+
+    monkeypatch.setattr(tls, "disable_session_cache", unavailable)
+    result = CliRunner().invoke(
+        cli,
+        ["--home", str(home), "--passphrase-file", str(passphrase_file(pki.home.directory)),
+         "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 6, result.output
+    assert result.stderr.splitlines()[-1] == (
+        'error: tls.min_version = "1.2" needs OpenSSL\'s session cache turned off and it '
+        "cannot be: the SSL_CTX found does not answer as the context does"
+    )
