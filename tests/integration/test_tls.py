@@ -24,6 +24,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from integration_support import PASSPHRASE, Home, initialized_home, passphrase_file
 
 from cli.main import cli
+from csms.app import open_app
+from csms.serve_options import Listening, ServeOptions
+from csms.service import serve
 from csms.transport import tls
 from csms.transport.openssl_seam import (
     SeamUnavailable,
@@ -378,13 +381,14 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
     assert await _server_serial(reloading.context, client_ctx) == renewed
 
 
-def s_client(pki: Pki, port: int, *options: str) -> str:
-    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, reading until the
-    server closes (so that it has every ticket the server sent); its combined output."""
+def s_client(pki: Pki, port: int, *options: str, send: bytes = b"") -> str:
+    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, sending ``send``
+    and reading until the server closes (so that it has every ticket the server sent);
+    its combined output."""
     result = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
          str(pki.root_pem), "-ign_eof", *options],
-        input=b"", capture_output=True, timeout=60, check=False,
+        input=send, capture_output=True, timeout=60, check=False,
     )  # fmt: skip
     return (result.stdout + result.stderr).decode(errors="replace")
 
@@ -486,15 +490,68 @@ async def test_the_resumption_check_sees_a_resumed_session(
     assert outcome.peers[1] == outcome.peers[0]  # the station's certificate, not its key
 
 
+def conformance_home(pki: Pki, directory: Path) -> Path:
+    """A copy of the test home with tls.min_version = "1.2"."""
+    home = directory / "ca"
+    shutil.copytree(pki.home.path, home)
+    policy = home / "policy.toml"
+    policy.write_text(policy.read_text().replace('min_version = "1.3"', 'min_version = "1.2"'))
+    return home
+
+
+UPGRADE = (
+    b"GET /ocpp/CS001 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp2.0.1\r\n\r\n"
+)
+
+
+async def test_pkictl_serve_does_not_admit_a_replayed_tls_1_2_session(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Issue 22: in conformance mode, the session a station's connection saved
+    (`-sess_out`) and offered again without certificate or key (`-sess_in`) was resumed
+    and the websocket upgrade to /ocpp/CS001 admitted. Now it is a full handshake
+    without a client certificate (403 before the upgrade), and s_client is not even given
+    a session to save."""
+    home = conformance_home(pki, tmp_path)
+    saved = tmp_path / "session.pem"
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(home, passphrase_file(pki.home.directory)) as app:
+        task = asyncio.create_task(
+            serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+        )
+        try:
+            port = (await asyncio.wait_for(ready, 30)).ocpp_port
+            chain, key = pki.good
+            first = await asyncio.to_thread(
+                s_client, pki, port, "-tls1_2", "-cert", str(chain), "-key", str(key),
+                "-sess_out", str(saved), "-no_ign_eof",
+            )  # fmt: skip
+            replayed = None
+            if saved.exists():
+                replayed = await asyncio.to_thread(
+                    s_client, pki, port, "-tls1_2", "-sess_in", str(saved), send=UPGRADE
+                )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert "New, TLSv1.2" in first, first
+    if replayed is None:  # nothing to offer again: the server gave no session ID
+        assert re.search(r"^ +Session-ID: *$", first, re.MULTILINE), first
+        return
+    assert "Reused" not in replayed, replayed
+    assert "HTTP/1.1 403" in replayed, replayed
+    assert "101 Switching Protocols" not in replayed
+
+
 def test_conformance_mode_refuses_to_serve_if_the_cache_cannot_be_turned_off(
     pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`pkictl serve` with tls.min_version = "1.2" does not start with resumption left
     on: one line saying why, exit 6 (configuration)."""
-    home = tmp_path / "ca"
-    shutil.copytree(pki.home.path, home)
-    policy = home / "policy.toml"
-    policy.write_text(policy.read_text().replace('min_version = "1.3"', 'min_version = "1.2"'))
+    home = conformance_home(pki, tmp_path)
 
     def unavailable(_: ssl.SSLContext) -> None:
         raise SeamUnavailable("the SSL_CTX found does not answer as the context does")
