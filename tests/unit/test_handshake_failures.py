@@ -54,12 +54,12 @@ async def events(store: SqlStore) -> list[dict[str, object]]:
 
 
 async def test_the_first_failure_is_recorded_in_full(
-    sqlite_store: SqlStore, clock: FixedClock, caplog: pytest.LogCaptureFixture
+    store: SqlStore, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     certificate = self_signed("SN-\x1b[31m0001\nforged line")
     der = certificate.public_bytes(Encoding.DER)
     refusals: Counter[str] = Counter()
-    failures = HandshakeFailures(sqlite_store, clock, refusals)
+    failures = HandshakeFailures(store, clock, refusals)
     with caplog.at_level(logging.WARNING, "pkictl.tls"):
         failures.record(failure(der=der))
     await failures.write_pending()
@@ -75,7 +75,7 @@ async def test_the_first_failure_is_recorded_in_full(
     assert "\n" not in text  # control characters of the subject are escaped
     assert "\x1b" not in text
     assert "\\x1b[31m0001\\x0aforged line" in text
-    [event] = await events(sqlite_store)
+    [event] = await events(store)
     assert event["reason"] == "tls-certificate-verify-failed"
     assert event["remote"] == "192.0.2.7:40000"
     assert event["verify_error"] == "self-signed certificate (depth 0)"
