@@ -160,3 +160,36 @@ def test_the_layout_holds_on_each_supported_python(version: tuple[int, int]) -> 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize("preverify_ok", [0, 1])
+def test_the_verify_callback_returns_openssls_verdict_unchanged(
+    monkeypatch: pytest.MonkeyPatch, preverify_ok: int
+) -> None:
+    """Called through its C thunk as OpenSSL calls it: whatever happens while noting a
+    refused certificate, the verdict goes back as it came."""
+
+    def broken(_: int) -> None:
+        raise RuntimeError("a bug in the record")
+
+    monkeypatch.setattr(openssl_seam, "_record", broken)
+    openssl_seam.forget_rejected()
+    assert openssl_seam._CALLBACK(preverify_ok, None) == preverify_ok
+    assert openssl_seam.take_rejected() is None
+
+
+def test_a_refusal_is_noted_once_per_handshake_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    noted: list[int] = []
+
+    def record(store_ctx: int) -> None:
+        noted.append(store_ctx)
+        openssl_seam._seen.rejected = openssl_seam.RejectedCertificate(None, 18, "x", 0)
+
+    monkeypatch.setattr(openssl_seam, "_record", record)
+    openssl_seam.forget_rejected()
+    for _ in range(3):  # OpenSSL may call again for further errors of the same chain
+        assert openssl_seam._on_verify(0, 1234) == 0
+    assert openssl_seam._on_verify(1, 1234) == 1
+    assert noted == [1234]
+    assert openssl_seam.take_rejected() == openssl_seam.RejectedCertificate(None, 18, "x", 0)
+    assert openssl_seam.take_rejected() is None
