@@ -10,6 +10,7 @@ from dataclasses import replace
 import click
 
 from cli.context import Context
+from cli.errors import ExitCode
 from cli.output import note
 from cli.workers import Supervisor, child_command, ready_line, reserve_ports
 from csms.serve_options import Listening, ServeOptions
@@ -86,6 +87,7 @@ def serve_command(
     # the OCPP stack, loaded by this command only (every other one starts faster)
     from csms.app import open_app  # noqa: PLC0415
     from csms.service import serve, serve_options  # noqa: PLC0415
+    from csms.transport.tls import TlsConfigError  # noqa: PLC0415
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -107,7 +109,11 @@ def serve_command(
         note("pkictl serve: drained, bye")
         return 0
 
-    code = asyncio.run(run())
+    try:
+        code = asyncio.run(run())
+    except TlsConfigError as error:  # e.g. conformance mode without its OpenSSL seam
+        click.echo(f"error: {error}", err=True)
+        raise click.exceptions.Exit(int(ExitCode.CONFIG)) from None
     if code:
         raise click.exceptions.Exit(code)
 

@@ -30,6 +30,7 @@ from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
 from csms.serve_options import Listening, ServeOptions
 from csms.services.gate import ConnectionGate
+from csms.services.handshake_failures import HandshakeFailures
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
     COMPRESSION,
@@ -44,6 +45,7 @@ from csms.transport.tls import (
     ReloadingContext,
     ServerCredential,
     bound_tls_read_buffers,
+    report_failed_handshakes,
     restore_fitting_key,
     server_context,
 )
@@ -139,12 +141,18 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
             LOG.info("calls queued elsewhere wake this node at once (%s)",
                      "LISTEN/NOTIFY" if app.store.engine.dialect.name == "postgresql"
                      else "Unix datagrams")  # fmt: skip
+        # entered before the listener: still writing while it closes, then summarising
+        failures = await servers.enter_async_context(
+            HandshakeFailures(app.store, app.clock, node.gate.refusals).running()
+        )
+        tls = _tls_context(app, authorities, station_cas)
+        report_failed_handshakes(tls.context, failures.record)
         ocpp_server = await servers.enter_async_context(
             websockets_serve(
                 endpoint.handle,
                 options.host,
                 options.ocpp_port,
-                ssl=_tls_context(app, authorities, station_cas).context,
+                ssl=tls.context,
                 process_request=endpoint.process_request,
                 subprotocols=[Subprotocol(OCPP_SUBPROTOCOL)],
                 max_size=MAX_FRAME_BYTES,

@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Literal, overload
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from csms.services.handshake_failures import FailedHandshake
+from csms.transport.openssl_seam import (
+    RejectedCertificate,
+    SeamUnavailable,
+    disable_session_cache,
+    forget_rejected,
+    observe_rejected_certificates,
+    take_rejected,
+)
 from pki.keys.file import atomic_write
 
 if TYPE_CHECKING:
@@ -61,7 +70,22 @@ class StationSSLObject(ssl.SSLObject):
     """The server side of a station's TLS connection. pkictl reads the peer certificate
     only in DER form and parses it with cryptography; the decoded dict that asyncio asks
     for at every handshake (and keeps for the connection's life, ~2 KiB) is not made:
-    the dict form answers ``{}``, as for a certificate that was not validated."""
+    the dict form answers ``{}``, as for a certificate that was not validated.
+
+    A handshake step that fails keeps the client certificate OpenSSL refused in it, if
+    any (``rejected``: seen by the seam's verify callback, ADR 17)."""
+
+    rejected: RejectedCertificate | None = None
+
+    def do_handshake(self) -> None:
+        forget_rejected()
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError:
+            self.rejected = take_rejected()
+            raise
 
     @overload
     def getpeercert(self, binary_form: Literal[False] = False) -> _PeerCertRetDictType | None: ...
@@ -73,20 +97,27 @@ class StationSSLObject(ssl.SSLObject):
         return super().getpeercert(True) if binary_form else {}
 
 
+class StationContext(ssl.SSLContext):
+    """The OCPP endpoint's server context: whoever serves with it can be told of every
+    handshake that fails (``on_handshake_failure``, see ``report_failed_handshakes``)."""
+
+    on_handshake_failure: Callable[[FailedHandshake], None] | None = None
+
+
 def server_context(
     *,
     min_version: str,
     credentials: Sequence[ServerCredential],
     station_cas_pem: str,
     passphrase: Callable[[], bytes],
-) -> ssl.SSLContext:
+) -> StationContext:
     if min_version not in MIN_VERSIONS:
         raise TlsConfigError(f"tls.min_version: {min_version!r} is not one of 1.2, 1.3")
     if not credentials:
         raise TlsConfigError("no server certificate to serve")
     if not station_cas_pem.strip():
         raise TlsConfigError("no trusted station CA: profile 3 could admit nobody")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context = StationContext(ssl.PROTOCOL_TLS_SERVER)
     context.sslobject_class = StationSSLObject
     context.minimum_version = MIN_VERSIONS[min_version]
     context.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -109,7 +140,41 @@ def server_context(
     # The station CAs are the trust anchors, not the root above them: the CSO root also
     # signs the CSMS's server certificates, which must not open a station's session.
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | VERIFY_NO_CHECK_TIME
+    _no_session_cache(context, min_version)
+    # last: CPython 3.13 drops the verify callback when verify_mode is assigned
+    try:
+        observe_rejected_certificates(context)
+    except SeamUnavailable as exc:
+        _warn_once(f"failed TLS handshakes are recorded without the client certificate "
+                   f"OpenSSL refused: {exc}")  # fmt: skip
     return context
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        LOG.warning("%s", message)
+
+
+def _no_session_cache(context: ssl.SSLContext, min_version: str) -> None:
+    """Every connection is a full handshake: no session ID is handed out or resumed
+    (ADR 17). TLS 1.2 needs it: a resumed session brings the station's certificate along
+    without its key, so conformance mode does not start without it. TLS 1.3 resumes only
+    from tickets, and none are issued: there it is a second lock, and its absence a
+    warning."""
+    try:
+        disable_session_cache(context)
+    except SeamUnavailable as exc:
+        if min_version == "1.2":
+            raise TlsConfigError(
+                f'tls.min_version = "1.2" needs OpenSSL\'s session cache turned off and it '
+                f"cannot be: {exc}"
+            ) from None
+        _warn_once(f"TLS session cache left on (TLS 1.3 resumes only from tickets, and "
+                   f"none are issued): {exc}")  # fmt: skip
 
 
 def restore_fitting_key(credential: ServerCredential, passphrase: Callable[[], bytes]) -> bool:
@@ -204,3 +269,58 @@ def bound_tls_read_buffers() -> None:
     """Make asyncio's per-connection TLS read buffer TLS_READ_BUFFER bytes (process-wide:
     there is no per-server setting)."""
     asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+# --- failed handshakes ----------------------------------------------------------------
+
+_complete_handshake = asyncio.sslproto.SSLProtocol._on_handshake_complete
+
+
+def _on_handshake_complete(
+    protocol: asyncio.sslproto.SSLProtocol, exc: BaseException | None
+) -> None:
+    """asyncio's end of a server or client handshake; a failed one on a StationContext
+    is reported to its handler first. Never raises: asyncio goes on as before."""
+    if isinstance(exc, ssl.SSLError):
+        try:
+            _report_failure(protocol, exc)
+        except Exception:
+            LOG.exception("a failed TLS handshake could not be recorded")
+    _complete_handshake(protocol, exc)
+
+
+def _report_failure(protocol: asyncio.sslproto.SSLProtocol, exc: ssl.SSLError) -> None:
+    handler = getattr(getattr(protocol, "_sslcontext", None), "on_handshake_failure", None)
+    if handler is None:
+        return
+    transport = getattr(protocol, "_transport", None)
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    host, port = (str(peer[0]), peer[1]) if isinstance(peer, tuple) else ("unknown", None)
+    rejected = getattr(getattr(protocol, "_sslobj", None), "rejected", None)
+    verify_error = getattr(exc, "verify_message", None)
+    if rejected is not None:
+        verify_error = f"{rejected.reason} (depth {rejected.depth})"
+    handler(
+        FailedHandshake(
+            remote=f"{host}:{port}" if port is not None else host,
+            address=host,
+            reason=exc.reason,
+            message=str(exc.args[1]) if len(exc.args) > 1 else str(exc),
+            verify_error=verify_error,
+            certificate_der=rejected.der if rejected is not None else None,
+        )
+    )
+
+
+def report_failed_handshakes(
+    context: ssl.SSLContext, handler: Callable[[FailedHandshake], None]
+) -> None:
+    """Call ``handler`` (on the event loop) for every TLS handshake that fails on a server
+    serving with ``context``, a StationContext. asyncio reports failed handshakes to no
+    one (only in debug mode); its TLS protocol is wrapped once per process to do so."""
+    if not isinstance(context, StationContext):
+        raise TypeError("failed handshakes are reported for a StationContext only")
+    context.on_handshake_failure = handler
+    protocol = asyncio.sslproto.SSLProtocol
+    if protocol._on_handshake_complete is not _on_handshake_complete:
+        protocol._on_handshake_complete = _on_handshake_complete  # type: ignore[method-assign,assignment]

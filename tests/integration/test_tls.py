@@ -7,19 +7,32 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import shutil
 import ssl
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from integration_support import PASSPHRASE, Home, initialized_home
+from integration_support import PASSPHRASE, Home, initialized_home, passphrase_file
 
+from cli.main import cli
+from csms.app import open_app
+from csms.serve_options import Listening, ServeOptions
+from csms.service import serve
+from csms.transport import tls
+from csms.transport.openssl_seam import (
+    SeamUnavailable,
+    observes_rejected_certificates,
+    session_cache_mode,
+)
 from csms.transport.tls import (
     TLS12_OCPP_SUITES,
     ReloadingContext,
@@ -129,6 +142,17 @@ async def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> O
         listener.close()
         await listener.wait_closed()
     return seen[0]
+
+
+@pytest.mark.parametrize("min_version", ["1.2", "1.3"])
+def test_the_server_context_has_the_openssl_seam_in_place(pki: Pki, min_version: str) -> None:
+    """No session cache, and the verify callback that notes a refused certificate
+    installed last (after verify_mode, which drops it on CPython 3.13): ADR 17. Every
+    other test here shows OpenSSL's decisions unchanged with it."""
+    context = server(pki, min_version)
+    assert session_cache_mode(context) == 0
+    assert observes_rejected_certificates(context)
+    assert context.verify_mode is ssl.CERT_OPTIONAL
 
 
 async def test_default_policy_speaks_tls_1_3_with_a_station_certificate(pki: Pki) -> None:
@@ -355,3 +379,191 @@ async def test_a_renewed_server_certificate_is_served_without_a_restart(
 
     chain.write_text("not a certificate")  # a broken file: the last good one stays
     assert await _server_serial(reloading.context, client_ctx) == renewed
+
+
+def s_client(pki: Pki, port: int, *options: str, send: bytes = b"") -> str:
+    """`openssl s_client` to 127.0.0.1:``port`` trusting the CSO root, sending ``send``
+    and reading until the server closes (so that it has every ticket the server sent);
+    its combined output."""
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
+         str(pki.root_pem), "-ign_eof", *options],
+        input=send, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return (result.stdout + result.stderr).decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class Resumption:
+    first: str
+    """s_client's output for the station's own connection."""
+    saved: bool
+    """Whether the client got a session it could offer again: a session ID (TLS 1.2) or
+    a ticket."""
+    second: str
+    """s_client's output for the connection offering it, without certificate or key."""
+    peers: list[str | None]
+    """The subject the server saw on each connection (None: no client certificate)."""
+
+    @property
+    def resumed(self) -> bool:
+        return "Reused, TLSv1." in self.second
+
+
+async def resume_without_the_key(
+    pki: Pki, server_ctx: ssl.SSLContext, version_flag: str, saved: Path
+) -> Resumption:
+    """Connect as the station with `openssl s_client -sess_out`, then again offering the
+    saved session with `-sess_in` but no certificate and no key."""
+    peers: list[str | None] = []
+
+    async def on_connect(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        peers.append(x509.load_der_x509_certificate(der).subject.rfc4514_string() if der else None)
+        writer.write(b"ok\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(on_connect, "127.0.0.1", 0, ssl=server_ctx)
+    async with listener:
+        port = listener.sockets[0].getsockname()[1]
+        chain, key = pki.good
+        first = await asyncio.to_thread(
+            s_client, pki, port, version_flag, "-cert", str(chain), "-key", str(key),
+            "-sess_out", str(saved),
+        )  # fmt: skip
+        assert "New, TLSv1." in first, first
+        if not saved.exists():  # noqa: ASYNC240 -- s_client has exited
+            return Resumption(first, False, "", peers)
+        second = await asyncio.to_thread(s_client, pki, port, version_flag, "-sess_in", str(saved))
+        assert "New, TLSv1." in second or "Reused, TLSv1." in second, second
+    return Resumption(first, True, second, peers)
+
+
+@pytest.mark.parametrize(("min_version", "version_flag"), [
+    ("1.2", "-tls1_2"), ("1.2", "-tls1_3"), ("1.3", "-tls1_3"),
+])  # fmt: skip
+async def test_a_saved_session_never_resumes_without_the_station_key(
+    pki: Pki, tmp_path: Path, min_version: str, version_flag: str
+) -> None:
+    """A station's TLS session, saved by the client (`-sess_out`) and offered again
+    without its certificate and key (`-sess_in`), gets a full handshake: no session-ID
+    cache (TLS 1.2: a resumed session would carry the station's certificate to the gate
+    on a connection that never proved its key), no tickets (TLS 1.3: nothing to offer
+    again). ADR 17."""
+    outcome = await resume_without_the_key(
+        pki, server(pki, min_version), version_flag, tmp_path / "session.pem"
+    )
+    assert outcome.peers[0] is not None
+    assert "SN-0001" in outcome.peers[0]
+    if version_flag == "-tls1_2":
+        assert re.search(r"^ +Session-ID: *$", outcome.first, re.MULTILINE), outcome.first
+    assert not outcome.saved  # s_client saves only a session it could resume
+    assert not outcome.resumed
+
+
+def plain_python_server(pki: Pki) -> ssl.SSLContext:
+    """What the ssl module does unless told otherwise (session cache and tickets on)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(
+        pki.home.path / "certs" / "csms-server-ec.pem",
+        pki.home.path / "keys" / "csms-server-ec.key.pem",
+        password=PASSPHRASE.encode,
+    )
+    context.load_verify_locations(cadata=pki.station_ca_pem)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+@pytest.mark.parametrize("version_flag", ["-tls1_2", "-tls1_3"])
+async def test_the_resumption_check_sees_a_resumed_session(
+    pki: Pki, tmp_path: Path, version_flag: str
+) -> None:
+    """The check above can fail: against the ssl module's defaults s_client resumes as
+    the station, by session ID (TLS 1.2) or ticket (TLS 1.3), without its key."""
+    outcome = await resume_without_the_key(
+        pki, plain_python_server(pki), version_flag, tmp_path / "session.pem"
+    )
+    assert outcome.saved
+    assert outcome.resumed, outcome.second
+    assert outcome.peers[1] == outcome.peers[0]  # the station's certificate, not its key
+
+
+def conformance_home(pki: Pki, directory: Path) -> Path:
+    """A copy of the test home with tls.min_version = "1.2"."""
+    home = directory / "ca"
+    shutil.copytree(pki.home.path, home)
+    policy = home / "policy.toml"
+    policy.write_text(policy.read_text().replace('min_version = "1.3"', 'min_version = "1.2"'))
+    return home
+
+
+UPGRADE = (
+    b"GET /ocpp/CS001 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: ocpp2.0.1\r\n\r\n"
+)
+
+
+async def test_pkictl_serve_does_not_admit_a_replayed_tls_1_2_session(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Issue 22: in conformance mode, the session a station's connection saved
+    (`-sess_out`) and offered again without certificate or key (`-sess_in`) was resumed
+    and the websocket upgrade to /ocpp/CS001 admitted. Now it is a full handshake
+    without a client certificate (403 before the upgrade), and s_client is not even given
+    a session to save."""
+    home = conformance_home(pki, tmp_path)
+    saved = tmp_path / "session.pem"
+    stop = asyncio.Event()
+    ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+    async with open_app(home, passphrase_file(pki.home.directory)) as app:
+        task = asyncio.create_task(
+            serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
+        )
+        try:
+            port = (await asyncio.wait_for(ready, 30)).ocpp_port
+            chain, key = pki.good
+            first = await asyncio.to_thread(
+                s_client, pki, port, "-tls1_2", "-cert", str(chain), "-key", str(key),
+                "-sess_out", str(saved), "-no_ign_eof",
+            )  # fmt: skip
+            replayed = None
+            if saved.exists():
+                replayed = await asyncio.to_thread(
+                    s_client, pki, port, "-tls1_2", "-sess_in", str(saved), send=UPGRADE
+                )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+    assert "New, TLSv1.2" in first, first
+    if replayed is None:  # nothing to offer again: the server gave no session ID
+        assert re.search(r"^ +Session-ID: *$", first, re.MULTILINE), first
+        return
+    assert "Reused" not in replayed, replayed
+    assert "HTTP/1.1 403" in replayed, replayed
+    assert "101 Switching Protocols" not in replayed
+
+
+def test_conformance_mode_refuses_to_serve_if_the_cache_cannot_be_turned_off(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pkictl serve` with tls.min_version = "1.2" does not start with resumption left
+    on: one line saying why, exit 6 (configuration)."""
+    home = conformance_home(pki, tmp_path)
+
+    def unavailable(_: ssl.SSLContext) -> None:
+        raise SeamUnavailable("the SSL_CTX found does not answer as the context does")
+
+    monkeypatch.setattr(tls, "disable_session_cache", unavailable)
+    result = CliRunner().invoke(
+        cli,
+        ["--home", str(home), "--passphrase-file", str(passphrase_file(pki.home.directory)),
+         "serve", "--host", "127.0.0.1", "--ocpp-port", "0", "--http-port", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 6, result.output
+    assert result.stderr.splitlines()[-1] == (
+        'error: tls.min_version = "1.2" needs OpenSSL\'s session cache turned off and it '
+        "cannot be: the SSL_CTX found does not answer as the context does"
+    )
