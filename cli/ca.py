@@ -13,7 +13,7 @@ from cli.context import Context, authority_view, json_option, run_with_app
 from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor, default_policy_text, initialize_home
 from csms.home import HomeConfig, validate_identity
-from pki.errors import NotFoundError
+from pki.errors import InputError, NotFoundError
 from pki.keys import describe_public_key
 from pki.records import Authority
 from pki.serials import serial_hex
@@ -39,7 +39,11 @@ AUTHORITY_COLUMNS = ("name", "role", "issuer", "subject", "not_after")
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Issuance policy to adopt [default: policies/default.toml].",
 )
-@click.option("--database-url", help="Database URL [default: SQLite in HOME].")
+@click.option(
+    "--database-url",
+    help="Database URL, recorded in pkictl.toml [default: the global --database-url, "
+    "else PKICTL_DATABASE_URL, else SQLite in HOME].",
+)
 @json_option
 @click.pass_obj
 def init(
@@ -60,13 +64,17 @@ def init(
     per CA. Refuses to run over an existing home.
     """
     organization, country, hosts, base_url = validate_identity(org, country, hosts, base_url)
+    if database_url and ctx.database and database_url != ctx.database:
+        raise InputError(
+            "--database-url: given twice with different URLs (before and after `init`)"
+        )
     config = HomeConfig(
         organization=organization,
         country=country,
         csms_hosts=hosts,
         base_url=base_url,
         hierarchies=frozenset({"cso"} if no_v2g else {"cso", "v2g"}),
-        database_url=database_url,
+        database_url=database_url or ctx.database,
     )
     if policy_file is not None:
         policy_text, source = policy_file.read_text(encoding="utf-8"), str(policy_file)

@@ -12,10 +12,11 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -357,7 +358,11 @@ async def initialize_home(
         if generated is not None:
             atomic_write(staging / PASSPHRASE_FILE, generated + b"\n", 0o600)
             (staging / PASSPHRASE_FILE).parent.chmod(0o700)
-        url = database_url(staging, config)
+        # The CA goes where the home will look for it: --database-url (init's or the
+        # global one), else PKICTL_DATABASE_URL -- recorded in pkictl.toml -- else SQLite.
+        if config.database_url is None and os.environ.get("PKICTL_DATABASE_URL"):
+            config = replace(config, database_url=os.environ["PKICTL_DATABASE_URL"])
+        url = config.database_url or database_url(staging, None)
         store = await open_store(url)
         try:
             app = _build(
@@ -394,7 +399,9 @@ async def initialize_home(
         atomic_write(staging / POLICY_FILE, policy_text.encode())
         for entry in staging.iterdir():
             entry.rename(home / entry.name)
-        atomic_write(home / CONFIG_FILE, render_config(config).encode())
+        # a database URL may hold a password: then only the owner may read the file
+        secret = config.database_url is not None and bool(urlsplit(config.database_url).password)
+        atomic_write(home / CONFIG_FILE, render_config(config).encode(), 0o600 if secret else 0o644)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_home:

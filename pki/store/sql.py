@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -186,12 +187,30 @@ async def schema_status(url: str) -> tuple[str | None, str | None]:
         await engine.dispose()
 
 
+def _create_private(path: Path) -> None:
+    """Create a new SQLite database file readable by its owner only (0600), whatever the
+    umask and the directory's mode: it holds the audit log, the stations' password
+    hashes and every record. SQLite gives its -wal and -shm files the database file's
+    mode. An existing file is left as it is."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):  # FileNotFoundError: SQLite reports it
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
 async def open_store(url: str) -> SqlStore:
     """Open (and migrate) the database at ``url``: sqlite+aiosqlite:// or postgresql+asyncpg://."""
     # A fixed pool: under a burst (a fleet reconnecting, a renewal campaign) callers
     # queue for a connection instead of opening and closing overflow connections, which
     # cost a new server session (PostgreSQL) or a new thread (aiosqlite) each.
     size = SQLITE_POOL_SIZE if make_url(url).get_backend_name() == "sqlite" else POOL_SIZE
+    path = sqlite_file(url)
+    if path is not None:
+        _create_private(Path(path))
     engine = create_async_engine(url, pool_size=size, max_overflow=0, pool_timeout=60)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
