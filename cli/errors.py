@@ -3,7 +3,9 @@
 | code | meaning |
 |---|---|
 | 0 | success |
-| 1 | unexpected failure (a bug or an I/O error); the message says what |
+| 1 | unexpected failure (a bug or an I/O error); the message says what. Also a fault of
+|   | the database or its disk (locked by another process, read-only, full, unreachable):
+|   | one line `error: database URL: CAUSE` (StorageError), nothing half written |
 | 2 | bad command line or input value (names the option or field) |
 | 3 | not found (certificate, station, CA) |
 | 4 | refused by policy (the reason code is printed) |

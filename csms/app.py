@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.alerts import SqlAlertStore
+from csms.db.health import SqlStorageProbe
 from csms.db.inventory import SqlInventoryStore
 from csms.db.nodes import SqlNodeStore
 from csms.db.notify import outbox_wakeups
@@ -43,6 +44,7 @@ from csms.home import (
     render_config,
 )
 from csms.services.alerts import Alerts
+from csms.services.health import PROBE_INTERVAL_S, StorageHealth
 from csms.services.inventory import CertificateManagement, KnownCertificate
 from csms.services.nodes import NodeService
 from csms.services.ocsp import OcspService
@@ -66,7 +68,9 @@ from pki.policy import Policy, load_policy, parse_policy
 from pki.records import Authority, AuthorityRole
 from pki.renewal import renewal_due_at
 from pki.rollover import RootRollover, SwitchResult
+from pki.store.faults import describe, storage_fault
 from pki.store.sql import SqlStore, open_store
+from pki.store.sqlite_fast import sqlite_file
 
 POLICY_DIGEST_SETTING = "policy.digest"
 STATION_PROFILE = "charging-station"
@@ -150,6 +154,21 @@ class App:
         path = self.home / relative
         atomic_write(path, data)
         return path
+
+    def storage_health(self, interval_s: float = PROBE_INTERVAL_S) -> StorageHealth:
+        """Whether the database (and the disks pkictl writes to) can be written and read,
+        probed as this node every ``interval_s`` (`/health`)."""
+        directories = [self.home]
+        database_file = sqlite_file(str(self.store.engine.url))
+        if database_file is not None:
+            directories.append(Path(database_file).parent)
+        probe = SqlStorageProbe(self.store.database, self.nodes.node_id, directories)
+
+        def cause(error: BaseException) -> str | None:
+            fault = storage_fault(error)
+            return describe(fault, str(self.store.engine.url)) if fault else None
+
+        return StorageHealth(probe, cause, interval_s=interval_s)
 
     def outbox_wakeups(self, wake: Callable[[str], None]) -> AbstractAsyncContextManager[bool]:
         """``wake(station_id)`` for calls queued by any process (PostgreSQL NOTIFY)."""

@@ -30,6 +30,7 @@ from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
 from csms.serve_options import Listening, ServeOptions
 from csms.services.gate import ConnectionGate
+from csms.services.health import StorageHealth
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
     COMPRESSION,
@@ -154,8 +155,13 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
                 open_timeout=OPEN_TIMEOUT_S,
             )
         )
+        storage = app.storage_health(options.health_interval)
+        probing = asyncio.create_task(storage.run(stop))
+        servers.push_async_callback(_finish, probing)
         http_server = await _start_http(
-            servers, _http_handler(app, lambda: _health(node.sessions, node.gate)), options
+            servers,
+            _http_handler(app, lambda: _health(node.sessions, node.gate, storage)),
+            options,
         )
         plain_port = await _start_plain(servers, node.gate, node.run_session, options)
         servers.enter_context(collector_for_serving())
@@ -253,12 +259,26 @@ def _port(server: Server | asyncio.Server) -> int:
     return port
 
 
-def _health(sessions: SessionService, gate: ConnectionGate) -> dict[str, object]:
-    return {
-        "status": "ok",
+def _health(
+    sessions: SessionService, gate: ConnectionGate, storage: StorageHealth
+) -> dict[str, object]:
+    """`ok`, or `degraded` with the reason while the database cannot be written or read
+    (then HTTP 503)."""
+    health: dict[str, object] = {"status": "ok" if storage.ok else "degraded"}
+    if not storage.ok:
+        health["reason"] = storage.reason
+    return health | {
         "stations_online": len(sessions.online()),
         "refusals": dict(sorted(gate.refusals.items())),
     }
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Await a background task that ends with ``stop`` (cancelled if it has not)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _start_http(
@@ -284,7 +304,9 @@ def _http_handler(app: App, health: Callable[[], dict[str, object]]) -> Handler:
     async def handle(method: str, target: str, body: bytes) -> Reply:
         path = urlsplit(target).path
         if path == "/health" and method in ("GET", "HEAD"):
-            return Reply(HTTPStatus.OK, json.dumps(health()).encode() + b"\n", "application/json")
+            state = health()
+            status = HTTPStatus.OK if state["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
+            return Reply(status, json.dumps(state).encode() + b"\n", "application/json")
         if path.rstrip("/") == "/ocsp" and method == "POST":
             return Reply(HTTPStatus.OK, await app.ocsp.answer(body), OCSP_RESPONSE)
         if path.startswith("/ocsp/") and method == "GET":

@@ -16,7 +16,7 @@ import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -98,6 +98,7 @@ from pki.store.sqlite_fast import (
     SqliteFastPath,
     Unavailable,
     busy_pauses,
+    is_busy,
     sqlite_file,
 )
 
@@ -202,6 +203,19 @@ def _create_private(path: Path) -> None:
         os.close(descriptor)
 
 
+def _check_openable(path: str) -> None:
+    """Raise SQLite's own error for a database file that cannot be opened at all (a
+    directory, a missing directory, no permission) before aiosqlite tries: its worker
+    thread of a failed connection may outlive the event loop and print a traceback at
+    exit. A busy database is left to the engine's busy timeout."""
+    try:
+        with closing(sqlite3.connect(path, timeout=0)) as connection:
+            connection.execute("PRAGMA schema_version")
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+
+
 async def open_store(url: str) -> SqlStore:
     """Open (and migrate) the database at ``url``: sqlite+aiosqlite:// or postgresql+asyncpg://."""
     # A fixed pool: under a burst (a fleet reconnecting, a renewal campaign) callers
@@ -211,6 +225,7 @@ async def open_store(url: str) -> SqlStore:
     path = sqlite_file(url)
     if path is not None:
         _create_private(Path(path))
+        _check_openable(path)
     engine = create_async_engine(url, pool_size=size, max_overflow=0, pool_timeout=60)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
