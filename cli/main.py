@@ -22,6 +22,7 @@ from cli.events import events
 from cli.nodes import nodes
 from cli.ocsp import ocsp_group
 from cli.outbox import outbox
+from cli.output import printable
 from cli.policy import policy
 from cli.renewals import alerts, renew, renewals
 from cli.rollover import campaign, rollover
@@ -53,7 +54,7 @@ class PkictlGroup(click.Group):
             if fault is not None:
                 _fail(ctx, StorageError(describe(fault, _database_url(ctx))))
             if isinstance(error, OSError):  # exit code 1 for an I/O error, with a message
-                click.echo(f"error: {error}", err=True)
+                click.echo(printable(f"error: {error}"), err=True)
                 raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
             raise
 
@@ -65,7 +66,7 @@ def _fail(ctx: click.Context, error: PkiError) -> NoReturn:
     message = f"error: {error}"
     if isinstance(error, IssuanceRefused):  # exit code 4: the reason code is printed
         message += f" (reason: {error.reason.value})"
-    click.echo(message, err=True)
+    click.echo(printable(message), err=True)  # messages may quote what a station sent
     raise click.exceptions.Exit(int(exit_code_for(error))) from None
 
 
