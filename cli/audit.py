@@ -64,8 +64,9 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
         for problem in report["problems"]:  # type: ignore[attr-defined]
             note(f"problem: {problem}")
         head = report["head"]
+        shown = f"{head['seq']}:{head['hash']}" if isinstance(head, dict) else "(none)"
         note(
-            f"{report['entries']} entries, head {head}: "
+            f"{report['entries']} entries, head {shown}: "
             f"{'intact' if report['intact'] else 'TAMPERED'}"
         )
     if not report["intact"]:

@@ -10,7 +10,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli.context import Context, authority_view, json_option, run_with_app
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import (
+    emit_fields,
+    emit_json,
+    emit_table,
+    force_option,
+    iso,
+    note,
+    refuse_existing,
+    write_out,
+)
 from csms.app import App, actor, default_policy_text, initialize_home
 from csms.home import HomeConfig, validate_identity
 from pki.errors import InputError, NotFoundError
@@ -164,16 +173,18 @@ def ca_show(ctx: Context, name: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file instead of stdout.",
 )
+@force_option
 @click.option("--chain", is_flag=True, help="Append the issuing CAs (without the root).")
 @click.pass_obj
-def ca_export(ctx: Context, name: str, out: Path | None, chain: bool) -> None:
+def ca_export(ctx: Context, name: str, out: Path | None, force: bool, chain: bool) -> None:
     """Export a certificate as PEM (e.g. cso-root for stations' CSMSRootCertificate)."""
+    refuse_existing(out, force)
     _, pem, issuers = run_with_app(ctx, lambda app: _authority(app, name))
     data = pem + (issuers if chain else b"")
     if out is None:
         click.echo(data.decode(), nl=False)
     else:
-        out.write_bytes(data)
+        write_out(out, data, force)
         note(f"wrote {out}")
 
 

@@ -11,12 +11,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli.context import Context, certificate_view, json_option, run_with_app
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import (
+    emit_fields,
+    emit_json,
+    emit_table,
+    force_option,
+    iso,
+    note,
+    refuse_existing,
+    write_out,
+)
 from csms.app import App, actor
+from pki.errors import ConflictError
 from pki.records import REVOCATION_REASONS, CertificateQuery, CertificateStatus
 from pki.serials import parse_serial
 
-CERT_COLUMNS = ("serial", "profile", "station", "subject", "not_after", "status", "source")
+CERT_COLUMNS = (
+    "serial", "profile", "station", "subject", "not_after", "days_left", "status", "source",
+)  # fmt: skip
 
 
 def _serial(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
@@ -47,6 +59,7 @@ def cert() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the chain (leaf first, no root) here instead of stdout.",
 )
+@force_option
 @json_option
 @click.pass_obj
 def cert_issue(
@@ -56,9 +69,11 @@ def cert_issue(
     station_id: str,
     days: int | None,
     out: Path | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Issue a certificate from a station's CSR through the full policy pipeline."""
+    refuse_existing(out, force)  # before anything is issued
     csr_pem = csr_file.read_text(encoding="utf-8", errors="replace")
     if out is not None and not os.access(out.parent.resolve(), os.W_OK):
         raise click.BadParameter(
@@ -79,10 +94,11 @@ def cert_issue(
     view, chain = run_with_app(ctx, action)
     if out is not None:
         try:
-            out.write_bytes(chain)
-        except OSError as exc:  # issued and recorded: hand the chain out anyway
+            write_out(out, chain, force)
+        except (OSError, ConflictError) as exc:  # issued and recorded: hand the chain out
             click.echo(chain.decode(), nl=False)
-            note(f"error: could not write {out} ({exc.strerror}); the chain is on stdout")
+            why = exc.strerror if isinstance(exc, OSError) else "it appeared meanwhile"
+            note(f"error: could not write {out} ({why}); the chain is on stdout")
             note(f"serial {view['serial']}")
             raise click.exceptions.Exit(1) from None
     if as_json:
@@ -215,13 +231,15 @@ async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the DER CRL here."
 )
+@force_option
 @json_option
 @click.pass_obj
-def crl(ctx: Context, name: str, out: Path | None, as_json: bool) -> None:
+def crl(ctx: Context, name: str, out: Path | None, force: bool, as_json: bool) -> None:
     """Issue a fresh CRL for CA NAME (number from the database), saved as HOME/crl/NAME.crl."""
+    refuse_existing(out, force)
     view, der = run_with_app(ctx, lambda app: _publish_crl(app, name))
     if out is not None:
-        out.write_bytes(der)
+        write_out(out, der, force)
     if as_json:
         emit_json(view)
     else:

@@ -14,6 +14,9 @@
 | 7 | integrity check failed (`audit verify`) |
 | 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
 | 9 | a wait ended first: `renew --wait`, `station certs --refresh`, `campaign status --wait` |
+| 10 | `ocsp check`: the responder says the certificate is revoked (a verified answer) |
+
+Exit 5 also refuses an `--out` file that exists, unless `--force` is given.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class ExitCode(IntEnum):
     INTEGRITY = 7
     KEY_ACCESS = 8
     INCOMPLETE = 9
+    REVOKED = 10
 
 
 _CODES: tuple[tuple[type[Exception], ExitCode], ...] = (

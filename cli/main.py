@@ -114,7 +114,7 @@ def cli(
     policy, 5 conflict, 6 not initialized / bad config or policy, 7 integrity check
     failed, 8 CA key unavailable, 9 a --wait
     ended before every station answered (`renew`, `station certs --refresh`,
-    `campaign status`).
+    `campaign status`), 10 revoked (`ocsp check`).
     """
     ctx.obj = Context(home=home, passphrase_file=passphrase_file, database=database_url)
 
