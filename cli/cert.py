@@ -24,18 +24,10 @@ from cli.output import (
 from csms.app import App, actor
 from pki.errors import ConflictError
 from pki.records import REVOCATION_REASONS, CertificateQuery, CertificateStatus
-from pki.serials import parse_serial
 
 CERT_COLUMNS = (
     "serial", "profile", "station", "subject", "not_after", "days_left", "status", "source",
 )  # fmt: skip
-
-
-def _serial(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
-    try:
-        return parse_serial(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.group()
@@ -154,15 +146,16 @@ def cert_list(
 
 
 @cert.command("show")
-@click.argument("serial", callback=_serial)
+@click.argument("serial")
 @click.option("--pem", "as_pem", is_flag=True, help="Print the certificate as PEM.")
 @json_option
 @click.pass_obj
-def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
-    """Show the certificate with hex serial SERIAL."""
+def cert_show(ctx: Context, serial: str, as_pem: bool, as_json: bool) -> None:
+    """Show the certificate with hex serial SERIAL, or the one whose serial starts with
+    SERIAL (at least 4 hex digits; an ambiguous prefix exits 2 listing the candidates)."""
 
     async def action(app: App) -> tuple[dict[str, object], str]:
-        record = await app.ca.find_by_serial(serial)
+        record = await app.ca.find_by_serial_text(serial)
         return certificate_view(record, app.clock.now()), record.pem()
 
     view, pem = run_with_app(ctx, action)
@@ -175,7 +168,7 @@ def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
 
 
 @cert.command("revoke")
-@click.argument("serial", callback=_serial)
+@click.argument("serial")
 @click.option(
     "--reason",
     required=True,
@@ -184,11 +177,13 @@ def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
 )
 @json_option
 @click.pass_obj
-def cert_revoke(ctx: Context, serial: int, reason: str, as_json: bool) -> None:
-    """Revoke a certificate this CA issued; the next CRL lists it."""
+def cert_revoke(ctx: Context, serial: str, reason: str, as_json: bool) -> None:
+    """Revoke a certificate this CA issued; the next CRL lists it. SERIAL: hex, or a
+    unique prefix of at least 4 digits (an ambiguous one exits 2 listing the candidates)."""
 
     async def action(app: App) -> dict[str, object]:
-        record, revocation_list = await app.revocations.revoke(serial, reason, actor())
+        found = await app.ca.find_by_serial_text(serial)
+        record, revocation_list = await app.revocations.revoke(found.serial, reason, actor())
         view = certificate_view(record, app.clock.now())
         assert record.issuer_ca is not None
         view["crl"] = None

@@ -531,6 +531,10 @@ class SqlStore:
             statement = statement.where(certificates.c.not_after <= query.expiring_before)
         if query.serial is not None:
             statement = statement.where(certificates.c.serial_hex == serial_hex(query.serial))
+        if query.serial_prefix is not None:  # a range of the (serial, issuer) index
+            statement = statement.where(
+                certificates.c.serial_hex.startswith(query.serial_prefix, autoescape=True)
+            )
         if query.limit is not None:
             statement = statement.limit(query.limit)
         rows = await self.database.read(lambda connection: connection.execute(statement).all())
