@@ -11,7 +11,7 @@
 | 4 | refused by policy (the reason code is printed) |
 | 5 | conflict: exists already, or in a state that forbids the operation |
 | 6 | home not initialized, or invalid configuration / policy file |
-| 7 | integrity check failed (`audit verify`) |
+| 7 | integrity check failed (`audit verify`, also against a recorded `--head SEQ:HASH`) |
 | 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
 | 9 | a wait ended first: `renew --wait`, `station certs --refresh`, `campaign status --wait` |
 | 10 | `ocsp check`: the responder says the certificate is revoked (a verified answer) |

@@ -16,6 +16,7 @@ import os
 import resource
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
@@ -29,6 +30,7 @@ from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
 from csms.serve_options import Listening, ServeOptions
+from csms.services.audit_head import HEAD_INTERVAL_S, AuditHeadPublisher
 from csms.services.gate import ConnectionGate
 from csms.services.health import StorageHealth
 from csms.services.sessions import SessionService
@@ -48,6 +50,7 @@ from csms.transport.tls import (
     restore_fitting_key,
     server_context,
 )
+from pki.keys.file import atomic_write
 from pki.records import Authority, AuthorityRole, TrustRole
 
 LOG = logging.getLogger("pkictl.serve")
@@ -158,6 +161,8 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
         storage = app.storage_health(options.health_interval)
         probing = asyncio.create_task(storage.run(stop))
         servers.push_async_callback(_finish, probing)
+        publishing = asyncio.create_task(_audit_head_publisher(app).run(stop))
+        servers.push_async_callback(_finish, publishing)
         http_server = await _start_http(
             servers,
             _http_handler(app, lambda: _health(node.sessions, node.gate, storage)),
@@ -271,6 +276,21 @@ def _health(
         "stations_online": len(sessions.online()),
         "refusals": dict(sorted(gate.refusals.items())),
     }
+
+
+def _audit_head_publisher(app: App) -> AuditHeadPublisher:
+    """The audit head in the log, and in [audit] head_file if set (ADR 3)."""
+    table = app.config.audit
+    write = None
+    if "head_file" in table:
+        path = Path(str(table["head_file"])).expanduser()
+        target = path if path.is_absolute() else app.home / path
+
+        def write(text: str) -> None:
+            atomic_write(target, text.encode(), 0o644)
+
+    interval = float(table.get("head_interval_s", HEAD_INTERVAL_S))
+    return AuditHeadPublisher(app.store.audit_head, write, interval)
 
 
 async def _finish(task: asyncio.Task[None]) -> None:
