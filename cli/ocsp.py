@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 
 from cli.context import Context, json_option, run_with_app
 from cli.errors import ExitCode
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import emit_fields, emit_json, emit_table, iso, note, printable
 from csms.app import App
 from csms.services.certificate_status import OcspFetchError
 from csms.services.ocsp import LoggedResponse
@@ -93,13 +93,13 @@ def ocsp_check(
     try:
         der = asyncio.run(HttpOcspFetcher().fetch(responder, request.public_bytes(Encoding.DER)))
     except OcspFetchError as exc:
-        click.echo(f"error: {responder}: {exc}", err=True)
+        click.echo(printable(f"error: {responder}: {exc}"), err=True)
         raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
     now = datetime.now(UTC)
     try:
         status = verified_status(der, certificate, issuer, now)
     except UnusableResponse as exc:
-        click.echo(f"error: {responder}: {exc}", err=True)
+        click.echo(printable(f"error: {responder}: {exc}"), err=True)
         raise click.exceptions.Exit(int(ExitCode.INTEGRITY)) from None
     response = ocsp.load_der_ocsp_response(der)
     view = _check_view(certificate, response, status.state.value, responder, nonce)

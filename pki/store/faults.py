@@ -88,10 +88,15 @@ def describe(fault: Fault, url: str | None) -> str:
         return fault.message()
     message = fault.message(redacted(url))
     path = sqlite_file(url)
-    if path is not None and "disk full" not in message:
-        free = _free_bytes(Path(path).parent)
-        if free is not None and free < FULL_BELOW_BYTES:
-            message += f" (disk full: {free} bytes free in {Path(path).parent})"
+    if path is not None:
+        directory = Path(path).parent
+        status = _status(directory)
+        if status is not None and status.f_flag & os.ST_RDONLY and "read-only" not in fault.cause:
+            message += f" (read-only file system: {directory})"
+        elif status is not None and "disk full" not in fault.cause:
+            free = status.f_bavail * status.f_frsize
+            if free < FULL_BELOW_BYTES:
+                message += f" (disk full: {free} bytes free in {directory})"
     return message
 
 
@@ -100,12 +105,11 @@ FULL_BELOW_BYTES = 64 * 1024
 few pages in the WAL)."""
 
 
-def _free_bytes(directory: Path) -> int | None:
+def _status(directory: Path) -> os.statvfs_result | None:
     try:
-        status = os.statvfs(directory)
+        return os.statvfs(directory)
     except OSError:
         return None
-    return status.f_bavail * status.f_frsize
 
 
 def redacted(url: str) -> str:

@@ -120,3 +120,33 @@ def test_a_full_disk_is_one_line_and_exit_1(home: Path, small_disk: Path) -> Non
     (small_disk / "filler").unlink()
     assert "CS902" not in stations(moved)
     pkictl("station", "add", "CS902", "--serial", "SN-902")  # room again: it works
+
+
+@pytest.fixture
+def read_only_view(home: Path, tmp_path: Path) -> Iterator[Path]:
+    """The home seen through a read-only bind mount: a read-only home."""
+    view = tmp_path / "read-only"
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(home), str(view)], capture_output=True,
+                          check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,ro,bind", str(view)]
+        done = subprocess.run(remount, capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot remount read-only here: {done.stderr.decode().strip()}")
+        yield view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=True)
+
+
+def test_a_read_only_home_is_one_line_and_exit_1(home: Path, read_only_view: Path) -> None:
+    """SQLite in WAL mode cannot even read without creating its -shm file beside the
+    database: every command says so in one line."""
+    pkictl = make_runner(read_only_view)
+    result = pkictl("station", "add", "CS903", "--serial", "SN-903", expect=1)
+    one_line_error(result.stderr, "read-only file system", str(read_only_view / "pkictl.db"))
+    one_line_error(pkictl("station", "list", expect=1).stderr, "read-only file system")
+    one_line_error(pkictl("crl", "cso-root", expect=1).stderr, "read-only")
+    assert "CS903" not in stations(home)

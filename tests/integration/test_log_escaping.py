@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -133,3 +134,21 @@ def test_the_formatter_escapes_message_and_arguments_and_indents_tracebacks() ->
 def test_human_output_has_no_reprs_and_no_control_characters(value: object, shown: str) -> None:
     assert human(value) == shown
     assert printable("ok") == "ok"
+
+
+def test_a_database_fault_is_logged_as_its_cause_in_one_line() -> None:
+    """#22 item 21: a heartbeat that failed on a locked database is one line, not a
+    traceback, in the serve log."""
+    formatter = EscapingFormatter("%(levelname)s %(name)s: %(message)s")
+    try:
+        raise sqlite3.OperationalError("database is locked")
+    except sqlite3.OperationalError:
+        record = logging.LogRecord(
+            "pkictl.nodes", logging.ERROR, __file__, 1, "node %s: heartbeat failed", ("n1",),
+            sys.exc_info(),
+        )  # fmt: skip
+    assert formatter.format(record) == (
+        "ERROR pkictl.nodes: node n1: heartbeat failed "
+        "(database: locked by another connection or process (SQLITE_BUSY))"
+    )
+    assert record.exc_info is not None  # left for other handlers
