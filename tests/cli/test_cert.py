@@ -524,5 +524,8 @@ def test_show_and_revoke_take_a_unique_serial_prefix_as_git_does(
     assert {r["status"] for r in as_json(pkictl("cert", "list", "--json"))} == {"valid"}
     shown = as_json(pkictl("cert", "show", "abcd01", "--json"))
     assert shown["serial"] == f"abcd01{serial[6:]}"
+    revoked = as_json(pkictl("cert", "revoke", "ABCD01", "--reason", "superseded", "--json"))
+    assert (revoked["serial"], revoked["status"]) == (f"abcd01{serial[6:]}", "revoked")
+    assert as_json(pkictl("cert", "show", "abcd02", "--json"))["status"] == "valid"
     assert "no certificate" in pkictl("cert", "show", "abc", expect=3).stderr  # < 4 digits
     assert "no certificate" in pkictl("cert", "show", "abcd03", expect=3).stderr
