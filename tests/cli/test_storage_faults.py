@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_test_support import Run, as_json, make_runner, query
+from cli_test_support import INIT_ARGS, Run, as_json, make_runner, query
 
 
 def one_line_error(stderr: str, *words: str) -> str:
@@ -150,3 +150,42 @@ def test_a_read_only_home_is_one_line_and_exit_1(home: Path, read_only_view: Pat
     one_line_error(pkictl("station", "list", expect=1).stderr, "read-only file system")
     one_line_error(pkictl("crl", "cso-root", expect=1).stderr, "read-only")
     assert "CS903" not in stations(home)
+
+
+async def _set_read_only(url: str, on: bool) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await connection.execute("SET default_transaction_read_only = off")
+        name = parsed.database
+        setting = (
+            "SET default_transaction_read_only = on"
+            if on
+            else ("RESET default_transaction_read_only")
+        )
+        await connection.execute(f'ALTER DATABASE "{name}" {setting}')
+    finally:
+        await connection.close()
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgresql_database_is_one_line_and_exit_1(
+    tmp_path: Path, fresh_postgres: str
+) -> None:
+    import asyncio
+
+    home = tmp_path / "ca"
+    pkictl = make_runner(home, global_args=("--database-url", fresh_postgres))
+    pkictl(*INIT_ARGS)
+    asyncio.run(_set_read_only(fresh_postgres, True))
+    try:
+        result = pkictl("station", "add", "CS904", "--serial", "SN-904", expect=1)
+    finally:
+        asyncio.run(_set_read_only(fresh_postgres, False))
+    line = one_line_error(result.stderr, "the database is read-only")
+    assert "postgresql+asyncpg://" in line
+    assert as_json(pkictl("station", "list", "--json")) == []
