@@ -164,9 +164,11 @@ class App:
             directories.append(Path(database_file).parent)
         probe = SqlStorageProbe(self.store.database, self.nodes.node_id, directories)
 
-        def cause(error: BaseException) -> str | None:
+        def cause(error: BaseException) -> tuple[str, str] | None:
             fault = storage_fault(error)
-            return describe(fault, str(self.store.engine.url)) if fault else None
+            if fault is None:
+                return None
+            return fault.public(), describe(fault, str(self.store.engine.url))
 
         return StorageHealth(probe, cause, interval_s=interval_s)
 

@@ -29,8 +29,10 @@ class StorageProbe(Protocol):
         ...
 
 
-Describe = Callable[[BaseException], "str | None"]
-"""The one-line cause of a database or disk fault, None for anything else."""
+Describe = Callable[[BaseException], "tuple[str, str] | None"]
+"""A database or disk fault's cause in one line twice: for `/health` (anyone on the HTTP
+port may read it: no URL, path or server message) and for the log; None for anything
+else."""
 
 
 @dataclass
@@ -40,7 +42,7 @@ class StorageHealth:
     interval_s: float = PROBE_INTERVAL_S
     timeout_s: float = PROBE_TIMEOUT_S
     reason: str | None = None
-    """Why the database is not usable, or None while it is."""
+    """Why the database is not usable (for `/health`), or None while it is."""
 
     @property
     def ok(self) -> bool:
@@ -57,22 +59,23 @@ class StorageHealth:
             done, _ = await asyncio.wait(waiting, timeout=self.timeout_s,
                                          return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
             if not done:
-                self._degraded(
-                    f"database: no answer within {self.timeout_s:g} s (locked or unreachable?)"
-                )
+                waited = f"database: no answer within {self.timeout_s:g} s (locked or unreachable?)"
+                self._degraded(waited, waited)
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if task not in done:  # stopping
-                task.cancel()
                 return
             error = task.exception()
-        finally:
+        finally:  # stopping, or this check cancelled: the probe with it
+            if not task.done():
+                task.cancel()
             if stopping is not None:
                 stopping.cancel()
         if error is None:
             self._ok()
         else:
             first = str(error).splitlines()[0] if str(error) else ""
-            self._degraded(self.describe(error) or f"database: {type(error).__name__} {first}")
+            unexpected = ("database: unexpected error", f"{type(error).__name__}: {first}")
+            self._degraded(*(self.describe(error) or unexpected))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Probe every ``interval_s`` until ``stop`` is set."""
@@ -81,9 +84,9 @@ class StorageHealth:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval_s)
 
-    def _degraded(self, reason: str) -> None:
+    def _degraded(self, reason: str, detail: str) -> None:
         if reason != self.reason:
-            LOG.warning("health degraded: %s", reason)
+            LOG.warning("health degraded: %s", detail)
         self.reason = reason
 
     def _ok(self) -> None:

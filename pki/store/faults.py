@@ -59,12 +59,20 @@ class Fault:
     where: str
     """"database" or "disk"."""
     cause: str
+    detail: str | None = None
+    """What the driver or the OS said (a file name, a server message): for the operator."""
 
     def message(self, location: str | None = None) -> str:
+        detail = f" ({self.detail})" if self.detail else ""
         if self.where == "disk":  # the cause says "disk full", "read-only file system"...
-            return self.cause
+            return f"{self.cause}{detail}"
         at = f" {location}" if location else ""
-        return f"{self.where}{at}: {self.cause}"
+        return f"{self.where}{at}: {self.cause}{detail}"
+
+    def public(self) -> str:
+        """The cause without where or what exactly (no URL, path or server message):
+        fit for `/health`, which anyone reaching the HTTP port may read."""
+        return self.cause if self.where == "disk" else f"{self.where}: {self.cause}"
 
 
 def storage_fault(exc: BaseException) -> Fault | None:
@@ -133,8 +141,8 @@ def _describe(exc: BaseException) -> Fault | None:
         return _pg_fault(sqlstate, exc)
     if isinstance(exc, OSError) and exc.errno in _OS_CAUSES:
         where = "database" if exc.errno == errno.ECONNREFUSED else "disk"
-        detail = f" ({exc.filename}: {exc.strerror})" if exc.filename else ""
-        return Fault(where, f"{_OS_CAUSES[exc.errno]}{detail}")
+        detail = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        return Fault(where, _OS_CAUSES[exc.errno], detail)
     return None
 
 
@@ -151,7 +159,7 @@ def _pg_fault(sqlstate: str, exc: BaseException) -> Fault | None:
     for prefix in (sqlstate, sqlstate[:3], sqlstate[:2]):
         if prefix in _PG_CAUSES:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return Fault("database", f"{_PG_CAUSES[prefix]}: {first}")
+            return Fault("database", _PG_CAUSES[prefix], first)
     return None
 
 
@@ -159,5 +167,5 @@ def _driver_fault(exc: DBAPIError) -> Fault | None:
     """A driver error with no code we know: a lost connection still is a fault."""
     if exc.connection_invalidated:
         first = str(exc.orig).splitlines()[0] if exc.orig is not None else ""
-        return Fault("database", f"connection lost: {first}".rstrip(": "))
+        return Fault("database", "connection lost", first or None)
     return None
