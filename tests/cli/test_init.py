@@ -355,3 +355,14 @@ def test_init_into_an_existing_0755_directory_keeps_the_database_0600(tmp_path: 
                 assert mode(side) == 0o600, f"{side}: {oct(mode(side))}"
     finally:
         os.umask(previous)
+
+
+def test_init_with_pkictl_database_url_records_it(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    elsewhere = tmp_path / "elsewhere.db"
+    url = f"sqlite+aiosqlite:///{elsewhere}"
+    make_runner(home, env={"PKICTL_DATABASE_URL": url})(*INIT_ARGS)
+    assert not (home / "pkictl.db").exists()
+    assert mode(elsewhere) == 0o600
+    assert tomllib.loads((home / "pkictl.toml").read_text())["database"] == {"url": url}
+    assert len(as_json(make_runner(home)("ca", "list", "--json"))) == 12  # without the env
