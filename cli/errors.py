@@ -3,9 +3,7 @@
 | code | meaning |
 |---|---|
 | 0 | success |
-| 1 | unexpected failure (a bug or an I/O error); the message says what. Also a fault of
-|   | the database or its disk (locked by another process, read-only, full, unreachable):
-|   | one line `error: database URL: CAUSE` (StorageError), nothing half written |
+| 1 | unexpected failure (a bug or an I/O error), or a database or disk fault (StorageError) |
 | 2 | bad command line or input value (names the option or field) |
 | 3 | not found (certificate, station, CA) |
 | 4 | refused by policy (the reason code is printed) |
@@ -16,6 +14,9 @@
 | 9 | a wait ended first: `renew --wait`, `station certs --refresh`, `campaign status --wait` |
 | 10 | `ocsp check`: the responder says the certificate is revoked (a verified answer) |
 
+Exit 1 always comes with a message saying what failed. For a fault of the database or
+its disk -- locked by another process, read-only, full, unreachable -- it is one line,
+`error: database URL: CAUSE` (or `disk full (PATH: ...)`), and nothing is half written.
 Exit 5 also refuses an `--out` file that exists, unless `--force` is given.
 """
 
