@@ -8,7 +8,14 @@ from cli.context import Context, json_option, run_with_app
 from cli.errors import ExitCode
 from cli.output import emit_json, emit_table, iso, note
 from csms.app import App
-from pki.audit import AuditEntry, verify_chain
+from pki.audit import (
+    AuditEntry,
+    AuditHead,
+    format_head,
+    parse_head,
+    verify_anchor,
+    verify_chain,
+)
 
 
 @click.group()
@@ -40,21 +47,44 @@ def audit_list(ctx: Context, limit: int, as_json: bool) -> None:
         emit_table(rows, ("seq", "at", "action", "actor", "target", "outcome"))
 
 
+def _anchor(_ctx: click.Context, _param: click.Parameter, value: str | None) -> AuditHead | None:
+    if value is None:
+        return None
+    try:
+        return parse_head(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @audit.command("verify")
+@click.option(
+    "--head",
+    "anchor",
+    metavar="SEQ:HASH",
+    callback=_anchor,
+    help="A head recorded elsewhere (printed here earlier, or published by `pkictl serve`): "
+    "the log must still hold entry SEQ with hash HASH, else exit 7.",
+)
 @json_option
 @click.pass_obj
-def audit_verify(ctx: Context, as_json: bool) -> None:
+def audit_verify(ctx: Context, anchor: AuditHead | None, as_json: bool) -> None:
     """Check the whole chain; exit code 7 if any entry was edited or deleted.
-    Record the printed head elsewhere to detect a wholesale rewrite later."""
+    Record the printed head elsewhere (`pkictl serve` publishes it) and give it with
+    --head later: a log emptied or cut short, its head rewound, fails that check."""
 
     async def action(app: App) -> dict[str, object]:
         entries = await app.store.audit_entries()
         head = await app.store.audit_head()
-        return {
+        problems = verify_chain(entries, head)
+        if anchor is not None:
+            problems += verify_anchor(entries, anchor)
+        report: dict[str, object] = {
             "entries": len(entries),
             "head": {"seq": head.seq, "hash": head.hash} if head else None,
-            "problems": verify_chain(entries, head),
         }
+        if anchor is not None:  # (the key only with --head: the report stays as it was)
+            report["anchor"] = format_head(anchor)
+        return report | {"problems": problems}
 
     report = run_with_app(ctx, action)
     report["intact"] = not report["problems"]
@@ -64,8 +94,10 @@ def audit_verify(ctx: Context, as_json: bool) -> None:
         for problem in report["problems"]:  # type: ignore[attr-defined]
             note(f"problem: {problem}")
         head = report["head"]
+        shown = f"{head['seq']}:{head['hash']}" if isinstance(head, dict) else "(none)"
+        checked = f", checked against {anchor.seq}:{anchor.hash[:12]}…" if anchor else ""
         note(
-            f"{report['entries']} entries, head {head}: "
+            f"{report['entries']} entries, head {shown}{checked}: "
             f"{'intact' if report['intact'] else 'TAMPERED'}"
         )
     if not report["intact"]:

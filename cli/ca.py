@@ -10,10 +10,19 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli.context import Context, authority_view, json_option, run_with_app
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import (
+    emit_fields,
+    emit_json,
+    emit_table,
+    force_option,
+    iso,
+    note,
+    refuse_existing,
+    write_out,
+)
 from csms.app import App, actor, default_policy_text, initialize_home
 from csms.home import HomeConfig, validate_identity
-from pki.errors import NotFoundError
+from pki.errors import InputError, NotFoundError
 from pki.keys import describe_public_key
 from pki.records import Authority
 from pki.serials import serial_hex
@@ -39,7 +48,11 @@ AUTHORITY_COLUMNS = ("name", "role", "issuer", "subject", "not_after")
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Issuance policy to adopt [default: policies/default.toml].",
 )
-@click.option("--database-url", help="Database URL [default: SQLite in HOME].")
+@click.option(
+    "--database-url",
+    help="Database URL, recorded in pkictl.toml [default: the global --database-url, "
+    "else PKICTL_DATABASE_URL, else SQLite in HOME].",
+)
 @json_option
 @click.pass_obj
 def init(
@@ -60,13 +73,17 @@ def init(
     per CA. Refuses to run over an existing home.
     """
     organization, country, hosts, base_url = validate_identity(org, country, hosts, base_url)
+    if database_url and ctx.database and database_url != ctx.database:
+        raise InputError(
+            "--database-url: given twice with different URLs (before and after `init`)"
+        )
     config = HomeConfig(
         organization=organization,
         country=country,
         csms_hosts=hosts,
         base_url=base_url,
         hierarchies=frozenset({"cso"} if no_v2g else {"cso", "v2g"}),
-        database_url=database_url,
+        database_url=database_url or ctx.database,
     )
     if policy_file is not None:
         policy_text, source = policy_file.read_text(encoding="utf-8"), str(policy_file)
@@ -156,16 +173,18 @@ def ca_show(ctx: Context, name: str, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file instead of stdout.",
 )
+@force_option
 @click.option("--chain", is_flag=True, help="Append the issuing CAs (without the root).")
 @click.pass_obj
-def ca_export(ctx: Context, name: str, out: Path | None, chain: bool) -> None:
+def ca_export(ctx: Context, name: str, out: Path | None, force: bool, chain: bool) -> None:
     """Export a certificate as PEM (e.g. cso-root for stations' CSMSRootCertificate)."""
+    refuse_existing(out, force)
     _, pem, issuers = run_with_app(ctx, lambda app: _authority(app, name))
     data = pem + (issuers if chain else b"")
     if out is None:
         click.echo(data.decode(), nl=False)
     else:
-        out.write_bytes(data)
+        write_out(out, data, force)
         note(f"wrote {out}")
 
 

@@ -11,19 +11,23 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from cli.context import Context, certificate_view, json_option, run_with_app
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import (
+    emit_fields,
+    emit_json,
+    emit_table,
+    force_option,
+    iso,
+    note,
+    refuse_existing,
+    write_out,
+)
 from csms.app import App, actor
+from pki.errors import ConflictError
 from pki.records import REVOCATION_REASONS, CertificateQuery, CertificateStatus
-from pki.serials import parse_serial
 
-CERT_COLUMNS = ("serial", "profile", "station", "subject", "not_after", "status", "source")
-
-
-def _serial(_ctx: click.Context, _param: click.Parameter, value: str) -> int:
-    try:
-        return parse_serial(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+CERT_COLUMNS = (
+    "serial", "profile", "station", "subject", "not_after", "days_left", "status", "source",
+)  # fmt: skip
 
 
 @click.group()
@@ -47,6 +51,7 @@ def cert() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the chain (leaf first, no root) here instead of stdout.",
 )
+@force_option
 @json_option
 @click.pass_obj
 def cert_issue(
@@ -56,9 +61,11 @@ def cert_issue(
     station_id: str,
     days: int | None,
     out: Path | None,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Issue a certificate from a station's CSR through the full policy pipeline."""
+    refuse_existing(out, force)  # before anything is issued
     csr_pem = csr_file.read_text(encoding="utf-8", errors="replace")
     if out is not None and not os.access(out.parent.resolve(), os.W_OK):
         raise click.BadParameter(
@@ -79,10 +86,11 @@ def cert_issue(
     view, chain = run_with_app(ctx, action)
     if out is not None:
         try:
-            out.write_bytes(chain)
-        except OSError as exc:  # issued and recorded: hand the chain out anyway
+            write_out(out, chain, force)
+        except (OSError, ConflictError) as exc:  # issued and recorded: hand the chain out
             click.echo(chain.decode(), nl=False)
-            note(f"error: could not write {out} ({exc.strerror}); the chain is on stdout")
+            why = exc.strerror if isinstance(exc, OSError) else "it appeared meanwhile"
+            note(f"error: could not write {out} ({why}); the chain is on stdout")
             note(f"serial {view['serial']}")
             raise click.exceptions.Exit(1) from None
     if as_json:
@@ -138,15 +146,16 @@ def cert_list(
 
 
 @cert.command("show")
-@click.argument("serial", callback=_serial)
+@click.argument("serial")
 @click.option("--pem", "as_pem", is_flag=True, help="Print the certificate as PEM.")
 @json_option
 @click.pass_obj
-def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
-    """Show the certificate with hex serial SERIAL."""
+def cert_show(ctx: Context, serial: str, as_pem: bool, as_json: bool) -> None:
+    """Show the certificate with hex serial SERIAL, or the one whose serial starts with
+    SERIAL (at least 4 hex digits; an ambiguous prefix exits 2 listing the candidates)."""
 
     async def action(app: App) -> tuple[dict[str, object], str]:
-        record = await app.ca.find_by_serial(serial)
+        record = await app.ca.find_by_serial_text(serial)
         return certificate_view(record, app.clock.now()), record.pem()
 
     view, pem = run_with_app(ctx, action)
@@ -159,7 +168,7 @@ def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
 
 
 @cert.command("revoke")
-@click.argument("serial", callback=_serial)
+@click.argument("serial")
 @click.option(
     "--reason",
     required=True,
@@ -168,11 +177,13 @@ def cert_show(ctx: Context, serial: int, as_pem: bool, as_json: bool) -> None:
 )
 @json_option
 @click.pass_obj
-def cert_revoke(ctx: Context, serial: int, reason: str, as_json: bool) -> None:
-    """Revoke a certificate this CA issued; the next CRL lists it."""
+def cert_revoke(ctx: Context, serial: str, reason: str, as_json: bool) -> None:
+    """Revoke a certificate this CA issued; the next CRL lists it. SERIAL: hex, or a
+    unique prefix of at least 4 digits (an ambiguous one exits 2 listing the candidates)."""
 
     async def action(app: App) -> dict[str, object]:
-        record, revocation_list = await app.revocations.revoke(serial, reason, actor())
+        found = await app.ca.find_by_serial_text(serial)
+        record, revocation_list = await app.revocations.revoke(found.serial, reason, actor())
         view = certificate_view(record, app.clock.now())
         assert record.issuer_ca is not None
         view["crl"] = None
@@ -215,13 +226,15 @@ async def _publish_crl(app: App, name: str) -> tuple[dict[str, object], bytes]:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the DER CRL here."
 )
+@force_option
 @json_option
 @click.pass_obj
-def crl(ctx: Context, name: str, out: Path | None, as_json: bool) -> None:
+def crl(ctx: Context, name: str, out: Path | None, force: bool, as_json: bool) -> None:
     """Issue a fresh CRL for CA NAME (number from the database), saved as HOME/crl/NAME.crl."""
+    refuse_existing(out, force)
     view, der = run_with_app(ctx, lambda app: _publish_crl(app, name))
     if out is not None:
-        out.write_bytes(der)
+        write_out(out, der, force)
     if as_json:
         emit_json(view)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,11 @@ def run_with_app(ctx: Context, action: Callable[[App], Awaitable[T]]) -> T:
     return asyncio.run(_run())
 
 
+def days_left(not_after: datetime, now: datetime) -> int:
+    """Whole days until notAfter, rounded down (0 on its last day, negative once expired)."""
+    return math.floor((not_after - now).total_seconds() / 86400)
+
+
 def certificate_view(record: CertificateRecord, now: datetime) -> dict[str, Any]:
     return {
         "serial": record.serial_hex,
@@ -63,6 +69,7 @@ def certificate_view(record: CertificateRecord, now: datetime) -> dict[str, Any]
         "station": record.station_id,
         "not_before": iso(record.not_before),
         "not_after": iso(record.not_after),
+        "days_left": days_left(record.not_after, now),
         "renew_after": iso(record.renew_after),
         "status": record.effective_status(now).value,
         "source": record.source.value,

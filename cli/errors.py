@@ -3,15 +3,21 @@
 | code | meaning |
 |---|---|
 | 0 | success |
-| 1 | unexpected failure (a bug or an I/O error); the message says what |
+| 1 | unexpected failure (a bug or an I/O error), or a database or disk fault (StorageError) |
 | 2 | bad command line or input value (names the option or field) |
 | 3 | not found (certificate, station, CA) |
 | 4 | refused by policy (the reason code is printed) |
 | 5 | conflict: exists already, or in a state that forbids the operation |
 | 6 | home not initialized, or invalid configuration / policy file |
-| 7 | integrity check failed (`audit verify`) |
+| 7 | integrity check failed (`audit verify`, also against a recorded `--head SEQ:HASH`) |
 | 8 | CA key unavailable (passphrase missing or wrong, key file unreadable) |
 | 9 | a wait ended first: `renew --wait`, `station certs --refresh`, `campaign status --wait` |
+| 10 | `ocsp check`: the responder says the certificate is revoked (a verified answer) |
+
+Exit 1 always comes with a message saying what failed. For a fault of the database or
+its disk -- locked by another process, read-only, full, unreachable -- it is one line,
+`error: database URL: CAUSE` (or `disk full (PATH: ...)`), and nothing is half written.
+Exit 5 also refuses an `--out` file that exists, unless `--force` is given.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class ExitCode(IntEnum):
     INTEGRITY = 7
     KEY_ACCESS = 8
     INCOMPLETE = 9
+    REVOKED = 10
 
 
 _CODES: tuple[tuple[type[Exception], ExitCode], ...] = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -22,6 +22,7 @@ from cli.events import events
 from cli.nodes import nodes
 from cli.ocsp import ocsp_group
 from cli.outbox import outbox
+from cli.output import printable
 from cli.policy import policy
 from cli.renewals import alerts, renew, renewals
 from cli.rollover import campaign, rollover
@@ -31,7 +32,9 @@ from cli.station import station
 from cli.tokens import token
 from cli.trust import trust
 from cli.tx import tx
-from pki.errors import IssuanceRefused, PkiError
+from csms.home import database_url, load_config
+from pki.errors import IssuanceRefused, PkiError, StorageError
+from pki.store.faults import describe, storage_fault
 
 
 class PkictlGroup(click.Group):
@@ -41,17 +44,42 @@ class PkictlGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PkiError as error:
-            shared = ctx.find_object(Context)
-            if shared is not None and shared.json:
-                click.echo(json.dumps(error_payload(error), indent=2))
-            message = f"error: {error}"
-            if isinstance(error, IssuanceRefused):  # exit code 4: the reason code is printed
-                message += f" (reason: {error.reason.value})"
-            click.echo(message, err=True)
-            raise click.exceptions.Exit(int(exit_code_for(error))) from None
-        except OSError as error:  # exit code 1 for an I/O error, with a message, no traceback
-            click.echo(f"error: {error}", err=True)
-            raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
+            _fail(ctx, error)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            # a database or disk fault (locked, read-only, full, unreachable): exit code 1
+            # with the cause in one line, not a traceback (#22 item 21)
+            fault = storage_fault(error)
+            if fault is not None:
+                _fail(ctx, StorageError(describe(fault, _database_url(ctx))))
+            if isinstance(error, OSError):  # exit code 1 for an I/O error, with a message
+                click.echo(printable(f"error: {error}"), err=True)
+                raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
+            raise
+
+
+def _fail(ctx: click.Context, error: PkiError) -> NoReturn:
+    shared = ctx.find_object(Context)
+    if shared is not None and shared.json:
+        click.echo(json.dumps(error_payload(error), indent=2))
+    message = f"error: {error}"
+    if isinstance(error, IssuanceRefused):  # exit code 4: the reason code is printed
+        message += f" (reason: {error.reason.value})"
+    click.echo(printable(message), err=True)  # messages may quote what a station sent
+    raise click.exceptions.Exit(int(exit_code_for(error))) from None
+
+
+def _database_url(ctx: click.Context) -> str | None:
+    """The database this invocation uses."""
+    shared = ctx.find_object(Context)
+    if shared is None:
+        return None
+    try:
+        config = load_config(shared.home)
+    except PkiError:
+        config = None
+    return database_url(shared.home, config, shared.database)
 
 
 @click.group(cls=PkictlGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +114,7 @@ def cli(
     policy, 5 conflict, 6 not initialized / bad config or policy, 7 integrity check
     failed, 8 CA key unavailable, 9 a --wait
     ended before every station answered (`renew`, `station certs --refresh`,
-    `campaign status`).
+    `campaign status`), 10 revoked (`ocsp check`).
     """
     ctx.obj = Context(home=home, passphrase_file=passphrase_file, database=database_url)
 

@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 
 from cli.context import Context, json_option, run_with_app
 from cli.errors import ExitCode
-from cli.output import emit_fields, emit_json, emit_table, iso, note
+from cli.output import emit_fields, emit_json, emit_table, iso, note, printable
 from csms.app import App
 from csms.services.certificate_status import OcspFetchError
 from csms.services.ocsp import LoggedResponse
@@ -26,7 +26,7 @@ from pki.errors import InputError
 from pki.ocsp import UnusableResponse, ocsp_urls, verified_status
 from pki.serials import serial_hex
 
-STATUS_COLUMNS = ("responder", "serial", "status", "produced_at", "next_update")
+STATUS_COLUMNS = ("responder", "serial", "cert_id_hash", "status", "produced_at", "next_update")
 
 
 def _load(path: Path, what: str) -> x509.Certificate:
@@ -75,8 +75,8 @@ def ocsp_check(
 ) -> None:  # fmt: skip
     """Ask the responder about the certificate in --cert, with a nonce, and verify the
     answer: signed by the issuer or its delegated responder, about this certificate,
-    current. Exit 0 with its status (good, revoked, unknown); 7 when the answer cannot
-    be relied on; 1 when the responder cannot be reached."""
+    current. Exit 0 with its status good or unknown, 10 when it is revoked; 7 when the
+    answer cannot be relied on; 1 when the responder cannot be reached."""
     certificate = _load(cert_file, "--cert")
     if issuer_file is not None:
         issuer = _load(issuer_file, "--issuer")
@@ -93,13 +93,13 @@ def ocsp_check(
     try:
         der = asyncio.run(HttpOcspFetcher().fetch(responder, request.public_bytes(Encoding.DER)))
     except OcspFetchError as exc:
-        click.echo(f"error: {responder}: {exc}", err=True)
+        click.echo(printable(f"error: {responder}: {exc}"), err=True)
         raise click.exceptions.Exit(int(ExitCode.ERROR)) from None
     now = datetime.now(UTC)
     try:
         status = verified_status(der, certificate, issuer, now)
     except UnusableResponse as exc:
-        click.echo(f"error: {responder}: {exc}", err=True)
+        click.echo(printable(f"error: {responder}: {exc}"), err=True)
         raise click.exceptions.Exit(int(ExitCode.INTEGRITY)) from None
     response = ocsp.load_der_ocsp_response(der)
     view = _check_view(certificate, response, status.state.value, responder, nonce)
@@ -107,6 +107,8 @@ def ocsp_check(
         emit_json(view)
     else:
         emit_fields(view)
+    if status.state.value == "revoked":  # a script must not read "revoked" as success
+        raise click.exceptions.Exit(int(ExitCode.REVOKED))
 
 
 def _check_view(
@@ -140,7 +142,10 @@ def _check_view(
 @click.pass_obj
 def ocsp_status(ctx: Context, limit: int, as_json: bool) -> None:
     """The OCSP responses kept, newest first: ours as signed for relying parties, and
-    other responders' as fetched for stations (GetCertificateStatus, contracts)."""
+    other responders' as fetched for stations (GetCertificateStatus, contracts). One per
+    CertID: a certificate asked about with SHA-1 and with SHA-256 CertIDs (openssl asks
+    with SHA-1, `ocsp check` with SHA-256) has a response for each, told apart by
+    CERT ID HASH."""
 
     async def action(app: App) -> list[LoggedResponse]:
         return await app.ocsp.log.list(limit)
@@ -148,7 +153,8 @@ def ocsp_status(ctx: Context, limit: int, as_json: bool) -> None:
     now = datetime.now(UTC)
     rows = [
         {
-            "responder": r.responder, "serial": r.serial_hex, "status": r.cert_status,
+            "responder": r.responder, "serial": r.serial_hex, "cert_id_hash": r.algorithm,
+            "status": r.cert_status,
             "produced_at": iso(r.produced_at), "next_update": iso(r.next_update),
             "age_s": int((now - r.produced_at).total_seconds()),
             "expired": r.next_update is not None and r.next_update <= now,

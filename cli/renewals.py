@@ -22,6 +22,12 @@ KIND_NAMES = {"station": CertificateKind.STATION, "v2g": CertificateKind.V2G}
 POLL_S = 0.5
 
 
+def renewal_line(row: dict[str, object]) -> str:
+    """One renewal for `renew` (and `renew --wait`): a failed one with its reason."""
+    why = f" ({row['reason']})" if row.get("reason") and row["state"] == "failed" else ""
+    return f"renewal #{row['id']} of {row['station']}: {row['state']}{why}"
+
+
 def renewal_view(renewal: Renewal) -> dict[str, object]:
     return {
         "id": renewal.id,
@@ -98,7 +104,7 @@ def renew(
         emit_json(rows)
     else:
         for row in rows:
-            note(f"renewal #{row['id']} of {row['station']}: {row['state']}")
+            note(renewal_line(row))
         if not rows:
             note("nothing to renew")
     if wait_s is not None and any(r.state is not RenewalState.CONFIRMED for r in started):

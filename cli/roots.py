@@ -126,7 +126,10 @@ def roots_install(
     if as_json:
         emit_json({"outbox_ids": queued})
     else:
-        note(f"InstallCertificate queued for {len(queued)} station(s): outbox #{queued}")
+        note(
+            f"InstallCertificate queued for {len(queued)} station(s): "
+            f"outbox {', '.join(f'#{i}' for i in queued) or '(none)'}"
+        )
 
 
 @roots.command("delete")
@@ -155,4 +158,4 @@ def roots_delete(
     if as_json:
         emit_json({"outbox_ids": queued})
     else:
-        note(f"DeleteCertificate queued: outbox #{queued}")
+        note(f"DeleteCertificate queued: outbox {', '.join(f'#{i}' for i in queued) or '(none)'}")

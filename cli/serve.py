@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from dataclasses import replace
 
@@ -11,6 +10,7 @@ import click
 
 from cli.context import Context
 from cli.errors import ExitCode
+from cli.logs import configure_logging
 from cli.output import note
 from cli.workers import Supervisor, child_command, ready_line, reserve_ports
 from csms.serve_options import Listening, ServeOptions
@@ -73,14 +73,7 @@ def serve_command(
     Options not given come from the [serve] table of pkictl.toml, then the defaults.
     With --workers N, N processes share the ports and the database (`pkictl nodes list`).
     """
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # pkictl logs admissions, refusals, sessions and renewals itself; the libraries'
-    # per-message, per-request, per-job and migration chatter only at WARNING (the
-    # `ocpp` library logs every message at INFO: a formatted line per message).
-    for chatty in ("alembic", "websockets", "apscheduler", "ocpp"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging()  # one escaped line per record, whatever stations send
     given = {"host": host, "ocpp_port": ocpp_port, "http_port": http_port,
              "plain_port": plain_port, "signing_process": signing_process}  # fmt: skip
 

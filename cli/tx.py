@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from cli.context import Context, json_option, run_with_app
-from cli.output import emit_json, emit_table, iso, note
+from cli.output import emit_json, emit_table, force_option, iso, note, refuse_existing, write_out
 from csms.app import App
 from csms.services.transactions import TransactionSummary
 
@@ -69,9 +69,13 @@ def tx_list(ctx: Context, station_id: str | None, as_json: bool) -> None:
 @click.option("--station", "station_id", help="Only this station's transactions.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write here instead of stdout.")  # fmt: skip
+@force_option
 @click.pass_obj
-def tx_export(ctx: Context, format_: str, station_id: str | None, out: Path | None) -> None:
+def tx_export(
+    ctx: Context, format_: str, station_id: str | None, out: Path | None, force: bool
+) -> None:
     """Export every transaction with its energy (Wh), for billing and reconciliation."""
+    refuse_existing(out, force)
     rows = _rows(ctx, station_id)
     buffer = io.StringIO()
     if format_ == "json":
@@ -83,5 +87,5 @@ def tx_export(ctx: Context, format_: str, station_id: str | None, out: Path | No
     if out is None:
         click.echo(buffer.getvalue(), nl=False)
     else:
-        out.write_text(buffer.getvalue(), encoding="utf-8")
+        write_out(out, buffer.getvalue().encode("utf-8"), force)
         note(f"wrote {len(rows)} transactions to {out}")

@@ -12,15 +12,17 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from csms.db.alerts import SqlAlertStore
+from csms.db.health import SqlStorageProbe
 from csms.db.inventory import SqlInventoryStore
 from csms.db.nodes import SqlNodeStore
 from csms.db.notify import outbox_wakeups
@@ -42,6 +44,7 @@ from csms.home import (
     render_config,
 )
 from csms.services.alerts import Alerts
+from csms.services.health import PROBE_INTERVAL_S, StorageHealth
 from csms.services.inventory import CertificateManagement, KnownCertificate
 from csms.services.nodes import NodeService
 from csms.services.ocsp import OcspService
@@ -65,7 +68,9 @@ from pki.policy import Policy, load_policy, parse_policy
 from pki.records import Authority, AuthorityRole
 from pki.renewal import renewal_due_at
 from pki.rollover import RootRollover, SwitchResult
+from pki.store.faults import describe, storage_fault
 from pki.store.sql import SqlStore, open_store
+from pki.store.sqlite_fast import sqlite_file
 
 POLICY_DIGEST_SETTING = "policy.digest"
 STATION_PROFILE = "charging-station"
@@ -149,6 +154,23 @@ class App:
         path = self.home / relative
         atomic_write(path, data)
         return path
+
+    def storage_health(self, interval_s: float = PROBE_INTERVAL_S) -> StorageHealth:
+        """Whether the database (and the disks pkictl writes to) can be written and read,
+        probed as this node every ``interval_s`` (`/health`)."""
+        directories = [self.home]
+        database_file = sqlite_file(str(self.store.engine.url))
+        if database_file is not None:
+            directories.append(Path(database_file).parent)
+        probe = SqlStorageProbe(self.store.database, self.nodes.node_id, directories)
+
+        def cause(error: BaseException) -> tuple[str, str] | None:
+            fault = storage_fault(error)
+            if fault is None:
+                return None
+            return fault.public(), describe(fault, str(self.store.engine.url))
+
+        return StorageHealth(probe, cause, interval_s=interval_s)
 
     def outbox_wakeups(self, wake: Callable[[str], None]) -> AbstractAsyncContextManager[bool]:
         """``wake(station_id)`` for calls queued by any process (PostgreSQL NOTIFY)."""
@@ -357,7 +379,11 @@ async def initialize_home(
         if generated is not None:
             atomic_write(staging / PASSPHRASE_FILE, generated + b"\n", 0o600)
             (staging / PASSPHRASE_FILE).parent.chmod(0o700)
-        url = database_url(staging, config)
+        # The CA goes where the home will look for it: --database-url (init's or the
+        # global one), else PKICTL_DATABASE_URL -- recorded in pkictl.toml -- else SQLite.
+        if config.database_url is None and os.environ.get("PKICTL_DATABASE_URL"):
+            config = replace(config, database_url=os.environ["PKICTL_DATABASE_URL"])
+        url = config.database_url or database_url(staging, None)
         store = await open_store(url)
         try:
             app = _build(
@@ -394,7 +420,9 @@ async def initialize_home(
         atomic_write(staging / POLICY_FILE, policy_text.encode())
         for entry in staging.iterdir():
             entry.rename(home / entry.name)
-        atomic_write(home / CONFIG_FILE, render_config(config).encode())
+        # a database URL may hold a password: then only the owner may read the file
+        secret = config.database_url is not None and bool(urlsplit(config.database_url).password)
+        atomic_write(home / CONFIG_FILE, render_config(config).encode(), 0o600 if secret else 0o644)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created_home:

@@ -48,6 +48,9 @@ class HomeConfig:
     ocsp_responders: tuple[str, ...] = ()
     """[ocsp] responders: OCSP URLs GetCertificateStatus may ask besides the AIA of the
     CAs we trust (special addresses included)."""
+    audit: Mapping[str, str | int] = field(default_factory=dict)
+    """The optional [audit] table: head_file (where `pkictl serve` writes the audit head,
+    relative to the home unless absolute) and head_interval_s."""
 
     def identity(self) -> CsoIdentity:
         return CsoIdentity(self.organization, self.country, self.csms_hosts, self.base_url)
@@ -118,6 +121,13 @@ def render_config(config: HomeConfig) -> str:
         "# of the CAs we trust (private and loopback addresses are asked only if listed):",
         '# responders = ["http://ocsp.mo.example.com/"]',
         "",
+        "[audit]",
+        "# `pkictl serve` publishes the audit log's head (SEQ:HASH) in its log, and in this",
+        "# file if set -- keep it where the database cannot reach (another disk, host or",
+        "# a WORM store); `pkictl audit verify --head SEQ:HASH` then detects a truncated log:",
+        '# head_file = "/var/lib/pkictl-anchor/audit-head"',
+        "# head_interval_s = 300",
+        "",
         "[serve]",
         "# Defaults of `pkictl serve` (its options override them):",
         '# host = "0.0.0.0"',
@@ -162,7 +172,25 @@ def load_config(home: Path) -> HomeConfig:
         serve=_serve_table(path, data.get("serve", {})),
         renewal=_renewal_table(path, data.get("renewal", {})),
         ocsp_responders=_ocsp_responders(path, data.get("ocsp", {})),
+        audit=_audit_table(path, data.get("audit", {})),
     )
+
+
+AUDIT_KEYS = {"head_file": str, "head_interval_s": int}
+
+
+def _audit_table(path: Path, table: object) -> dict[str, str | int]:
+    if not isinstance(table, dict):
+        raise HomeError(f"{path}: audit: must be a table")
+    for key, value in table.items():
+        kind = AUDIT_KEYS.get(key)
+        if kind is None:
+            raise HomeError(f"{path}: audit.{key}: unknown key (known: {', '.join(AUDIT_KEYS)})")
+        if kind is str and (not isinstance(value, str) or not value.strip()):
+            raise HomeError(f"{path}: audit.{key}: must be a file path")
+        if kind is int and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise HomeError(f"{path}: audit.{key}: must be a whole number of seconds, at least 1")
+    return dict(table)
 
 
 def _ocsp_responders(path: Path, table: object) -> tuple[str, ...]:

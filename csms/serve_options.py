@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from csms.services.health import PROBE_INTERVAL_S
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S
 
 
@@ -24,6 +25,8 @@ class ServeOptions:
     `pkictl serve --workers N` runs N such nodes."""
     signing_process: bool = False
     """Check and sign station CSRs in a child process, on another core (ADR 15)."""
+    health_interval: float = PROBE_INTERVAL_S
+    """How often the database is probed for `/health` (a write and a read)."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import resource
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
@@ -29,8 +30,10 @@ from csms.domain.handshake import Transport
 from csms.home import HomeConfig
 from csms.node import NodeOptions, start_node, trusted_station_cas
 from csms.serve_options import Listening, ServeOptions
+from csms.services.audit_head import HEAD_INTERVAL_S, AuditHeadPublisher
 from csms.services.gate import ConnectionGate
 from csms.services.handshake_failures import HandshakeFailures
+from csms.services.health import StorageHealth
 from csms.services.sessions import SessionService
 from csms.transport.endpoint import (
     COMPRESSION,
@@ -49,6 +52,7 @@ from csms.transport.tls import (
     restore_fitting_key,
     server_context,
 )
+from pki.keys.file import atomic_write
 from pki.records import Authority, AuthorityRole, TrustRole
 
 LOG = logging.getLogger("pkictl.serve")
@@ -162,8 +166,15 @@ async def _serve_as_node(  # noqa: PLR0917 -- the pieces serve() prepared
                 open_timeout=OPEN_TIMEOUT_S,
             )
         )
+        storage = app.storage_health(options.health_interval)
+        probing = asyncio.create_task(storage.run(stop))
+        servers.push_async_callback(_finish, probing)
+        publishing = asyncio.create_task(_audit_head_publisher(app).run(stop))
+        servers.push_async_callback(_finish, publishing)
         http_server = await _start_http(
-            servers, _http_handler(app, lambda: _health(node.sessions, node.gate)), options
+            servers,
+            _http_handler(app, lambda: _health(node.sessions, node.gate, storage)),
+            options,
         )
         plain_port = await _start_plain(servers, node.gate, node.run_session, options)
         servers.enter_context(collector_for_serving())
@@ -261,12 +272,41 @@ def _port(server: Server | asyncio.Server) -> int:
     return port
 
 
-def _health(sessions: SessionService, gate: ConnectionGate) -> dict[str, object]:
-    return {
-        "status": "ok",
+def _health(
+    sessions: SessionService, gate: ConnectionGate, storage: StorageHealth
+) -> dict[str, object]:
+    """`ok`, or `degraded` with the reason while the database cannot be written or read
+    (then HTTP 503)."""
+    health: dict[str, object] = {"status": "ok" if storage.ok else "degraded"}
+    if not storage.ok:
+        health["reason"] = storage.reason
+    return health | {
         "stations_online": len(sessions.online()),
         "refusals": dict(sorted(gate.refusals.items())),
     }
+
+
+def _audit_head_publisher(app: App) -> AuditHeadPublisher:
+    """The audit head in the log, and in [audit] head_file if set (ADR 3)."""
+    table = app.config.audit
+    write = None
+    if "head_file" in table:
+        path = Path(str(table["head_file"])).expanduser()
+        target = path if path.is_absolute() else app.home / path
+
+        def write(text: str) -> None:
+            atomic_write(target, text.encode(), 0o644)
+
+    interval = float(table.get("head_interval_s", HEAD_INTERVAL_S))
+    return AuditHeadPublisher(app.store.audit_head, write, interval)
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Await a background task that ends with ``stop`` (cancelled if it has not)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _start_http(
@@ -292,7 +332,9 @@ def _http_handler(app: App, health: Callable[[], dict[str, object]]) -> Handler:
     async def handle(method: str, target: str, body: bytes) -> Reply:
         path = urlsplit(target).path
         if path == "/health" and method in ("GET", "HEAD"):
-            return Reply(HTTPStatus.OK, json.dumps(health()).encode() + b"\n", "application/json")
+            state = health()
+            status = HTTPStatus.OK if state["status"] == "ok" else HTTPStatus.SERVICE_UNAVAILABLE
+            return Reply(status, json.dumps(state).encode() + b"\n", "application/json")
         if path.rstrip("/") == "/ocsp" and method == "POST":
             return Reply(HTTPStatus.OK, await app.ocsp.answer(body), OCSP_RESPONSE)
         if path.startswith("/ocsp/") and method == "GET":

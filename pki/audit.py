@@ -3,8 +3,10 @@
 Editing or deleting any entry breaks the chain at that point; deleting entries at the
 end is caught by the head (sequence and hash of the last entry) kept beside the log
 and advanced in the same transaction. Someone able to rewrite the whole database and
-the head can forge a new chain: anchor the head elsewhere (`pkictl audit verify --json`
-prints it) to detect that too.
+the head can forge a new chain, or empty the log and rewind the head: anchor the head
+elsewhere -- `pkictl audit verify` prints it, `pkictl serve` publishes it periodically
+(log line, optional file) -- and check against it with `pkictl audit verify --head
+SEQ:HASH` (`verify_anchor`) to detect that too (ADR 3).
 """
 
 from __future__ import annotations
@@ -123,3 +125,41 @@ def verify_chain(entries: Iterable[AuditEntry], head: AuditHead | None) -> list[
             f"{head.seq}: entries were deleted from the end"
         )
     return problems
+
+
+def parse_head(text: str) -> AuditHead:
+    """``SEQ:HASH`` as `audit verify` prints it and `pkictl serve` publishes it."""
+    seq, _, digest = text.strip().partition(":")
+    digest = digest.lower()
+    if (
+        not seq.isdigit()
+        or int(seq) < 1
+        or len(digest) != 64
+        or not all(c in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError(f"{text!r} is not SEQ:HASH (a sequence number, a colon, 64 hex digits)")
+    return AuditHead(int(seq), digest)
+
+
+def format_head(head: AuditHead) -> str:
+    return f"{head.seq}:{head.hash}"
+
+
+def verify_anchor(entries: Iterable[AuditEntry], anchor: AuditHead) -> list[str]:
+    """Problems with the log against a head recorded elsewhere (``anchor``): the log must
+    still hold entry ``anchor.seq`` with that hash. A log emptied or cut short, with its
+    own head rewound to match, passes `verify_chain` but not this."""
+    last = 0
+    for entry in entries:
+        last = entry.seq
+        if entry.seq == anchor.seq:
+            if entry.hash != anchor.hash:
+                return [
+                    f"entry {anchor.seq} has hash {entry.hash}, the recorded head says "
+                    f"{anchor.hash}: the log was rewritten"
+                ]
+            return []
+    return [
+        f"the log ends at entry {last} but the recorded head is entry {anchor.seq}: "
+        "entries were deleted (the log was truncated or emptied)"
+    ]

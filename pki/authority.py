@@ -20,6 +20,7 @@ from pki.clock import Clock
 from pki.crl import build_crl
 from pki.errors import (
     ConflictError,
+    InputError,
     IssuanceRefused,
     NotFoundError,
     ReasonCode,
@@ -41,13 +42,17 @@ from pki.records import (
     Station,
 )
 from pki.renewal import renewal_due_at
-from pki.serials import SerialSource, random_serial
+from pki.serials import SerialSource, parse_serial, random_serial, serial_hex
 from pki.store import Store
 
 CRL_VALIDITY = timedelta(days=7)
 SERIAL_ATTEMPTS = 3
 HIERARCHIES = frozenset({"cso", "v2g"})
 STATIONS_PER_QUERY = 500
+MIN_SERIAL_PREFIX = 4
+"""Hex digits a serial prefix needs (`cert show 3f2a`), as git's shortest commit ids."""
+MAX_CANDIDATES = 10
+"""Serials an ambiguous prefix names."""
 
 
 @dataclass(frozen=True)
@@ -490,6 +495,33 @@ class CertificateAuthority:
                 + "; ".join(m.issuer_dn for m in matches)
             )
         return matches[0]
+
+    async def find_by_serial_text(self, text: str) -> CertificateRecord:
+        """The certificate whose hex serial is ``text`` or, as git does with commit ids,
+        starts with it (at least MIN_SERIAL_PREFIX digits): a prefix that more than one
+        serial starts with is refused (InputError), naming them."""
+        try:
+            serial = parse_serial(text)
+        except ValueError as exc:
+            raise InputError(f"SERIAL: {exc}") from None
+        exact = await self.store.find_certificates(CertificateQuery(serial=serial))
+        if exact:
+            return await self.find_by_serial(serial)
+        prefix = serial_hex(serial) if serial else "0"
+        if len(prefix) < MIN_SERIAL_PREFIX:
+            raise NotFoundError(f"no certificate with serial {prefix}")
+        found = await self.store.find_certificates(
+            CertificateQuery(serial_prefix=prefix, limit=MAX_CANDIDATES + 1)
+        )
+        if not found:
+            raise NotFoundError(f"no certificate with serial {prefix} or starting with it")
+        if len(found) > 1:
+            shown = "; ".join(f"{r.serial_hex} ({r.subject_dn})" for r in found[:MAX_CANDIDATES])
+            more = " and more" if len(found) > MAX_CANDIDATES else ""
+            raise InputError(
+                f"SERIAL: {prefix} is ambiguous: it starts {shown}{more}; give more digits"
+            )
+        return found[0]
 
     async def ocsp_status(self, issuer_name_hash: str, serial: int) -> Status:
         """What OCSP says of ``serial`` under this CA: revoked (when, why), good (valid,

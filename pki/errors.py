@@ -67,3 +67,8 @@ class StateError(PkiError):
 
 class KeyAccessError(PkiError):
     """A private key cannot be read (missing file, wrong passphrase)."""
+
+
+class StorageError(PkiError):
+    """The database or the disk under it cannot be read or written: locked by another
+    process, read-only, full, unreachable. Not a bug; the message names the cause."""

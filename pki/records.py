@@ -213,6 +213,8 @@ class CertificateQuery:
     profile: str | None = None
     expiring_before: datetime | None = None
     serial: int | None = None
+    serial_prefix: str | None = None
+    """Serials (lower-case hex, as `serial_hex` writes them) starting with this."""
     limit: int | None = None
 
 

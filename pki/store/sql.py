@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -97,6 +98,7 @@ from pki.store.sqlite_fast import (
     SqliteFastPath,
     Unavailable,
     busy_pauses,
+    is_busy,
     sqlite_file,
 )
 
@@ -186,12 +188,44 @@ async def schema_status(url: str) -> tuple[str | None, str | None]:
         await engine.dispose()
 
 
+def _create_private(path: Path) -> None:
+    """Create a new SQLite database file readable by its owner only (0600), whatever the
+    umask and the directory's mode: it holds the audit log, the stations' password
+    hashes and every record. SQLite gives its -wal and -shm files the database file's
+    mode. An existing file is left as it is."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except (FileExistsError, FileNotFoundError):  # FileNotFoundError: SQLite reports it
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
+def _check_openable(path: str) -> None:
+    """Raise SQLite's own error for a database file that cannot be opened at all (a
+    directory, a missing directory, no permission) before aiosqlite tries: its worker
+    thread of a failed connection may outlive the event loop and print a traceback at
+    exit. A busy database is left to the engine's busy timeout."""
+    try:
+        with closing(sqlite3.connect(path, timeout=0)) as connection:
+            connection.execute("PRAGMA schema_version")
+    except sqlite3.OperationalError as exc:
+        if not is_busy(exc):
+            raise
+
+
 async def open_store(url: str) -> SqlStore:
     """Open (and migrate) the database at ``url``: sqlite+aiosqlite:// or postgresql+asyncpg://."""
     # A fixed pool: under a burst (a fleet reconnecting, a renewal campaign) callers
     # queue for a connection instead of opening and closing overflow connections, which
     # cost a new server session (PostgreSQL) or a new thread (aiosqlite) each.
     size = SQLITE_POOL_SIZE if make_url(url).get_backend_name() == "sqlite" else POOL_SIZE
+    path = sqlite_file(url)
+    if path is not None:
+        _create_private(Path(path))
+        _check_openable(path)
     engine = create_async_engine(url, pool_size=size, max_overflow=0, pool_timeout=60)
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
@@ -497,6 +531,10 @@ class SqlStore:
             statement = statement.where(certificates.c.not_after <= query.expiring_before)
         if query.serial is not None:
             statement = statement.where(certificates.c.serial_hex == serial_hex(query.serial))
+        if query.serial_prefix is not None:  # a range of the (serial, issuer) index
+            statement = statement.where(
+                certificates.c.serial_hex.startswith(query.serial_prefix, autoescape=True)
+            )
         if query.limit is not None:
             statement = statement.limit(query.limit)
         rows = await self.database.read(lambda connection: connection.execute(statement).all())

@@ -13,6 +13,7 @@ from cli_test_support import (
     Run,
     add_station,
     as_json,
+    execute,
     home_certificate,
     issue,
     load_pems,
@@ -379,9 +380,11 @@ def test_list_filters(pkictl: Run, issued: dict[str, str]) -> None:
 def test_list_table(pkictl: Run, issued: dict[str, str]) -> None:
     out = pkictl("cert", "list", "--station", "CS002").stdout
     assert out.splitlines()[0].split() == [
-        "SERIAL", "PROFILE", "STATION", "SUBJECT", "NOT", "AFTER", "STATUS", "SOURCE",
+        "SERIAL", "PROFILE", "STATION", "SUBJECT", "NOT", "AFTER", "DAYS", "LEFT", "STATUS",
+        "SOURCE",
     ]  # fmt: skip
-    assert re.search(rf"^{issued['cs2']}\s+charging-station\s+CS002\s", out, re.MULTILINE)
+    # a short unique prefix of the serial (#22 item 27); --json has the whole one
+    assert re.search(rf"^{issued['cs2'][:12]}\s+charging-station\s+CS002\s", out, re.MULTILINE)
     assert len(out.splitlines()) == 2
 
 
@@ -497,3 +500,32 @@ def test_crl_numbers_strictly_increase_and_out_writes_der(
 @pytest.mark.parametrize("name", ["nope", "cso-station-ca-ocsp", "csms-server-ec"])
 def test_crl_of_something_that_is_not_a_ca_exits_3(pkictl: Run, name: str) -> None:
     assert name in pkictl("crl", name, expect=3).stderr
+
+
+def test_show_and_revoke_take_a_unique_serial_prefix_as_git_does(
+    pkictl: Run, home: Path, issued: dict[str, str]
+) -> None:
+    """#22 item 26: the README's `cert show 3f2a…` works; an ambiguous prefix is refused
+    with exit 2 naming the candidates, and nothing is revoked."""
+    serial = issued["cs1"]
+    assert as_json(pkictl("cert", "show", serial[:6], "--json"))["serial"] == serial
+    # two serials sharing a prefix, made so behind pkictl's back
+    execute(home, "UPDATE certificates SET serial_hex = ? WHERE serial_hex = ?",
+            ["abcd01" + serial[6:], serial])  # fmt: skip
+    execute(home, "UPDATE certificates SET serial_hex = ? WHERE serial_hex = ?",
+            ["abcd02" + issued["cs2"][6:], issued["cs2"]])  # fmt: skip
+    refused = pkictl("cert", "show", "abcd", expect=2)
+    assert "SERIAL: abcd is ambiguous" in refused.stderr
+    assert f"abcd01{serial[6:]}" in refused.stderr
+    assert f"abcd02{issued['cs2'][6:]}" in refused.stderr
+    assert as_json(pkictl("cert", "show", "abcd", "--json", expect=2))["exit_code"] == 2
+    revoke = ("cert", "revoke", "abcd", "--reason", "keyCompromise")
+    assert "ambiguous" in pkictl(*revoke, expect=2).stderr
+    assert {r["status"] for r in as_json(pkictl("cert", "list", "--json"))} == {"valid"}
+    shown = as_json(pkictl("cert", "show", "abcd01", "--json"))
+    assert shown["serial"] == f"abcd01{serial[6:]}"
+    revoked = as_json(pkictl("cert", "revoke", "ABCD01", "--reason", "superseded", "--json"))
+    assert (revoked["serial"], revoked["status"]) == (f"abcd01{serial[6:]}", "revoked")
+    assert as_json(pkictl("cert", "show", "abcd02", "--json"))["status"] == "valid"
+    assert "no certificate" in pkictl("cert", "show", "abc", expect=3).stderr  # < 4 digits
+    assert "no certificate" in pkictl("cert", "show", "abcd03", expect=3).stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import stat
 import tomllib
 from pathlib import Path
@@ -303,3 +304,65 @@ def test_env_passphrase_home_needs_the_passphrase_to_issue(
         "--json", expect=4,
     )  # fmt: skip
     assert as_json(refused)["reason"] == "issuer-unavailable"
+
+
+# --- where the database goes, and who may read it (#22 item 22) ----------------------
+
+
+@pytest.mark.postgres
+def test_global_database_url_puts_the_ca_in_postgresql_and_the_home_remembers_it(
+    tmp_path: Path, fresh_postgres: str
+) -> None:
+    """`pkictl --database-url postgresql+asyncpg://... init` once put the CA in SQLite
+    while later commands with the same flag used the (empty) PostgreSQL database."""
+    home = tmp_path / "ca"
+    run = make_runner(home, global_args=("--database-url", fresh_postgres))
+    run(*INIT_ARGS)
+    assert not (home / "pkictl.db").exists(), "the CA landed in SQLite"
+    config = tomllib.loads((home / "pkictl.toml").read_text())
+    assert config["database"] == {"url": fresh_postgres}
+    with_flag = as_json(run("ca", "list", "--json"))
+    assert len(with_flag) == 12
+    without_flag = as_json(make_runner(home)("ca", "list", "--json"))  # from pkictl.toml
+    assert without_flag == with_flag
+    assert not (home / "pkictl.db").exists()
+
+
+def test_init_refuses_two_different_database_urls(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    run = make_runner(home, global_args=("--database-url", f"sqlite+aiosqlite:///{tmp_path}/a"))
+    result = run(*INIT_ARGS, "--database-url", f"sqlite+aiosqlite:///{tmp_path}/b", expect=2)
+    assert "--database-url" in result.stderr
+    assert not home.exists()
+
+
+def test_init_into_an_existing_0755_directory_keeps_the_database_0600(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    home.mkdir(mode=0o755)
+    home.chmod(0o755)
+    previous = os.umask(0o022)
+    try:
+        make_runner(home)(*INIT_ARGS)
+        database = home / "pkictl.db"
+        assert mode(database) == 0o600, oct(mode(database))
+        # -wal and -shm exist while a connection is open: open one and look at them
+        with sqlite3.connect(database) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("CREATE TABLE probe (x)")
+            for suffix in ("-wal", "-shm"):
+                side = home / f"pkictl.db{suffix}"
+                assert side.exists(), side
+                assert mode(side) == 0o600, f"{side}: {oct(mode(side))}"
+    finally:
+        os.umask(previous)
+
+
+def test_init_with_pkictl_database_url_records_it(tmp_path: Path) -> None:
+    home = tmp_path / "ca"
+    elsewhere = tmp_path / "elsewhere.db"
+    url = f"sqlite+aiosqlite:///{elsewhere}"
+    make_runner(home, env={"PKICTL_DATABASE_URL": url})(*INIT_ARGS)
+    assert not (home / "pkictl.db").exists()
+    assert mode(elsewhere) == 0o600
+    assert tomllib.loads((home / "pkictl.toml").read_text())["database"] == {"url": url}
+    assert len(as_json(make_runner(home)("ca", "list", "--json"))) == 12  # without the env

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import subprocess
 import urllib.error
 import urllib.parse
@@ -88,7 +89,8 @@ async def test_openssl_ocsp_verifies_good_then_revoked_at_once(service: Service)
         "cert", "revoke", serial, "--reason", "keyCompromise",
     )  # fmt: skip
     assert revoked.exit_code == 0, revoked.output
-    for options in (("-no_nonce",), ("-sha256",)):  # the kept "good" is not served again
+    # the kept "good" is not served again; without a nonce the answer is kept, by CertID
+    for options in (("-no_nonce",), ("-sha256",), ("-sha256", "-no_nonce")):
         out = await asyncio.to_thread(openssl_ocsp, service, leaf, *options)
         assert f"{leaf}: revoked" in out, out
         assert "Reason: keyCompromise" in out
@@ -97,17 +99,30 @@ async def test_openssl_ocsp_verifies_good_then_revoked_at_once(service: Service)
     assert "0x1234abcd: unknown" in unknown, unknown
 
     url = f"http://127.0.0.1:{service.ports.http_port}/ocsp"
-    checked = await asyncio.to_thread(
-        pkictl_json, home, "ocsp", "check", "--cert", str(leaf), "--url", url
+    done = await asyncio.to_thread(
+        pkictl, home, "ocsp", "check", "--cert", str(leaf), "--url", url, "--json"
     )
+    assert done.exit_code == 10, done.output  # revoked: its own exit code (#22 item 27)
+    checked = json.loads(done.stdout)
     assert (checked["status"], checked["revocation_reason"], checked["nonce_echoed"]) == (
         "revoked", "keyCompromise", True,
     )  # fmt: skip
     assert "OCSP Signer" in checked["responder"]
+    human = await asyncio.to_thread(
+        pkictl, home, "ocsp", "check", "--cert", str(leaf), "--url", url
+    )
+    assert human.exit_code == 10, repr(human.exception)
+    assert "nonce echoed yes" in " ".join(human.stdout.split())  # not True
     kept = await asyncio.to_thread(pkictl_json, home, "ocsp", "status")
-    assert {(k["responder"], k["serial"], k["status"]) for k in kept} >= {
-        ("ca:cso-station-ca", serial, "revoked"),
+    ours = {(k["responder"], k["serial"], k["cert_id_hash"], k["status"]) for k in kept}
+    assert ours >= {
+        ("ca:cso-station-ca", serial, "sha1", "revoked"),  # openssl's default CertID
+        ("ca:cso-station-ca", serial, "sha256", "revoked"),  # -sha256
     }
+    table = (await asyncio.to_thread(pkictl, home, "ocsp", "status")).stdout
+    assert "CERT ID HASH" in table
+    rows = [line.split() for line in table.splitlines() if line.startswith("ca:cso-station")]
+    assert {(row[1], row[2]) for row in rows} >= {(serial[:12], "sha1"), (serial[:12], "sha256")}
     foreign = home.directory / "foreign.pem"
     foreign.write_text(MoResponder().root.public_bytes(serialization.Encoding.PEM).decode())
     not_ours = await asyncio.to_thread(pkictl, home, "ocsp", "check", "--cert", str(foreign))
