@@ -87,22 +87,6 @@ def test_a_database_path_that_is_a_directory_is_one_line_and_exit_1(home: Path) 
     one_line_error(done.stderr, "cannot open the database file")
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
 def fill(directory: Path) -> None:
     with (directory / "filler").open("wb") as handle, contextlib.suppress(OSError):
         while True:

@@ -11,8 +11,7 @@ import logging
 import re
 import shutil
 import sqlite3
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,22 +103,6 @@ async def test_health_is_degraded_while_another_process_locks_the_database(
     assert any(m.startswith("health ok again") for m in warnings), warnings
     ours = [r for r in caplog.records if r.name == "pkictl.health"]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in ours)
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)],
-        capture_output=True, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 async def test_health_is_degraded_while_the_disk_is_full(tmp_path: Path, small_disk: Path) -> None:
