@@ -8,10 +8,16 @@ tests/unit/test_handshake.py is the specification.
 Order of the checks for a certificate (OCPP A00.FR.403-408, 429): registered station ->
 not revoked -> its issuing station CA within its validity -> the certificate within
 its validity (an expired one only for stations flagged allow-expired, then Boot answers
-Pending and renewal starts at once) -> CN equals the registered serial number -> O
-equals the CSO organization -> the station is configured for security profile 3. A
-station configured for profile 3 is never admitted over profile 1 or 2, whatever
-password it knows.
+Pending and renewal starts at once) -> CN equals the registered serial number -> a
+certificate this CA issued was issued to this station -> O equals the CSO organization
+-> the station is configured for security profile 3. A station configured for profile 3
+is never admitted over profile 1 or 2, whatever password it knows.
+
+The serial number binds a certificate to a station only while one station holds it: a
+certificate this CA issued names its station in its record, and admits that station
+only -- not another registered later with the same serial (after `station remove
+--keep-certificates`, say). Certificates we did not issue (a factory CA's) have no such
+record: for them the serial binding is all there is (serials are unique among stations).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class Refusal(StrEnum):
     CERTIFICATE_EXPIRED = "certificate-expired"
     CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
     SERIAL_MISMATCH = "serial-mismatch"
+    ISSUED_TO_ANOTHER_STATION = "issued-to-another-station"
     ORGANIZATION_MISMATCH = "organization-mismatch"
     PROFILE_MISMATCH = "profile-mismatch"
     CREDENTIALS_REQUIRED = "credentials-required"
@@ -65,6 +72,10 @@ class PresentedCertificate:
     issuer_valid: bool = True
     """The station CA that issued it is within its own validity (TLS checked the
     signatures of the chain, not its dates: see csms.transport.tls)."""
+    issued_here: bool = False
+    """This CA issued it (its record says so), as opposed to one we only observed."""
+    issued_to: str | None = None
+    """The station the record says this CA issued it to (when ``issued_here``)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class RegisteredStation:
     serial_number: str
     security_profile: int
     allow_expired: bool = False
+    id: str | None = None
+    """The station id (the URL's last segment)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,11 @@ CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
         lambda c, s, f: f.now >= c.not_after and not s.allow_expired,
     ),
     (Refusal.SERIAL_MISMATCH, FORBIDDEN, lambda c, s, f: c.common_names != (s.serial_number,)),
+    (
+        Refusal.ISSUED_TO_ANOTHER_STATION,
+        FORBIDDEN,
+        lambda c, s, f: c.issued_here and c.issued_to != s.id,
+    ),
     (
         Refusal.ORGANIZATION_MISMATCH,
         FORBIDDEN,

@@ -108,6 +108,8 @@ class ConnectionGate:
                 not_after=certificate.not_valid_after_utc,
                 revoked=stored.status is CertificateStatus.REVOKED,
                 issuer_valid=self._issuer_valid(certificate, stored.fingerprint_sha256, now),
+                issued_here=stored.source is CertificateSource.ISSUED,
+                issued_to=stored.station_id,
             )
         decision = decide(
             HandshakeFacts(
@@ -243,4 +245,6 @@ def _values(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[
 def _registered(station: Station | None) -> RegisteredStation | None:
     if station is None:
         return None
-    return RegisteredStation(station.serial_number, station.security_profile, station.allow_expired)
+    return RegisteredStation(
+        station.serial_number, station.security_profile, station.allow_expired, station.id
+    )

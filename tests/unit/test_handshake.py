@@ -31,7 +31,8 @@ GOOD_CERT = PresentedCertificate(
     revoked=False,
 )
 EXPIRED = replace(GOOD_CERT, not_after=NOW - timedelta(seconds=1))
-P3 = RegisteredStation(SERIAL, 3)
+P3 = RegisteredStation(SERIAL, 3, id="CS001")
+ISSUED_TO_CS001 = replace(GOOD_CERT, issued_here=True, issued_to="CS001")
 P3_ALLOW_EXPIRED = RegisteredStation(SERIAL, 3, allow_expired=True)
 P2 = RegisteredStation(SERIAL, 2)
 P1 = RegisteredStation(SERIAL, 1)
@@ -103,6 +104,27 @@ CASES: dict[str, tuple[HandshakeFacts, Decision]] = {
     "p3 not yet valid": (
         facts(certificate=replace(GOOD_CERT, not_before=NOW + timedelta(seconds=1))),
         Decision(FORBIDDEN, Refusal.CERTIFICATE_NOT_YET_VALID),
+    ),
+    # --- a certificate this CA issued admits the station it was issued to, only ------
+    "p3 issued by this CA to this station": (facts(certificate=ISSUED_TO_CS001), ADMIT_3),
+    "p3 issued by this CA to another station that had the same serial": (
+        facts(replace(P3, id="CS007"), ISSUED_TO_CS001),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 issued by this CA to no station": (
+        facts(certificate=replace(ISSUED_TO_CS001, issued_to=None)),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 issued to another station, expired, allowed: still refused": (
+        facts(
+            replace(P3_ALLOW_EXPIRED, id="CS007"),
+            replace(EXPIRED, issued_here=True, issued_to="CS001"),
+        ),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 not issued here (a factory CA's): the serial binds it": (
+        facts(replace(P3, id="CS007"), replace(GOOD_CERT, issued_to="CS001")),
+        ADMIT_3,
     ),
     "p3 CN is another station's serial": (
         facts(certificate=replace(GOOD_CERT, common_names=("SN-9999",))),
