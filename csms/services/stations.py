@@ -18,7 +18,7 @@ from cryptography import x509
 from pki.audit import AuditEvent
 from pki.clock import Clock
 from pki.credentials import hash_password
-from pki.errors import InputError, NotFoundError
+from pki.errors import IdentityTaken, InputError, NotFoundError
 from pki.records import (
     STATION_ID_PATTERN,
     CertificateQuery,
@@ -135,12 +135,27 @@ class StationService:
 
     async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None:
         """The SECC id its V2G certificate is issued for (CN), e.g. as the station
-        reported it (ISO15118Ctrlr.SeccId)."""
+        reported it (ISO15118Ctrlr.SeccId). IdentityTaken if another station holds it:
+        refused, and the refusal audited (`station.secc-id`, outcome refused)."""
         checked = _check_name(secc_id, "secc-id")
         event = AuditEvent(
             "station.secc-id", actor, f"station:{station_id}", "ok", {"secc_id": checked}
         )
-        await self._store.set_secc_id(station_id, checked, event, self._clock.now())
+        try:
+            await self._store.set_secc_id(station_id, checked, event, self._clock.now())
+        except IdentityTaken as taken:
+            # A station claiming another's SECC id is someone to look at: kept as evidence.
+            await self._store.append_audit(
+                AuditEvent(
+                    "station.secc-id",
+                    actor,
+                    f"station:{station_id}",
+                    "refused",
+                    {"secc_id": checked, "held_by": taken.held_by},
+                ),
+                self._clock.now(),
+            )
+            raise
 
     async def remove(
         self, station_id: str, actor: str, *, keep_certificates: bool = False

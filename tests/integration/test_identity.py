@@ -13,13 +13,17 @@ serve` over mutual TLS on 127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
 from cryptography import x509
-from integration_support import Home, Identity, initialized_home, passphrase_file
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from integration_support import ORG, Home, Identity, initialized_home, passphrase_file
 from ocpp.v201 import ChargePoint, call
 from simulated_station import Service, pkictl, pkictl_json, serving
 from websockets.exceptions import InvalidStatus
@@ -127,3 +131,76 @@ async def test_a_removed_station_leaves_no_valid_certificate_behind(home: Home) 
         async with serving(home, STATIONS) as service:
             assert await refusal(service, station_id, cs008) == (403, "certificate-revoked")
         assert (await cli(home, "station", "remove", station_id)).exit_code == 0
+
+
+# --- item 4: SECC ids -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def v2g_service(tmp_path: Path) -> AsyncIterator[Service]:
+    home = await initialized_home(tmp_path, V2G_STATIONS, frozenset({"cso", "v2g"}))
+    added = await cli(
+        home, "station", "add", "R3", "--serial", "SN-R3", "--secc-id", "DE*ABC*E0003"
+    )
+    assert added.exit_code == 0, added.output
+    async with serving(home, V2G_STATIONS) as running:
+        yield running
+
+
+def v2g_csr(key: ec.EllipticCurvePrivateKey, secc_id: str) -> str:
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, secc_id),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+        x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "CPO"),
+    ])  # fmt: skip
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_station_add_refuses_a_secc_id_another_station_holds(
+    v2g_service: Service,
+) -> None:
+    duplicate = await cli(
+        v2g_service.home, "station", "add", "R4", "--serial", "SN-R4", "--secc-id", "DE*ABC*E0003"
+    )
+    assert duplicate.exit_code == 5, duplicate.output
+    assert "R3" in duplicate.stderr
+    assert "DE*ABC*E0003" in duplicate.stderr
+
+
+async def test_a_reported_secc_id_held_by_another_station_is_refused(
+    v2g_service: Service,
+) -> None:
+    station = await v2g_service.station("R1")  # registered without a SECC id
+    station.secc_id = "DE*ABC*E0003"  # ... and it claims R3's
+    client, listener = await v2g_service.connect(station, station.identity)
+    try:
+        key = ec.generate_private_key(ec.SECP256R1())
+        await client.call(
+            call.SignCertificate(
+                csr=v2g_csr(key, "DE*ABC*E0003"), certificate_type="V2GCertificate"
+            )
+        )
+        rows: list[dict[str, Any]] = []
+        for _ in range(300):
+            rows = await asyncio.to_thread(
+                pkictl_json, v2g_service.home, "renewals", "list", "--station", "R1"
+            )
+            if rows and rows[-1]["state"] == "failed":
+                break
+            await asyncio.sleep(0.1)
+        assert rows
+        assert rows[-1]["state"] == "failed", rows
+        assert "R3" in rows[-1]["reason"]
+    finally:
+        listener.cancel()
+    home = v2g_service.home
+    shown = await asyncio.to_thread(pkictl_json, home, "station", "show", "R1")
+    assert shown["secc_id"] is None
+    assert [c for c in shown["certificates"] if c["profile"] == "v2g-secc"] == []
+    alerts = await asyncio.to_thread(pkictl_json, home, "alerts", "list", "--station", "R1")
+    assert "secc-id-conflict" in [a["code"] for a in alerts]
+    audit = await asyncio.to_thread(pkictl_json, home, "audit", "list", "--limit", "500")
+    refused = [e for e in audit if e["action"] == "station.secc-id"]
+    assert [(e["target"], e["outcome"]) for e in refused] == [("station:R1", "refused")]
+    assert refused[0]["detail"]["held_by"] == "R3"
