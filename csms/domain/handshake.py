@@ -6,12 +6,13 @@ registered station) and this module decides. No I/O, no clock: the table of case
 tests/unit/test_handshake.py is the specification.
 
 Order of the checks for a certificate (OCPP A00.FR.403-408, 429): registered station ->
-not revoked -> its issuing station CA within its validity -> the certificate within
-its validity (an expired one only for stations flagged allow-expired, then Boot answers
-Pending and renewal starts at once) -> CN equals the registered serial number -> a
-certificate this CA issued was issued to this station -> O equals the CSO organization
--> the station is configured for security profile 3. A station configured for profile 3
-is never admitted over profile 1 or 2, whatever password it knows.
+not revoked -> an end-entity certificate, not a CA's -> its issuing station CA within
+its validity -> the certificate within its validity (an expired one only for stations
+flagged allow-expired, then Boot answers Pending and renewal starts at once) -> CN
+equals the registered serial number -> a certificate this CA issued was issued to this
+station -> O equals the CSO organization -> the station is configured for security
+profile 3. A station configured for profile 3 is never admitted over profile 1 or 2,
+whatever password it knows.
 
 The serial number binds a certificate to a station only while one station holds it: a
 certificate this CA issued names its station in its record, and admits that station
@@ -39,6 +40,11 @@ class Refusal(StrEnum):
     UNKNOWN_STATION = "unknown-station"
     CERTIFICATE_REQUIRED = "certificate-required"
     CERTIFICATE_REVOKED = "certificate-revoked"
+    CERTIFICATE_IS_CA = "certificate-is-ca"
+    """A client certificate that claims to be a CA (basicConstraints CA:TRUE, or
+    keyCertSign): a station's is an end-entity certificate (RFC 5280 4.2.1.9, 4.2.1.3;
+    OCPP TC_A_08_CSMS, an invalid client certificate). Only a trusted CA that
+    mis-issues (a factory CA) can produce one; TLS lets it through."""
     ISSUER_EXPIRED = "issuer-expired"
     CERTIFICATE_EXPIRED = "certificate-expired"
     CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
@@ -72,6 +78,8 @@ class PresentedCertificate:
     issuer_valid: bool = True
     """The station CA that issued it is within its own validity (TLS checked the
     signatures of the chain, not its dates: see csms.transport.tls)."""
+    claims_ca: bool = False
+    """basicConstraints CA:TRUE or keyUsage keyCertSign."""
     issued_here: bool = False
     """This CA issued it (its record says so), as opposed to one we only observed."""
     issued_to: str | None = None
@@ -126,6 +134,7 @@ FORBIDDEN, UNAUTHORIZED = HttpStatus.FORBIDDEN, HttpStatus.UNAUTHORIZED
 
 CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
     (Refusal.CERTIFICATE_REVOKED, FORBIDDEN, lambda c, s, f: c.revoked),
+    (Refusal.CERTIFICATE_IS_CA, FORBIDDEN, lambda c, s, f: c.claims_ca),
     (Refusal.ISSUER_EXPIRED, FORBIDDEN, lambda c, s, f: not c.issuer_valid),
     (Refusal.CERTIFICATE_NOT_YET_VALID, FORBIDDEN, lambda c, s, f: f.now < c.not_before),
     (

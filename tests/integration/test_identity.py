@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,16 @@ import websockets
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from integration_support import ORG, Home, Identity, initialized_home, passphrase_file
+from integration_support import ORG, Home, Identity, initialized_home, passphrase_file, write_key
 from ocpp.v201 import ChargePoint, call
 from simulated_station import Service, pkictl, pkictl_json, serving
 from websockets.exceptions import InvalidStatus
+
+from csms.app import open_app
+from pki.audit import AuditEvent
+from pki.records import TrustAnchor, TrustRole
 
 STATIONS = {
     "CS001": ("SN-0001", 3, False),
@@ -131,6 +137,55 @@ async def test_a_removed_station_leaves_no_valid_certificate_behind(home: Home) 
         async with serving(home, STATIONS) as service:
             assert await refusal(service, station_id, cs008) == (403, "certificate-revoked")
         assert (await cli(home, "station", "remove", station_id)).exit_code == 0
+
+
+# --- item 10: a leaf that claims to be a CA --------------------------------------------
+
+
+def mis_issuing_ca(directory: Path) -> tuple[x509.Certificate, Identity, Identity]:
+    """A factory CA that signs, for CS001, a certificate with CA:TRUE and a proper one."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sloppy Factory CA")])
+    now = datetime.now(UTC)
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=10)).not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+
+    def leaf(name: str, is_ca: bool) -> Identity:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, "SN-0001"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG),
+        ])  # fmt: skip
+        certificate = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=60))
+            .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256())
+        )  # fmt: skip
+        chain = directory / f"{name}.pem"
+        chain.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return chain, write_key(directory / f"{name}.key", key)
+
+    return ca, leaf("ca-leaf", True), leaf("proper-leaf", False)
+
+
+async def test_a_leaf_with_ca_true_is_refused_at_the_handshake(home: Home, tmp_path: Path) -> None:
+    ca, ca_leaf, proper_leaf = mis_issuing_ca(tmp_path)
+    async with open_app(home.path) as app:
+        await app.store.add_trust_anchor(
+            TrustAnchor(TrustRole.STATION_CA, ca.public_bytes(Encoding.DER), app.clock.now()),
+            AuditEvent("trust.added", "test"),
+            app.clock.now(),
+        )
+    async with serving(home, STATIONS) as service:
+        assert await boot_status(service, "CS001", proper_leaf) == "Accepted"  # trusted
+        assert await refusal(service, "CS001", ca_leaf) == (403, "certificate-is-ca")
 
 
 # --- item 4: SECC ids -------------------------------------------------------------------
