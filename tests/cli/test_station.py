@@ -6,8 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_test_support import Run, as_json, issue, make_runner, query, station_csr
+from alembic import command
+from cli_test_support import Run, as_json, execute, issue, make_runner, query, station_csr
 from cryptography import x509
+from sqlalchemy import create_engine
+
+from pki.store.sql import _alembic_config
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -221,3 +225,23 @@ def test_show_lists_the_station_certificates(pkictl: Run, tmp_path: Path) -> Non
     text = pkictl("station", "show", "CS001").stdout
     assert first in text
     assert second in text
+
+
+def test_an_upgrade_over_duplicate_serials_exits_5_naming_them(pkictl: Run, home: Path) -> None:
+    """A database from before migration 0020 whose stations share a serial: every command
+    refuses (exit 5) and says which stations and how to resolve it; nothing changes."""
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    engine = create_engine(f"sqlite:///{home / 'pkictl.db'}")
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0019")
+        connection.exec_driver_sql(
+            "INSERT INTO stations (id, serial_number, security_profile, created_at, "
+            "allow_expired) VALUES ('CS003', 'SN-0001', 3, '2999-01-01 00:00:00', 0)"
+        )
+    engine.dispose()
+    refused = pkictl("station", "list", expect=5)
+    assert "serial_number 'SN-0001' is held by stations CS001, CS003" in refused.stderr
+    assert "pkictl db upgrade" in refused.stderr
+    assert query(home, "SELECT version_num FROM alembic_version") == [("0019",)]
+    execute(home, "DELETE FROM stations WHERE id = 'CS003'")
+    assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS001"]
