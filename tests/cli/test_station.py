@@ -141,7 +141,7 @@ def test_a_serial_or_secc_id_another_station_holds_is_a_conflict(
     assert f"{field}: " in result.stderr
     assert "station 'CS001'" in result.stderr  # the station that holds it
     refused = as_json(pkictl("station", "add", "CS003", *args, "--json", expect=5))
-    assert refused["exit_code"] == 5
+    assert (refused["exit_code"], refused["field"], refused["held_by"]) == (5, field, "CS001")
     assert "CS001" in refused["message"]
     assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS001"]
 
