@@ -27,6 +27,7 @@ from enum import IntEnum
 from csms.home import HomeError
 from pki.errors import (
     ConflictError,
+    IdentityTaken,
     InputError,
     IssuanceRefused,
     KeyAccessError,
@@ -78,4 +79,6 @@ def error_payload(error: PkiError) -> dict[str, object]:
     }
     if isinstance(error, IssuanceRefused):
         payload.update(reason=error.reason.value, field=error.field)
+    if isinstance(error, IdentityTaken):
+        payload.update(field=error.field, held_by=error.held_by)
     return payload

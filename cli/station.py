@@ -12,6 +12,7 @@ from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App, actor
 from csms.services.reports import Report
 from csms.services.sessions import SessionRecord
+from csms.services.stations import REMOVAL_REASON, Removal
 from pki.records import CertificateQuery
 
 STATION_COLUMNS = (
@@ -46,7 +47,7 @@ def station() -> None:
     "--serial",
     "serial_number",
     required=True,
-    help="The station's unique serial number: the CN of its TLS certificate.",
+    help="The station's serial number, the CN of its TLS certificate: unique among stations.",
 )
 @click.option("--secc-id", help="ISO 15118 SECC id: the CN of its V2G (SECC) certificate.")
 @click.option(
@@ -148,13 +149,51 @@ def station_show(ctx: Context, station_id: str, as_json: bool) -> None:
 
 @station.command("remove")
 @click.argument("station_id")
+@click.option(
+    "--keep-certificates",
+    is_flag=True,
+    help="Leave the certificates issued to it valid (default: revoke them, "
+    "cessationOfOperation, and publish the CRLs).",
+)
+@json_option
 @click.pass_obj
-def station_remove(ctx: Context, station_id: str) -> None:
-    """Deregister a station. Its certificates stay on record; the handshake refuses
-    any connection for an unregistered station id, so no revocation is needed to cut
-    it off (revoke them with `pkictl cert revoke` if its keys may be compromised)."""
-    run_with_app(ctx, lambda app: app.stations.remove(station_id, actor()))
+def station_remove(ctx: Context, station_id: str, keep_certificates: bool, as_json: bool) -> None:
+    """Deregister a station and revoke the certificates this CA issued to it
+    (cessationOfOperation), publishing each CA's next CRL; with --keep-certificates they
+    stay valid. The handshake refuses its id from then on, and a certificate this CA
+    issued admits only the station it was issued to, so kept certificates admit no
+    other station. Both are audited (station.removed lists the serials)."""
+
+    async def action(app: App) -> Removal:
+        return await app.stations.remove(station_id, actor(), keep_certificates=keep_certificates)
+
+    removal = run_with_app(ctx, action)
+    if as_json:
+        emit_json(
+            {
+                "station": removal.station_id,
+                "revoked": [r.serial_hex for r in removal.revoked],
+                "kept": [r.serial_hex for r in removal.kept],
+                "crls": [{"ca": ca, "published": published} for ca, published in removal.crls],
+            }
+        )
+        return
     note(f"removed station {station_id}")
+    if removal.revoked:
+        note(
+            f"revoked {len(removal.revoked)} certificate(s) ({REMOVAL_REASON}): "
+            + ", ".join(r.serial_hex for r in removal.revoked)
+        )
+    for ca, published in removal.crls:
+        if published:
+            note(f"published the CRL of {ca}")
+        else:
+            note(f"warning: CRL of {ca} not regenerated (no CA key); run `pkictl crl {ca}`")
+    if removal.kept:
+        note(
+            f"kept {len(removal.kept)} valid certificate(s): "
+            + ", ".join(r.serial_hex for r in removal.kept)
+        )
 
 
 @station.command("reports")

@@ -258,13 +258,12 @@ def _build(
             for t in await trust.list()
         ]
 
-    stations = StationService(store, clock)
-
     def write_home_file(relative: str, data: bytes) -> Path:
         atomic_write(home / relative, data)
         return home / relative
 
     revocations = Revocations(ca, write_home_file)
+    stations = StationService(store, clock, revocations)
     inventory = CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known)
     return App(
         home, config, policy, store, clock, ca, stations, passphrase,

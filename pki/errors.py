@@ -61,6 +61,20 @@ class ConflictError(PkiError):
     """The operation would overwrite or duplicate something that exists."""
 
 
+class IdentityTaken(ConflictError):
+    """A station identity (serial number, SECC id) that another station holds."""
+
+    def __init__(self, field: str, value: str, held_by: str) -> None:
+        what = "serial number" if field == "serial" else "SECC id"
+        super().__init__(
+            f"{field}: {value!r} is the {what} of station {held_by!r}; "
+            f"a {what} identifies one station"
+        )
+        self.field = field
+        self.value = value
+        self.held_by = held_by
+
+
 class StateError(PkiError):
     """The object exists but is in a state that forbids the operation."""
 

@@ -6,12 +6,19 @@ registered station) and this module decides. No I/O, no clock: the table of case
 tests/unit/test_handshake.py is the specification.
 
 Order of the checks for a certificate (OCPP A00.FR.403-408, 429): registered station ->
-not revoked -> its issuing station CA within its validity -> the certificate within
-its validity (an expired one only for stations flagged allow-expired, then Boot answers
-Pending and renewal starts at once) -> CN equals the registered serial number -> O
-equals the CSO organization -> the station is configured for security profile 3. A
-station configured for profile 3 is never admitted over profile 1 or 2, whatever
-password it knows.
+not revoked -> an end-entity certificate, not a CA's -> its issuing station CA within
+its validity -> the certificate within its validity (an expired one only for stations
+flagged allow-expired, then Boot answers Pending and renewal starts at once) -> CN
+equals the registered serial number -> a certificate this CA issued was issued to this
+station -> O equals the CSO organization -> the station is configured for security
+profile 3. A station configured for profile 3 is never admitted over profile 1 or 2,
+whatever password it knows.
+
+The serial number binds a certificate to a station only while one station holds it: a
+certificate this CA issued names its station in its record, and admits that station
+only -- not another registered later with the same serial (after `station remove
+--keep-certificates`, say). Certificates we did not issue (a factory CA's) have no such
+record: for them the serial binding is all there is (serials are unique among stations).
 """
 
 from __future__ import annotations
@@ -33,10 +40,16 @@ class Refusal(StrEnum):
     UNKNOWN_STATION = "unknown-station"
     CERTIFICATE_REQUIRED = "certificate-required"
     CERTIFICATE_REVOKED = "certificate-revoked"
+    CERTIFICATE_IS_CA = "certificate-is-ca"
+    """A client certificate that claims to be a CA (basicConstraints CA:TRUE, or
+    keyCertSign): a station's is an end-entity certificate (RFC 5280 4.2.1.9, 4.2.1.3;
+    OCPP TC_A_08_CSMS, an invalid client certificate). Only a trusted CA that
+    mis-issues (a factory CA) can produce one; TLS lets it through."""
     ISSUER_EXPIRED = "issuer-expired"
     CERTIFICATE_EXPIRED = "certificate-expired"
     CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
     SERIAL_MISMATCH = "serial-mismatch"
+    ISSUED_TO_ANOTHER_STATION = "issued-to-another-station"
     ORGANIZATION_MISMATCH = "organization-mismatch"
     PROFILE_MISMATCH = "profile-mismatch"
     CREDENTIALS_REQUIRED = "credentials-required"
@@ -65,6 +78,12 @@ class PresentedCertificate:
     issuer_valid: bool = True
     """The station CA that issued it is within its own validity (TLS checked the
     signatures of the chain, not its dates: see csms.transport.tls)."""
+    claims_ca: bool = False
+    """basicConstraints CA:TRUE or keyUsage keyCertSign."""
+    issued_here: bool = False
+    """This CA issued it (its record says so), as opposed to one we only observed."""
+    issued_to: str | None = None
+    """The station the record says this CA issued it to (when ``issued_here``)."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,8 @@ class RegisteredStation:
     serial_number: str
     security_profile: int
     allow_expired: bool = False
+    id: str | None = None
+    """The station id (the URL's last segment)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +134,7 @@ FORBIDDEN, UNAUTHORIZED = HttpStatus.FORBIDDEN, HttpStatus.UNAUTHORIZED
 
 CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
     (Refusal.CERTIFICATE_REVOKED, FORBIDDEN, lambda c, s, f: c.revoked),
+    (Refusal.CERTIFICATE_IS_CA, FORBIDDEN, lambda c, s, f: c.claims_ca),
     (Refusal.ISSUER_EXPIRED, FORBIDDEN, lambda c, s, f: not c.issuer_valid),
     (Refusal.CERTIFICATE_NOT_YET_VALID, FORBIDDEN, lambda c, s, f: f.now < c.not_before),
     (
@@ -121,6 +143,11 @@ CERTIFICATE_RULES: tuple[CertificateRule, ...] = (
         lambda c, s, f: f.now >= c.not_after and not s.allow_expired,
     ),
     (Refusal.SERIAL_MISMATCH, FORBIDDEN, lambda c, s, f: c.common_names != (s.serial_number,)),
+    (
+        Refusal.ISSUED_TO_ANOTHER_STATION,
+        FORBIDDEN,
+        lambda c, s, f: c.issued_here and c.issued_to != s.id,
+    ),
     (
         Refusal.ORGANIZATION_MISMATCH,
         FORBIDDEN,

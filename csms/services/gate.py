@@ -108,6 +108,9 @@ class ConnectionGate:
                 not_after=certificate.not_valid_after_utc,
                 revoked=stored.status is CertificateStatus.REVOKED,
                 issuer_valid=self._issuer_valid(certificate, stored.fingerprint_sha256, now),
+                claims_ca=claims_ca(certificate),
+                issued_here=stored.source is CertificateSource.ISSUED,
+                issued_to=stored.station_id,
             )
         decision = decide(
             HandshakeFacts(
@@ -236,6 +239,28 @@ class ConnectionGate:
         return await asyncio.to_thread(verify_password, password, station.password_hash)
 
 
+def claims_ca(certificate: x509.Certificate) -> bool:
+    """Whether the certificate says it is a CA's: basicConstraints CA:TRUE, or keyUsage
+    keyCertSign (RFC 5280 4.2.1.3: only with CA:TRUE). Read from the leaf as presented;
+    an extension that does not parse counts as a claim (refused rather than guessed)."""
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError:
+        return True
+    else:
+        if constraints.value.ca:
+            return True
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
+    except x509.ExtensionNotFound:
+        return False
+    except ValueError:
+        return True
+    return usage.value.key_cert_sign
+
+
 def _values(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
     return tuple(str(a.value) for a in certificate.subject.get_attributes_for_oid(oid))
 
@@ -243,4 +268,6 @@ def _values(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[
 def _registered(station: Station | None) -> RegisteredStation | None:
     if station is None:
         return None
-    return RegisteredStation(station.serial_number, station.security_profile, station.allow_expired)
+    return RegisteredStation(
+        station.serial_number, station.security_profile, station.allow_expired, station.id
+    )

@@ -177,7 +177,10 @@ class Revoker(Protocol):
 
 class StationDirectory(Protocol):
     async def secc_id(self, station_id: str) -> str | None: ...
-    async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None: ...
+    async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None:
+        """IdentityTaken if another station holds ``secc_id`` (the refusal audited);
+        InputError if it is no usable CN."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from csms.services.renewal_ports import (
 )
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
-from pki.errors import IssuanceRefused
+from pki.errors import IdentityTaken, InputError, IssuanceRefused
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
@@ -354,7 +354,23 @@ class RenewalService:
             await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
             await self._failed(renewal, reason)
             return
-        await self.stations.set_secc_id(item.station_id, secc_id, actor=f"renewal:{renewal.id}")
+        try:
+            await self.stations.set_secc_id(item.station_id, secc_id, actor=f"renewal:{renewal.id}")
+        except IdentityTaken as taken:
+            # Its CN would name another station's SECC: refused, nothing issued.
+            reason = (
+                f"the station reported SECC id {secc_id!r}, which station "
+                f"{taken.held_by!r} holds: refused, nothing issued"
+            )
+            await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
+            await self.alerts.raise_alert("secc-id-conflict", item.station_id, reason)
+            await self._failed(renewal, reason)
+            return
+        except InputError as bad:
+            reason = f"the station reported an unusable SECC id: {bad}"
+            await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
+            await self._failed(renewal, reason)
+            return
         await self._issue(renewal, renewal.csr_pem)
 
     async def _deliver(

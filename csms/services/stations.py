@@ -1,15 +1,55 @@
-"""Registering charging stations: the identities certificates are bound to."""
+"""Registering charging stations: the identities certificates are bound to.
+
+A serial number and a SECC id each identify one registered station (unique constraints
+in the database; a duplicate is a ConflictError naming the station that holds it).
+Removing a station revokes the certificates this CA issued to it (cessationOfOperation)
+and publishes the CRLs concerned, unless the operator keeps them: a removed id registered
+again, or a new station given the old serial, starts without them.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
 
 from pki.audit import AuditEvent
 from pki.clock import Clock
 from pki.credentials import hash_password
-from pki.errors import InputError, NotFoundError
-from pki.records import STATION_ID_PATTERN, Station
+from pki.errors import IdentityTaken, InputError, NotFoundError
+from pki.records import (
+    STATION_ID_PATTERN,
+    CertificateQuery,
+    CertificateRecord,
+    CertificateStatus,
+    Station,
+)
 from pki.store import Store
 
 MAX_NAME_LENGTH = 64  # ub-common-name: CN carries the serial or the SECC id
+REMOVAL_REASON = "cessationOfOperation"
+"""RFC 5280 5.3.1: the certificate is no longer needed, nothing suggests a compromise."""
+
+
+class StationRevoker(Protocol):
+    async def revoke_all(
+        self, serials: Sequence[tuple[int, str]], reason: str, actor: str
+    ) -> list[CertificateRecord]:
+        """Revoke each (serial, actor) not revoked yet; publish each CA's CRL once."""
+        ...
+
+
+@dataclass(frozen=True)
+class Removal:
+    station_id: str
+    revoked: tuple[CertificateRecord, ...]
+    kept: tuple[CertificateRecord, ...]
+    """Valid certificates left valid (``--keep-certificates``)."""
+    crls: tuple[tuple[str, bool], ...]
+    """(CA, whether its latest CRL lists the revoked certificates): False when the CRL
+    could not be signed (no CA key), to be published with `pkictl crl CA`."""
 
 
 def _check_name(value: str, field: str) -> str:
@@ -20,9 +60,10 @@ def _check_name(value: str, field: str) -> str:
 
 
 class StationService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, revoker: StationRevoker | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._revoker = revoker
 
     async def register(
         self,
@@ -94,18 +135,94 @@ class StationService:
 
     async def set_secc_id(self, station_id: str, secc_id: str, actor: str) -> None:
         """The SECC id its V2G certificate is issued for (CN), e.g. as the station
-        reported it (ISO15118Ctrlr.SeccId)."""
+        reported it (ISO15118Ctrlr.SeccId). IdentityTaken if another station holds it:
+        refused, and the refusal audited (`station.secc-id`, outcome refused)."""
         checked = _check_name(secc_id, "secc-id")
         event = AuditEvent(
             "station.secc-id", actor, f"station:{station_id}", "ok", {"secc_id": checked}
         )
-        await self._store.set_secc_id(station_id, checked, event, self._clock.now())
+        try:
+            await self._store.set_secc_id(station_id, checked, event, self._clock.now())
+        except IdentityTaken as taken:
+            # A station claiming another's SECC id is someone to look at: kept as evidence.
+            await self._store.append_audit(
+                AuditEvent(
+                    "station.secc-id",
+                    actor,
+                    f"station:{station_id}",
+                    "refused",
+                    {"secc_id": checked, "held_by": taken.held_by},
+                ),
+                self._clock.now(),
+            )
+            raise
 
-    async def remove(self, station_id: str, actor: str) -> None:
-        """Deregister: the handshake then refuses the station whatever certificate it
-        presents, so its certificates need not be revoked to cut it off."""
+    async def remove(
+        self, station_id: str, actor: str, *, keep_certificates: bool = False
+    ) -> Removal:
+        """Deregister ``station_id``: the handshake refuses its id from now on. Unless
+        ``keep_certificates``, the valid certificates this CA issued to it are revoked
+        first (cessationOfOperation; each audited, each CA's CRL published once), so
+        that none outlives the registration; the removal's audit entry lists them.
+
+        Revoked before the row goes: a removal cut short leaves a registered station
+        with revoked certificates (run it again), never a removed one with valid
+        certificates. One issued meanwhile (a renewal in flight) is revoked after.
+        """
+        await self.get(station_id)  # NotFound (exit 3) before anything changes
+        revoked: tuple[CertificateRecord, ...] = ()
+        if not keep_certificates:
+            revoked += await self._revoke_issued(station_id, actor)
+        kept = await self._valid_issued(station_id)
         await self._store.remove_station(
             station_id,
-            AuditEvent("station.removed", actor, f"station:{station_id}"),
+            AuditEvent(
+                "station.removed",
+                actor,
+                f"station:{station_id}",
+                "ok",
+                {
+                    "certificates": "kept" if keep_certificates else "revoked",
+                    "revoked": [r.serial_hex for r in revoked],
+                    "kept": [r.serial_hex for r in kept],
+                },
+            ),
             self._clock.now(),
         )
+        if not keep_certificates:
+            revoked += await self._revoke_issued(station_id, actor)  # issued meanwhile
+            kept = ()
+        return Removal(station_id, revoked, kept, await self._crls_listing(revoked))
+
+    async def _valid_issued(self, station_id: str) -> tuple[CertificateRecord, ...]:
+        """The certificates this CA issued to the station that are valid now."""
+        now = self._clock.now()
+        records = await self._store.find_certificates(CertificateQuery(station_id=station_id))
+        return tuple(
+            r
+            for r in records
+            if r.issuer_ca is not None and r.effective_status(now) is CertificateStatus.VALID
+        )
+
+    async def _revoke_issued(self, station_id: str, actor: str) -> tuple[CertificateRecord, ...]:
+        valid = await self._valid_issued(station_id)
+        if not valid:
+            return ()
+        if self._revoker is None:
+            raise RuntimeError("StationService built without a revoker cannot revoke")
+        return tuple(
+            await self._revoker.revoke_all(
+                [(r.serial, actor) for r in valid], REMOVAL_REASON, actor
+            )
+        )
+
+    async def _crls_listing(
+        self, revoked: Sequence[CertificateRecord]
+    ) -> tuple[tuple[str, bool], ...]:
+        outcome = []
+        for name in sorted({r.issuer_ca for r in revoked if r.issuer_ca is not None}):
+            der = await self._store.latest_crl(name)
+            listed = {e.serial_number for e in x509.load_der_x509_crl(der)} if der else set()
+            serials = {r.serial for r in revoked if r.issuer_ca == name}
+            outcome.append((name, serials <= listed))
+        return tuple(outcome)

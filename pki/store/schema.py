@@ -57,6 +57,10 @@ stations = Table(
     Column("password_hash", String(200), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("allow_expired", Boolean, nullable=False, server_default=false()),
+    # One certificate subject identifies one station: CN = serial (station TLS), CN = SECC
+    # id (ISO 15118). Several stations may have no SECC id (NULLs are distinct).
+    UniqueConstraint("serial_number", name="uq_stations_serial_number"),
+    UniqueConstraint("secc_id", name="uq_stations_secc_id"),
 )
 
 authorities = Table(

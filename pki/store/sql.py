@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 from pki.audit import AuditEntry, AuditEvent, AuditHead, seal_chain
 from pki.crl import RevokedEntry
-from pki.errors import ConflictError, NotFoundError, StateError
+from pki.errors import ConflictError, IdentityTaken, NotFoundError, StateError
 from pki.records import (
     Authority,
     CertificateQuery,
@@ -360,7 +360,26 @@ class SqlStore:
                     )
                 )
         except IntegrityError:
-            raise ConflictError(f"station {station.id!r} is already registered") from None
+            raise await self._station_conflict(station, adding=True) from None
+
+    async def _station_conflict(self, wanted: Station, *, adding: bool) -> ConflictError:
+        """Why ``wanted`` (a station as it would be registered, or changed) broke a unique
+        constraint, naming the station that holds what it wanted: the constraints decide
+        (two processes cannot both pass a check), this only words the refusal."""
+        holds = (stations.c.id == wanted.id) | (stations.c.serial_number == wanted.serial_number)
+        if wanted.secc_id is not None:
+            holds = holds | (stations.c.secc_id == wanted.secc_id)
+        columns = (stations.c.id, stations.c.serial_number, stations.c.secc_id)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(select(*columns).where(holds))).all()
+        if adding and any(r.id == wanted.id for r in rows):
+            return ConflictError(f"station {wanted.id!r} is already registered")
+        for row in rows:
+            if row.id != wanted.id and row.serial_number == wanted.serial_number:
+                return IdentityTaken("serial", wanted.serial_number, row.id)
+            if row.id != wanted.id and wanted.secc_id and row.secc_id == wanted.secc_id:
+                return IdentityTaken("secc-id", wanted.secc_id, row.id)
+        return ConflictError(f"station {wanted.id!r} conflicts with another registration")
 
     async def get_station(self, station_id: str) -> Station | None:
         if self._fast is not None:
@@ -388,12 +407,19 @@ class SqlStore:
     async def set_secc_id(
         self, station_id: str, secc_id: str, event: AuditEvent, at: datetime
     ) -> None:
-        async with self._write(event, at) as connection:
-            result = await connection.execute(
-                update(stations).where(stations.c.id == station_id).values(secc_id=secc_id)
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"no station {station_id!r}")
+        try:
+            async with self._write(event, at) as connection:
+                result = await connection.execute(
+                    update(stations).where(stations.c.id == station_id).values(secc_id=secc_id)
+                )
+                if result.rowcount == 0:
+                    raise NotFoundError(f"no station {station_id!r}")
+        except IntegrityError:
+            station = await self.get_station(station_id)
+            assert station is not None  # it was updated: only the SECC id can conflict
+            raise await self._station_conflict(
+                replace(station, secc_id=secc_id), adding=False
+            ) from None
 
     # --- authorities ----------------------------------------------------------------
 

@@ -6,7 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_test_support import Run, as_json, issue, query, station_csr
+from alembic import command
+from cli_test_support import Run, as_json, execute, issue, make_runner, query, station_csr
+from cryptography import x509
+from sqlalchemy import create_engine
+
+from pki.store.sql import _alembic_config
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
@@ -121,25 +126,92 @@ def test_show_unknown_station_exits_3(pkictl: Run) -> None:
     assert "CS404" in pkictl("station", "show", "CS404", expect=3).stderr
 
 
-def test_remove(pkictl: Run, tmp_path: Path) -> None:
-    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("--serial", "SN-0001"), "serial"),
+        (("--serial", "SN-0003", "--secc-id", "SECC0001"), "secc-id"),
+    ],
+)
+def test_a_serial_or_secc_id_another_station_holds_is_a_conflict(
+    pkictl: Run, args: tuple[str, ...], field: str
+) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001", "--secc-id", "SECC0001")
+    result = pkictl("station", "add", "CS003", *args, expect=5)
+    assert f"{field}: " in result.stderr
+    assert "station 'CS001'" in result.stderr  # the station that holds it
+    refused = as_json(pkictl("station", "add", "CS003", *args, "--json", expect=5))
+    assert (refused["exit_code"], refused["field"], refused["held_by"]) == (5, field, "CS001")
+    assert "CS001" in refused["message"]
+    assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS001"]
+
+
+def test_remove_revokes_its_certificates_and_publishes_the_crl(
+    pkictl: Run, home: Path, tmp_path: Path
+) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001", "--secc-id", "SECC0001")
     pkictl("station", "add", "CS002", "--serial", "SN-0002")
-    serial = issue(pkictl, station_csr(tmp_path / "s.csr"))["serial"]
-    assert "removed station CS001" in pkictl("station", "remove", "CS001").stderr
+    serials = [issue(pkictl, station_csr(tmp_path / f"{n}.csr"))["serial"] for n in (1, 2)]
+    other = issue(pkictl, station_csr(tmp_path / "o.csr", "SN-0002"), station_id="CS002")
+    removed = pkictl("station", "remove", "CS001")
+    assert "removed station CS001" in removed.stderr
+    assert "revoked 2 certificate(s) (cessationOfOperation)" in removed.stderr
+    assert "published the CRL of cso-station-ca" in removed.stderr
     assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS002"]
     pkictl("station", "show", "CS001", expect=3)
     assert "CS001" in pkictl("station", "remove", "CS001", expect=3).stderr
-    # Its certificates stay on record ...
+    # Its certificates stay on record, revoked; the other station's are untouched ...
     kept = as_json(pkictl("cert", "list", "--station", "CS001", "--json"))
-    assert [c["serial"] for c in kept] == [serial]
-    # ... but nothing more is issued for it.
+    assert sorted((c["serial"], c["status"], c["revocation_reason"]) for c in kept) == sorted(
+        (serial, "revoked", "cessationOfOperation") for serial in serials
+    )
+    assert as_json(pkictl("cert", "show", other["serial"], "--json"))["status"] == "valid"
+    crl = x509.load_der_x509_crl((home / "crl" / "cso-station-ca.crl").read_bytes())
+    assert {format(e.serial_number, "x") for e in crl} == set(serials)
+    # ... nothing more is issued for it ...
     refused = pkictl(
-        "cert", "issue", "--profile", "charging-station", "--csr", str(tmp_path / "s.csr"),
+        "cert", "issue", "--profile", "charging-station", "--csr", str(tmp_path / "1.csr"),
         "--station", "CS001", "--json", expect=4,
     )  # fmt: skip
     assert as_json(refused)["reason"] == "unknown-station"
-    actions = [e["action"] for e in as_json(pkictl("audit", "list", "--json"))]
-    assert actions.count("station.removed") == 1
+    audit = as_json(pkictl("audit", "list", "--limit", "100", "--json"))
+    (entry,) = [e for e in audit if e["action"] == "station.removed"]
+    assert sorted(entry["detail"].pop("revoked")) == sorted(serials)
+    assert entry["detail"] == {"certificates": "revoked", "kept": []}
+    revocations = [e for e in audit if e["action"] == "certificate.revoked"]
+    assert sorted(e["target"] for e in revocations) == sorted(f"serial:{s}" for s in serials)
+    # ... and the id registered again (its serial and SECC id free again) starts clean.
+    pkictl("station", "add", "CS001", "--serial", "SN-0001", "--secc-id", "SECC0001")
+    fresh = as_json(pkictl("station", "show", "CS001", "--json"))["certificates"]
+    assert {c["status"] for c in fresh} == {"revoked"}
+
+
+def test_remove_keep_certificates(pkictl: Run, tmp_path: Path) -> None:
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    serial = issue(pkictl, station_csr(tmp_path / "s.csr"))["serial"]
+    removed = as_json(pkictl("station", "remove", "CS001", "--keep-certificates", "--json"))
+    assert removed == {"station": "CS001", "revoked": [], "kept": [serial], "crls": []}
+    assert as_json(pkictl("cert", "show", serial, "--json"))["status"] == "valid"
+    audit = as_json(pkictl("audit", "list", "--json"))
+    (entry,) = [e for e in audit if e["action"] == "station.removed"]
+    assert entry["detail"] == {"certificates": "kept", "revoked": [], "kept": [serial]}
+    assert "certificate.revoked" not in [e["action"] for e in audit]
+
+
+def test_remove_without_the_ca_key_revokes_and_says_the_crl_waits(
+    home: Path, tmp_path: Path
+) -> None:
+    """The revocation stands; publishing waits for the key, as `cert revoke` does."""
+    pkictl = make_runner(home)
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    serial = issue(pkictl, station_csr(tmp_path / "s.csr"))["serial"]
+    before = (home / "crl" / "cso-station-ca.crl").read_bytes()
+    without_key = make_runner(home, env={"PKICTL_PASSPHRASE": "not the passphrase"})
+    removed = without_key("station", "remove", "CS001")
+    assert "warning: CRL of cso-station-ca not regenerated" in removed.stderr
+    assert "pkictl crl cso-station-ca" in removed.stderr
+    assert as_json(pkictl("cert", "show", serial, "--json"))["status"] == "revoked"
+    assert (home / "crl" / "cso-station-ca.crl").read_bytes() == before
 
 
 def test_show_lists_the_station_certificates(pkictl: Run, tmp_path: Path) -> None:
@@ -154,3 +226,23 @@ def test_show_lists_the_station_certificates(pkictl: Run, tmp_path: Path) -> Non
     text = pkictl("station", "show", "CS001").stdout
     assert first[:12] in text  # tables show a short unique prefix (#22 item 27)
     assert second[:12] in text
+
+
+def test_an_upgrade_over_duplicate_serials_exits_5_naming_them(pkictl: Run, home: Path) -> None:
+    """A database from before migration 0020 whose stations share a serial: every command
+    refuses (exit 5) and says which stations and how to resolve it; nothing changes."""
+    pkictl("station", "add", "CS001", "--serial", "SN-0001")
+    engine = create_engine(f"sqlite:///{home / 'pkictl.db'}")
+    with engine.begin() as connection:
+        command.downgrade(_alembic_config(connection), "0019")
+        connection.exec_driver_sql(
+            "INSERT INTO stations (id, serial_number, security_profile, created_at, "
+            "allow_expired) VALUES ('CS003', 'SN-0001', 3, '2999-01-01 00:00:00', 0)"
+        )
+    engine.dispose()
+    refused = pkictl("station", "list", expect=5)
+    assert "serial_number 'SN-0001' is held by stations CS001, CS003" in refused.stderr
+    assert "pkictl db upgrade" in refused.stderr
+    assert query(home, "SELECT version_num FROM alembic_version") == [("0019",)]
+    execute(home, "DELETE FROM stations WHERE id = 'CS003'")
+    assert [s["id"] for s in as_json(pkictl("station", "list", "--json"))] == ["CS001"]

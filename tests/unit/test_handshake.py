@@ -7,6 +7,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from csms.domain.handshake import (
     Decision,
@@ -18,6 +22,7 @@ from csms.domain.handshake import (
     Transport,
     decide,
 )
+from csms.services.gate import claims_ca
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 ORG = "Example CPO"
@@ -31,7 +36,8 @@ GOOD_CERT = PresentedCertificate(
     revoked=False,
 )
 EXPIRED = replace(GOOD_CERT, not_after=NOW - timedelta(seconds=1))
-P3 = RegisteredStation(SERIAL, 3)
+P3 = RegisteredStation(SERIAL, 3, id="CS001")
+ISSUED_TO_CS001 = replace(GOOD_CERT, issued_here=True, issued_to="CS001")
 P3_ALLOW_EXPIRED = RegisteredStation(SERIAL, 3, allow_expired=True)
 P2 = RegisteredStation(SERIAL, 2)
 P1 = RegisteredStation(SERIAL, 1)
@@ -71,6 +77,18 @@ CASES: dict[str, tuple[HandshakeFacts, Decision]] = {
         facts(certificate=replace(GOOD_CERT, revoked=True)),
         Decision(FORBIDDEN, Refusal.CERTIFICATE_REVOKED),
     ),
+    "p3 a CA certificate as the client certificate (RFC 5280, TC_A_08)": (
+        facts(certificate=replace(GOOD_CERT, claims_ca=True)),
+        Decision(FORBIDDEN, Refusal.CERTIFICATE_IS_CA),
+    ),
+    "p3 a CA certificate, expired, allow-expired: still refused": (
+        facts(P3_ALLOW_EXPIRED, replace(EXPIRED, claims_ca=True)),
+        Decision(FORBIDDEN, Refusal.CERTIFICATE_IS_CA),
+    ),
+    "p3 a CA certificate this CA issued to this station: still refused": (
+        facts(certificate=replace(ISSUED_TO_CS001, claims_ca=True)),
+        Decision(FORBIDDEN, Refusal.CERTIFICATE_IS_CA),
+    ),
     "p3 issued by a station CA that has expired": (
         facts(certificate=replace(GOOD_CERT, issuer_valid=False)),
         Decision(FORBIDDEN, Refusal.ISSUER_EXPIRED),
@@ -103,6 +121,27 @@ CASES: dict[str, tuple[HandshakeFacts, Decision]] = {
     "p3 not yet valid": (
         facts(certificate=replace(GOOD_CERT, not_before=NOW + timedelta(seconds=1))),
         Decision(FORBIDDEN, Refusal.CERTIFICATE_NOT_YET_VALID),
+    ),
+    # --- a certificate this CA issued admits the station it was issued to, only ------
+    "p3 issued by this CA to this station": (facts(certificate=ISSUED_TO_CS001), ADMIT_3),
+    "p3 issued by this CA to another station that had the same serial": (
+        facts(replace(P3, id="CS007"), ISSUED_TO_CS001),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 issued by this CA to no station": (
+        facts(certificate=replace(ISSUED_TO_CS001, issued_to=None)),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 issued to another station, expired, allowed: still refused": (
+        facts(
+            replace(P3_ALLOW_EXPIRED, id="CS007"),
+            replace(EXPIRED, issued_here=True, issued_to="CS001"),
+        ),
+        Decision(FORBIDDEN, Refusal.ISSUED_TO_ANOTHER_STATION),
+    ),
+    "p3 not issued here (a factory CA's): the serial binds it": (
+        facts(replace(P3, id="CS007"), replace(GOOD_CERT, issued_to="CS001")),
+        ADMIT_3,
     ),
     "p3 CN is another station's serial": (
         facts(certificate=replace(GOOD_CERT, common_names=("SN-9999",))),
@@ -197,3 +236,44 @@ def test_every_refusal_and_profile_appears_in_the_table() -> None:
     refusals = {d.refusal for _, d in CASES.values()}
     assert refusals == {None, *Refusal} - {Refusal.RATE_LIMITED}  # the limiter's, not decide's
     assert {d.security_profile for _, d in CASES.values() if d.accepted} == {1, 2, 3}
+
+
+# --- the fact the gate reads off the presented leaf: does it claim to be a CA? ---------
+
+
+def leaf_with(*extensions: x509.ExtensionType) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERIAL)])
+    builder = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(NOW).not_valid_after(NOW + timedelta(days=1))
+    )  # fmt: skip
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def usage(*, key_cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=True, key_cert_sign=key_cert_sign,
+        crl_sign=False, encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extensions", "claims"),
+    [
+        ((), False),
+        ((x509.BasicConstraints(ca=False, path_length=None),), False),
+        ((x509.BasicConstraints(ca=False, path_length=None), usage(key_cert_sign=False)), False),
+        ((x509.BasicConstraints(ca=True, path_length=None),), True),
+        ((x509.BasicConstraints(ca=True, path_length=0), usage(key_cert_sign=True)), True),
+        ((usage(key_cert_sign=True),), True),  # keyCertSign without CA:TRUE: still a claim
+    ],
+)
+def test_a_leaf_claiming_to_be_a_ca_is_told_apart(
+    extensions: tuple[x509.ExtensionType, ...], claims: bool
+) -> None:
+    assert claims_ca(leaf_with(*extensions)) is claims
