@@ -8,7 +8,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from csms.domain.renewal import CertificateKind
 from csms.protocol.schemas import check_answer, check_request
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
+from csms.services.data_transfer import DataTransfers
 from csms.services.ev_certificates import EvCertificates
 from csms.services.outbox import CallRejected, StationGone
 from csms.services.renewals import RenewalService
@@ -62,6 +63,7 @@ class SessionServices:
     certificate_status: CertificateStatusService
     contracts: ContractAuthorizer
     ev_certificates: EvCertificates
+    data_transfers: DataTransfers = field(default_factory=DataTransfers)
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -152,6 +154,7 @@ class StationSession(ChargePoint):
         self._certificate_status = services.certificate_status
         self._contracts = services.contracts
         self._ev_certificates = services.ev_certificates
+        self._data_transfers = services.data_transfers
 
     async def connection_ended(self) -> None:
         """Fail the call in flight now rather than at its response timeout, and let the
@@ -368,6 +371,16 @@ class StationSession(ChargePoint):
         await self._sessions.seen(self.id)
         await self._transactions.meter_values(self.id, evse_id, meter_value)
         return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, **_: Any
+    ) -> call_result.DataTransfer:
+        """P02: a status, not a CALLERROR -- UnknownVendorId (P02.FR.06) or
+        UnknownMessageId (P02.FR.07); no vendor extension is implemented."""
+        await self._sessions.seen(self.id)
+        status = self._data_transfers.answer(self.id, vendor_id, message_id)
+        return call_result.DataTransfer(status=status.value)
 
     @on(Action.sign_certificate)
     async def on_sign_certificate(
