@@ -326,7 +326,7 @@ class StationSession(ChargePoint):
         await self._sessions.seen(self.id)
         if id_token["type"] == "eMAID" and (certificate or iso15118_certificate_hash_data):
             answer = await self._contracts.authorize(
-                id_token["id_token"], certificate, iso15118_certificate_hash_data
+                self.id, id_token["id_token"], certificate, iso15118_certificate_hash_data
             )
             return call_result.Authorize(
                 id_token_info={"status": answer.token_status},
