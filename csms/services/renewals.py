@@ -303,14 +303,16 @@ class RenewalService:
             )  # fmt: skip
             if renewal is None:  # one was opened meanwhile: join it
                 return await self.sign(station_id, csr_pem, kind)
-        if kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None:
-            # Its CN is the SECC id: ask the station for it, sign when it answers.
-            if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, csr_pem=csr_pem):
-                return await self.sign(station_id, csr_pem, kind)
+        if (busy := _csr_pending(renewal)) is not None:
+            return busy
+        # V2G without a SECC id: its CN is the SECC id; ask the station, sign when it answers
+        waits = kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None
+        kept = {"csr_pem": csr_pem} if waits else {}
+        if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, **kept):
+            return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
+        if waits:
             await self.outbox.enqueue(station_id, GET_VARIABLES, SECC_ID_REQUEST)
             return SignAnswer(True)
-        if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key):
-            return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
         return await self._issue(await self.get(renewal.id), csr_pem)
 
     async def _issue(self, renewal: Renewal, csr_pem: str) -> SignAnswer:
@@ -677,3 +679,17 @@ class RenewalService:
         return await self.store.move(
             renewal.id, renewal.state, advance(renewal.state, event), self.clock.now(), **fields
         )
+
+
+def _csr_pending(renewal: Renewal) -> SignAnswer | None:
+    """A CSR for another key while one is being signed, or waits for the station's SECC
+    id (V2G): one request at a time (A02/A03), answered Rejected with the reason --
+    never a CALLERROR, the request itself being valid (OCPP 2.0.1 Part 2 FR.02)."""
+    if renewal.state is not RenewalState.CSR_RECEIVED:
+        return None
+    waiting = "the station's SECC id (GetVariables)" if renewal.csr_pem else "signing"
+    LOG.info(
+        "renewal %s: another %s CSR from %s refused: one waits for %s",
+        renewal.id, renewal.kind.value, renewal.station_id, waiting,
+    )  # fmt: skip
+    return SignAnswer(False, "CsrPending", f"a CSR for this certificate waits for {waiting}")
