@@ -33,6 +33,7 @@ from csms.domain.renewal import (
     advance,
 )
 from csms.services.alerts import Alerts
+from csms.services.expiry import ExpiryWatch
 from csms.services.outbox import Outbox, OutboxItem
 from csms.services.renewal_ports import (
     DueCertificate,
@@ -604,26 +605,17 @@ class RenewalService:
                     withdraw=False,
                 )
 
+    def expiry(self) -> ExpiryWatch:
+        """Expiry alerts and the expiry window, over this workflow's records."""
+        return ExpiryWatch(
+            self.ca, self.store, self.alerts, self.clock, self.settings, self.starts_at, _kind_of
+        )
+
     async def _alert_expiring(self) -> None:
-        """No certificate expires unnoticed: one still in use close to its expiry is
-        announced once, with what its renewal is waiting for."""
-        within = timedelta(days=self.settings.expiry_alert_days)
-        for record in await self.ca.expiring_in_use(within, DUE_QUERY_LIMIT):
-            assert record.station_id is not None
-            kind = _kind_of(record)
-            renewal = (
-                None if kind is None else await self.store.open_renewal(record.station_id, kind)
-            )
-            waiting = (
-                f"its renewal #{renewal.id} is {renewal.state.value}" if renewal is not None
-                else "no renewal is open"
-            )  # fmt: skip
-            await self.alerts.raise_once(
-                "certificate-expiring", record.station_id,
-                f"certificate {record.serial_hex} expires {record.not_after:%Y-%m-%d %H:%M} UTC "
-                f"and is still in use; {waiting}",
-                key=f"expiring:{record.issuer_name_hash[:16]}:{record.serial_hex}",
-            )  # fmt: skip
+        """No certificate expires unnoticed, and no operator is flooded: a warning at 90
+        days for a renewal not progressing, critical at 30 and 14 days for a certificate
+        still in use, each once (`csms.services.expiry`)."""
+        await self.expiry().check()
 
     async def _revoke_replaced(self) -> None:
         """Revoke (reason superseded) what renewals replaced, once the grace period is
