@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from cryptography import x509
@@ -114,6 +116,11 @@ def cert_issue(
 @click.option(
     "--status", type=click.Choice([s.value for s in CertificateStatus]), help="Only this status."
 )
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="Only count them, by status and profile (the window at a glance).",
+)
 @json_option
 @click.pass_obj
 def cert_list(
@@ -122,9 +129,11 @@ def cert_list(
     station_id: str | None,
     profile: str | None,
     status: str | None,
+    summary: bool,
     as_json: bool,
 ) -> None:
-    """List certificates, soonest expiry first."""
+    """List certificates, soonest expiry first (`--expiring-within 90`: the expiry
+    window; with --summary, how many)."""
 
     async def action(app: App) -> list[dict[str, object]]:
         now = app.clock.now()
@@ -139,10 +148,35 @@ def cert_list(
         return [v for v in views if status is None or v["status"] == status]
 
     rows = run_with_app(ctx, action)
-    if as_json:
+    if summary:
+        counts = _summary(rows, expiring_within)
+        if as_json:
+            emit_json(counts)
+        else:
+            emit_table(counts["by_status_and_profile"], ("count", "status", "profile"))
+            within = (
+                f" expiring within {expiring_within} days" if expiring_within is not None else ""
+            )
+            note(f"{counts['total']} certificates{within}")
+    elif as_json:
         emit_json(rows)
     else:
         emit_table(rows, CERT_COLUMNS)
+
+
+def _summary(rows: list[dict[str, object]], expiring_within: int | None) -> dict[str, Any]:
+    """How many certificates of ``rows``, by status, by profile and by both."""
+    pairs = Counter((str(r["status"]), str(r["profile"] or "-")) for r in rows)
+    return {
+        "expiring_within_days": expiring_within,
+        "total": len(rows),
+        "by_status": dict(sorted(Counter(str(r["status"]) for r in rows).items())),
+        "by_profile": dict(sorted(Counter(str(r["profile"] or "-") for r in rows).items())),
+        "by_status_and_profile": [
+            {"status": status, "profile": profile, "count": n}
+            for (status, profile), n in sorted(pairs.items())
+        ],
+    }
 
 
 @cert.command("show")

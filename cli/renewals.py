@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timedelta
 
 import click
 from rich.console import Console
@@ -14,12 +15,15 @@ from cli.errors import ExitCode
 from cli.output import emit_json, emit_table, iso, note
 from csms.app import App, actor
 from csms.domain.renewal import ENDED, CertificateKind, RenewalState
-from csms.services.renewal_ports import DueCertificate, Renewal
+from csms.services.expiry import ExpiryWindow, Upcoming
+from csms.services.renewal_ports import Renewal
 from pki.errors import NotFoundError
 
 RENEWAL_COLUMNS = ("id", "station", "kind", "state", "old_serial", "new_serial", "updated_at")
+UPCOMING_COLUMNS = ("station", "kind", "serial", "starts_at", "not_after", "status", "renewal")
 KIND_NAMES = {"station": CertificateKind.STATION, "v2g": CertificateKind.V2G}
 POLL_S = 0.5
+WITHIN_DAYS = 7
 
 
 def renewal_line(row: dict[str, object]) -> str:
@@ -43,20 +47,42 @@ def renewal_view(renewal: Renewal) -> dict[str, object]:
     }
 
 
-def due_view(due: DueCertificate) -> dict[str, object]:
+def upcoming_view(upcoming: Upcoming, now: datetime) -> dict[str, object]:
+    """A certificate whose renewal starts within the days asked: `due` (the next scan
+    starts it), `waiting` (deferred by its jitter until starts_at) or `open`."""
+    renewal = upcoming.renewal
+    status = "open" if renewal is not None else "due" if upcoming.starts_at <= now else "waiting"
     return {
-        "station": due.station_id,
-        "kind": due.kind.value,
-        "serial": due.serial_hex,
-        "starts_at": iso(due.starts_at),
-        "not_after": iso(due.not_after),
+        "station": upcoming.station_id,
+        "kind": upcoming.kind.value,
+        "serial": upcoming.serial_hex,
+        "starts_at": iso(upcoming.starts_at),
+        "not_after": iso(upcoming.not_after),
+        "status": status,
+        "renewal": None if renewal is None else f"#{renewal.id} {renewal.state.value}",
     }
+
+
+def window_note(window: ExpiryWindow) -> str:
+    return (
+        f"{window.in_use} certificates in use expire within {window.days} days: "
+        f"{window.renewing} renewing, {window.starts_later} starting later, "
+        f"{window.not_progressing} not progressing"
+    )
 
 
 @click.command("renew")
 @click.argument("station_ids", metavar="[STATION...]", nargs=-1)
 @click.option("--due", "all_due", is_flag=True, help="Every station whose certificate is due.")
-@click.option("--dry-run", is_flag=True, help="With --due: list what is due, start nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="With --due: list what starts within --within days (starts_at), start nothing.",
+)
+@click.option(
+    "--within", "within_days", type=click.IntRange(min=0), metavar="DAYS",
+    help=f"With --dry-run: renewals starting within DAYS (0: due now) [default: {WITHIN_DAYS}].",
+)  # fmt: skip
 @click.option(
     "--type", "kind", type=click.Choice(sorted(KIND_NAMES)), default="station",
     show_default=True, help="For STATION...: station = TLS client certificate, v2g = SECC.",
@@ -68,21 +94,23 @@ def due_view(due: DueCertificate) -> dict[str, object]:
 @json_option
 @click.pass_obj
 def renew(
-    ctx: Context, station_ids: tuple[str, ...], all_due: bool, dry_run: bool, kind: str,
-    wait_s: int | None, as_json: bool,
+    ctx: Context, station_ids: tuple[str, ...], all_due: bool, dry_run: bool,
+    within_days: int | None,
+    kind: str, wait_s: int | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Renew certificates over OCPP: each station gets a TriggerMessage asking for a CSR,
     at once if connected, else when it reconnects. A station with a renewal open keeps
-    it. `--due` renews what the daemon's next scan would (thresholds from the policy).
-    With --wait, exit 9 unless every renewal ended confirmed in time."""
+    it. `--due` renews what the daemon's next scan would (thresholds from the policy);
+    `--due --dry-run` lists what starts within --within days and counts the expiry
+    window. With --wait, exit 9 unless every renewal ended confirmed in time."""
     if bool(station_ids) == all_due:
         raise click.UsageError("name stations, or give --due (not both)")
     if dry_run and not all_due:
         raise click.UsageError("--dry-run goes with --due")
+    if within_days is not None and not dry_run:
+        raise click.UsageError("--within goes with --dry-run")
     if dry_run:
-        due = run_with_app(ctx, lambda app: app.renewals.due())
-        rows = [due_view(d) for d in due]
-        emit_json(rows) if as_json else emit_table(rows, tuple(rows[0]) if rows else ())
+        _dry_run(ctx, WITHIN_DAYS if within_days is None else within_days, as_json)
         return
 
     async def action(app: App) -> list[Renewal]:
@@ -109,6 +137,21 @@ def renew(
             note("nothing to renew")
     if wait_s is not None and any(r.state is not RenewalState.CONFIRMED for r in started):
         raise click.exceptions.Exit(ExitCode.INCOMPLETE)
+
+
+def _dry_run(ctx: Context, within_days: int, as_json: bool) -> None:
+    async def action(app: App) -> tuple[list[dict[str, object]], ExpiryWindow]:
+        expiry = app.renewals.expiry()
+        upcoming = await expiry.upcoming(timedelta(days=within_days))
+        now = app.clock.now()
+        return [upcoming_view(u, now) for u in upcoming], await expiry.window()
+
+    rows, window = run_with_app(ctx, action)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(rows, UPCOMING_COLUMNS)
+    note(window_note(window))
 
 
 async def follow(app: App, renewals: list[Renewal], wait_s: int) -> list[Renewal]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import click
@@ -21,6 +22,12 @@ TX_FIELDS = (
 TX_COLUMNS = ("station_id", "transaction_id", "id_token", "started_at", "ended_at", "energy_wh")
 
 
+def _finite(value: float | None) -> float | None:
+    """A reading stored before non-finite values were refused (issue 22) shows as null:
+    JSON has no Infinity or NaN, and neither is an amount of energy."""
+    return value if value is None or math.isfinite(value) else None
+
+
 def tx_view(summary: TransactionSummary) -> dict[str, object]:
     return {
         "station_id": summary.station_id,
@@ -31,9 +38,9 @@ def tx_view(summary: TransactionSummary) -> dict[str, object]:
         "started_at": iso(summary.started_at),
         "ended_at": iso(summary.ended_at),
         "stopped_reason": summary.stopped_reason,
-        "meter_start_wh": summary.meter_start_wh,
-        "meter_stop_wh": summary.meter_stop_wh,
-        "energy_wh": summary.energy_wh,
+        "meter_start_wh": _finite(summary.meter_start_wh),
+        "meter_stop_wh": _finite(summary.meter_stop_wh),
+        "energy_wh": _finite(summary.energy_wh),
         "events": summary.events,
     }
 
@@ -79,7 +86,7 @@ def tx_export(
     rows = _rows(ctx, station_id)
     buffer = io.StringIO()
     if format_ == "json":
-        buffer.write(json.dumps(rows, indent=2) + "\n")
+        buffer.write(json.dumps(rows, indent=2, allow_nan=False) + "\n")
     else:
         writer = csv.DictWriter(buffer, fieldnames=TX_FIELDS, lineterminator="\n")
         writer.writeheader()

@@ -115,6 +115,9 @@ def render_config(config: HomeConfig) -> str:
         "# max_attempts = 5        # then no more automatic attempts, and an alert",
         "# jitter_s = 259200       # renewals start up to this long after their threshold",
         "# revoke_replaced_after_s = 604800  # then a replaced certificate is revoked",
+        "# expiry_warning_days = 90  # alert (warning) if a renewal is not progressing by then",
+        "# expiry_critical_days = 30  # alert (critical) for a certificate still in use, and",
+        "# expiry_alert_days = 14     # again at this many days before expiry",
         "",
         "[ocsp]",
         "# OCSP responders GetCertificateStatus may ask for stations, besides the OCSP URLs",
@@ -232,7 +235,8 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
 
 RENEWAL_KEYS = (
     "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts", "jitter_s",
-    "revoke_replaced_after_s", "expiry_alert_days",
+    "revoke_replaced_after_s", "expiry_warning_days", "expiry_critical_days",
+    "expiry_alert_days",
 )  # fmt: skip
 
 

@@ -533,10 +533,12 @@ class CertificateAuthority:
             return Status(CertState.REVOKED, state.revoked_at, state.reason)
         return Status(CertState.GOOD)
 
-    async def due_for_renewal(self, limit: int) -> list[CertificateRecord]:
-        """Station certificates past their renewal point (policy threshold), earliest
-        first: the renewal daemon's work list."""
-        return await self.store.due_certificates(self.clock.now(), limit)
+    async def due_for_renewal(
+        self, limit: int, by: datetime | None = None
+    ) -> list[CertificateRecord]:
+        """Station certificates past their renewal point (policy threshold) now, or by
+        ``by``, earliest first: the renewal daemon's work list."""
+        return await self.store.due_certificates(by or self.clock.now(), limit)
 
     async def expiring_in_use(self, within: timedelta, limit: int) -> list[CertificateRecord]:
         """Station certificates still in use (valid, not superseded) that expire within

@@ -194,6 +194,16 @@ class SqlRenewalStore:
         rows = await self._database.read(lambda connection: connection.execute(statement).all())
         return [_renewal(r) for r in rows]
 
+    async def online(self, station_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(station_ids), 500):  # bounded IN lists
+            statement = select(station_sessions.c.station_id).where(
+                station_sessions.c.station_id.in_(station_ids[start : start + 500]),
+                station_sessions.c.online.is_(True),
+            )
+            found.update(row[0] for row in await self._read_all(statement))
+        return found
+
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:
             result = await connection.execute(
@@ -233,6 +243,12 @@ class SqlRenewalStore:
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
         return [_renewal(r) for r in reversed(rows)]
+
+    async def _read_all(self, statement: Any) -> Sequence[Any]:
+        rows: Sequence[Any] = await self._database.read(
+            lambda connection: connection.execute(statement).all()
+        )
+        return rows
 
     async def _all(self, condition: Any) -> Sequence[Renewal]:
         statement = select(renewals).where(condition)

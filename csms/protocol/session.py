@@ -8,7 +8,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,18 +18,20 @@ from ocpp.charge_point import (
     serialize_as_dict,
     snake_to_camel_case,
 )
+from ocpp.exceptions import FormatViolationError, NotSupportedError, OCPPError
 from ocpp.exceptions import NotImplementedError as UnknownActionError
-from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.messages import Call, MessageType
 from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
 from websockets.exceptions import ConnectionClosed
 
+from csms.domain.fields import InvalidField
 from csms.domain.renewal import CertificateKind
-from csms.protocol.schemas import check_answer, check_request
+from csms.protocol.schemas import check_answer, check_numbers, check_request
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
+from csms.services.data_transfer import DataTransfers
 from csms.services.ev_certificates import EvCertificates
 from csms.services.outbox import CallRejected, StationGone
 from csms.services.renewals import RenewalService
@@ -62,6 +64,7 @@ class SessionServices:
     certificate_status: CertificateStatusService
     contracts: ContractAuthorizer
     ev_certificates: EvCertificates
+    data_transfers: DataTransfers = field(default_factory=DataTransfers)
 
 
 _CLASS_ROUTES: dict[type, dict[str, dict[str, Any]]] = {}
@@ -152,6 +155,7 @@ class StationSession(ChargePoint):
         self._certificate_status = services.certificate_status
         self._contracts = services.contracts
         self._ev_certificates = services.ev_certificates
+        self._data_transfers = services.data_transfers
 
     async def connection_ended(self) -> None:
         """Fail the call in flight now rather than at its response timeout, and let the
@@ -191,6 +195,8 @@ class StationSession(ChargePoint):
         ):
             if frame[0] == MessageType.Call and len(frame) == CALL_LENGTH:
                 return await self._route_call(Call(*frame[1:]))  # parsed once, not twice
+            if (wrong := _wrong_length_call(frame)) is not None:
+                return await self._send(wrong)
             return await super().route_message(raw_msg)
         has_id = isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str)
         message_id = frame[1] if has_id else "-1"
@@ -228,10 +234,13 @@ class StationSession(ChargePoint):
         validate = not handlers.get("_skip_schema_validation", False)
         if validate:
             check_request(msg, self._ocpp_version)
+            check_numbers(msg)
         arguments = _snake_case(msg.payload)
         handler = handlers["_on_action"]
         try:
             response = await _call(handler, arguments, msg.unique_id)
+        except InvalidField as invalid:  # a value its schema allows, but no value: FR.03
+            raise FormatViolationError(description=str(invalid)[:255]) from None
         except Exception as exc:
             LOG.exception("%s: handling %s failed", self.id, msg.action)
             await self._send(msg.create_call_error(exc).to_json())
@@ -323,7 +332,7 @@ class StationSession(ChargePoint):
         await self._sessions.seen(self.id)
         if id_token["type"] == "eMAID" and (certificate or iso15118_certificate_hash_data):
             answer = await self._contracts.authorize(
-                id_token["id_token"], certificate, iso15118_certificate_hash_data
+                self.id, id_token["id_token"], certificate, iso15118_certificate_hash_data
             )
             return call_result.Authorize(
                 id_token_info={"status": answer.token_status},
@@ -369,6 +378,16 @@ class StationSession(ChargePoint):
         await self._transactions.meter_values(self.id, evse_id, meter_value)
         return call_result.MeterValues()
 
+    @on(Action.data_transfer)
+    async def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, **_: Any
+    ) -> call_result.DataTransfer:
+        """P02: a status, not a CALLERROR -- UnknownVendorId (P02.FR.06) or
+        UnknownMessageId (P02.FR.07); no vendor extension is implemented."""
+        await self._sessions.seen(self.id)
+        status = self._data_transfers.answer(self.id, vendor_id, message_id)
+        return call_result.DataTransfer(status=status.value)
+
     @on(Action.sign_certificate)
     async def on_sign_certificate(
         self, csr: str, certificate_type: str | None = None, **_: Any
@@ -409,6 +428,17 @@ def _rejected(reason_code: str, detail: str | None) -> call_result.SignCertifica
 
 
 CALL_LENGTH = 4  # [2, id, action, payload]
+
+
+def _wrong_length_call(frame: list[Any]) -> str | None:
+    """The CALLERROR for a CALL frame without exactly 4 elements (OCPP-J 4.2.1: type,
+    MessageId, Action, Payload), which the `ocpp` library drops unanswered:
+    RpcFrameworkError, "content of the call is not a valid RPC Request" (OCPP-J 4.3),
+    with its MessageId (frames too short to carry one are answered before this)."""
+    if frame[0] != MessageType.Call or len(frame) == CALL_LENGTH:
+        return None
+    description = f"a CALL has {CALL_LENGTH} elements, this one {len(frame)}"
+    return json.dumps([4, frame[1], "RpcFrameworkError", description, {}])
 
 
 @functools.cache

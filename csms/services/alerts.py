@@ -47,11 +47,15 @@ class Alerts:
         LOG.error("ALERT %s %s: %s", code, station_id or "-", message)
         await self.store.add(code, station_id, message, self.clock.now())
 
-    async def raise_once(self, code: str, station_id: str | None, message: str, key: str) -> bool:
-        """Raise the alert unless one with ``key`` was raised before; whether it was new."""
+    async def raise_once(
+        self, code: str, station_id: str | None, message: str, key: str, *, warning: bool = False
+    ) -> bool:
+        """Raise the alert unless one with ``key`` was raised before; whether it was new.
+        ``warning``: logged at WARNING rather than ERROR (still with the ALERT prefix)."""
         if await self.store.add(code, station_id, message, self.clock.now(), once_key=key) is None:
             return False
-        LOG.error("ALERT %s %s: %s", code, station_id or "-", message)
+        LOG.log(logging.WARNING if warning else logging.ERROR, "ALERT %s %s: %s", code,
+                station_id or "-", message)  # fmt: skip
         return True
 
     async def list(self, station_id: str | None = None, limit: int = 100) -> list[Alert]:

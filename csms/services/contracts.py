@@ -69,21 +69,28 @@ class ContractAuthorizer:
     clock: Clock
 
     async def authorize(
-        self, emaid: str, certificate: str | None,
+        self, station_id: str, emaid: str, certificate: str | None,
         hash_data: Sequence[Mapping[str, Any]] | None,
     ) -> ContractAnswer:  # fmt: skip
+        """C07. Every refusal -- of the contract or of the eMAID behind a valid one
+        (ContractCancelled: blocked or not known) -- is logged at WARNING with the
+        station, the eMAID and the reason."""
         if certificate:
             refused = await self._check_chain(emaid, certificate)
         else:
             refused = await self._check_hash_data(hash_data or [])
-        if refused is not None:
-            LOG.warning("contract %s refused: %s (%s)", emaid, refused.certificate_status,
-                        refused.reason)  # fmt: skip
-            return refused
-        token = await self.tokens.status(emaid, "eMAID")
-        if token is TokenStatus.ACCEPTED:
-            return ContractAnswer("Accepted", "Accepted", "valid contract")
-        return ContractAnswer("ContractCancelled", token.value, f"the eMAID is {token.value}")
+        if refused is None:
+            token = await self.tokens.status(emaid, "eMAID")
+            if token is TokenStatus.ACCEPTED:
+                return ContractAnswer("Accepted", "Accepted", "valid contract")
+            refused = ContractAnswer(
+                "ContractCancelled", token.value, f"the eMAID is {token.value.lower()}"
+            )
+        LOG.warning(
+            "%s: contract of eMAID %r refused: %s/%s (%s)", station_id, emaid,
+            refused.certificate_status, refused.token_status, refused.reason,
+        )  # fmt: skip
+        return refused
 
     async def _check_chain(self, emaid: str, pem: str) -> ContractAnswer | None:
         check = check_contract(pem, emaid, await self.roots(), self.clock.now())

@@ -100,6 +100,10 @@ class RenewalStore(Protocol):
         """When each renewal failed since the last confirmed one, newest first."""
         ...
 
+    async def online(self, station_ids: Sequence[str]) -> set[str]:
+        """Those of ``station_ids`` connected now (to any node)."""
+        ...
+
     async def list(
         self, station_id: str | None, limit: int, *, latest_only: bool = False
     ) -> list[Renewal]:
@@ -119,7 +123,12 @@ class StationIssuer(Protocol):
         """A certificate this CA issued, with its chain, from its record."""
         ...
 
-    async def due_for_renewal(self, limit: int) -> list[CertificateRecord]: ...
+    async def due_for_renewal(
+        self, limit: int, by: datetime | None = None
+    ) -> list[CertificateRecord]:
+        """Past their renewal point now (or ``by``)."""
+        ...
+
     async def expiring_in_use(self, within: timedelta, limit: int) -> list[CertificateRecord]: ...
     async def station_certificates(self, station_id: str) -> list[CertificateRecord]: ...
     async def certificates_of_stations(
@@ -142,10 +151,17 @@ class RenewalSettings:
     """Each certificate's renewal starts up to this long after its renewal point (a
     fixed offset derived from its serial, at most a quarter of the time left then), so
     a fleet issued in one day does not renew -- and expire again -- in one day."""
+    expiry_warning_days: int = 90
+    """A station certificate in use this close to its expiry whose renewal is not
+    progressing (none started after its jitter, the last one failed or was abandoned,
+    the station offline) raises the warning `certificate-expiring`, once
+    (`csms.services.expiry`)."""
+    expiry_critical_days: int = 30
     expiry_alert_days: int = 14
-    """A station certificate still in use this close to its expiry raises the alert
-    `certificate-expiring` (once per certificate): its renewal has not happened in time
-    (the station offline through its renewal window, or renewals failing)."""
+    """Any station certificate still in use this close to its expiry raises the critical
+    alert `certificate-expiring`, once per level: `expiry_critical_days`, then this
+    one (levels below a certificate's renewal lead only: a short-lived SECC certificate
+    renewed 20 days before expiry is not critical at 30)."""
     revoke_replaced_after_s: int = 7 * 86400
     """Grace period before a superseded certificate is revoked (reason superseded): a
     station that has not switched yet (a second SECC, a slow reboot) keeps working."""

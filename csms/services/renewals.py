@@ -33,6 +33,7 @@ from csms.domain.renewal import (
     advance,
 )
 from csms.services.alerts import Alerts
+from csms.services.expiry import ExpiryWatch
 from csms.services.outbox import Outbox, OutboxItem
 from csms.services.renewal_ports import (
     DueCertificate,
@@ -303,14 +304,16 @@ class RenewalService:
             )  # fmt: skip
             if renewal is None:  # one was opened meanwhile: join it
                 return await self.sign(station_id, csr_pem, kind)
-        if kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None:
-            # Its CN is the SECC id: ask the station for it, sign when it answers.
-            if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, csr_pem=csr_pem):
-                return await self.sign(station_id, csr_pem, kind)
+        if (busy := _csr_pending(renewal)) is not None:
+            return busy
+        # V2G without a SECC id: its CN is the SECC id; ask the station, sign when it answers
+        waits = kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None
+        kept = {"csr_pem": csr_pem} if waits else {}
+        if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, **kept):
+            return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
+        if waits:
             await self.outbox.enqueue(station_id, GET_VARIABLES, SECC_ID_REQUEST)
             return SignAnswer(True)
-        if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key):
-            return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
         return await self._issue(await self.get(renewal.id), csr_pem)
 
     async def _issue(self, renewal: Renewal, csr_pem: str) -> SignAnswer:
@@ -618,26 +621,17 @@ class RenewalService:
                     withdraw=False,
                 )
 
+    def expiry(self) -> ExpiryWatch:
+        """Expiry alerts and the expiry window, over this workflow's records."""
+        return ExpiryWatch(
+            self.ca, self.store, self.alerts, self.clock, self.settings, self.starts_at, _kind_of
+        )
+
     async def _alert_expiring(self) -> None:
-        """No certificate expires unnoticed: one still in use close to its expiry is
-        announced once, with what its renewal is waiting for."""
-        within = timedelta(days=self.settings.expiry_alert_days)
-        for record in await self.ca.expiring_in_use(within, DUE_QUERY_LIMIT):
-            assert record.station_id is not None
-            kind = _kind_of(record)
-            renewal = (
-                None if kind is None else await self.store.open_renewal(record.station_id, kind)
-            )
-            waiting = (
-                f"its renewal #{renewal.id} is {renewal.state.value}" if renewal is not None
-                else "no renewal is open"
-            )  # fmt: skip
-            await self.alerts.raise_once(
-                "certificate-expiring", record.station_id,
-                f"certificate {record.serial_hex} expires {record.not_after:%Y-%m-%d %H:%M} UTC "
-                f"and is still in use; {waiting}",
-                key=f"expiring:{record.issuer_name_hash[:16]}:{record.serial_hex}",
-            )  # fmt: skip
+        """No certificate expires unnoticed, and no operator is flooded: a warning at 90
+        days for a renewal not progressing, critical at 30 and 14 days for a certificate
+        still in use, each once (`csms.services.expiry`)."""
+        await self.expiry().check()
 
     async def _revoke_replaced(self) -> None:
         """Revoke (reason superseded) what renewals replaced, once the grace period is
@@ -693,3 +687,17 @@ class RenewalService:
         return await self.store.move(
             renewal.id, renewal.state, advance(renewal.state, event), self.clock.now(), **fields
         )
+
+
+def _csr_pending(renewal: Renewal) -> SignAnswer | None:
+    """A CSR for another key while one is being signed, or waits for the station's SECC
+    id (V2G): one request at a time (A02/A03), answered Rejected with the reason --
+    never a CALLERROR, the request itself being valid (OCPP 2.0.1 Part 2 FR.02)."""
+    if renewal.state is not RenewalState.CSR_RECEIVED:
+        return None
+    waiting = "the station's SECC id (GetVariables)" if renewal.csr_pem else "signing"
+    LOG.info(
+        "renewal %s: another %s CSR from %s refused: one waits for %s",
+        renewal.id, renewal.kind.value, renewal.station_id, waiting,
+    )  # fmt: skip
+    return SignAnswer(False, "CsrPending", f"a CSR for this certificate waits for {waiting}")

@@ -9,13 +9,17 @@ the order events arrive in does not matter.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from csms.domain.metering import Sample, samples_of
+from csms.domain.fields import parse_time
+from csms.domain.metering import DroppedSample, Sample, read_samples
 from pki.clock import Clock
+
+LOG = logging.getLogger("pkictl.transactions")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,12 @@ class TransactionStore(Protocol):
     async def list(self, station_id: str | None = None) -> list[TransactionSummary]: ...
 
 
-def _iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+def _log_dropped(station_id: str, message: str, dropped: Sequence[DroppedSample]) -> None:
+    for sample in dropped:
+        LOG.warning(
+            "%s: %s: %s = %r dropped: %s", station_id, message, sample.field,
+            sample.value, sample.reason,
+        )  # fmt: skip
 
 
 class TransactionService:
@@ -78,8 +86,12 @@ class TransactionService:
         self._clock = clock
 
     async def event(self, station_id: str, payload: Mapping[str, Any]) -> bool:
-        """One TransactionEvent (snake_case payload); False when it was a replay."""
+        """One TransactionEvent (snake_case payload); False when it was a replay.
+        Raises `InvalidField` (nothing stored) for a timestamp that is no date-time;
+        sampled values that are no reading are dropped and logged (`read_samples`)."""
         info = payload["transaction_info"]
+        timestamp = parse_time(payload["timestamp"], "timestamp")
+        samples, dropped = read_samples(payload.get("meter_value", []))
         id_token = payload.get("id_token") or {}
         evse = payload.get("evse") or {}
         record = TransactionEventRecord(
@@ -87,7 +99,7 @@ class TransactionService:
             transaction_id=str(info["transaction_id"]),
             seq_no=int(payload["seq_no"]),
             event_type=str(payload["event_type"]),
-            timestamp=_iso(str(payload["timestamp"])),
+            timestamp=timestamp,
             trigger_reason=str(payload["trigger_reason"]),
             offline=bool(payload.get("offline", False)),
             id_token=id_token.get("id_token"),
@@ -97,12 +109,17 @@ class TransactionService:
             payload=json.dumps(payload, sort_keys=True, default=str),
             received_at=self._clock.now(),
         )
-        return await self._store.record_event(record, samples_of(payload.get("meter_value", [])))
+        _log_dropped(
+            station_id, f"TransactionEvent {record.transaction_id!r} seqNo {record.seq_no}", dropped
+        )
+        return await self._store.record_event(record, samples)
 
     async def meter_values(
         self, station_id: str, evse_id: int, meter_value: Sequence[Mapping[str, Any]]
     ) -> None:
-        await self._store.record_samples(station_id, evse_id, samples_of(meter_value))
+        samples, dropped = read_samples(meter_value)
+        _log_dropped(station_id, "MeterValues", dropped)
+        await self._store.record_samples(station_id, evse_id, samples)
 
     async def list(self, station_id: str | None = None) -> list[TransactionSummary]:
         return await self._store.list(station_id)

@@ -7,6 +7,7 @@ addresses that must never be asked."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -152,3 +153,39 @@ async def test_get_15118_ev_certificate_fails_without_a_provider(setup: Setup) -
 def write_pem(path: Path, certificate: x509.Certificate) -> Path:
     path.write_text(pem(certificate))
     return path
+
+
+async def test_every_contract_refusal_is_logged_with_station_emaid_and_reason(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid contract (hash data, OCSP good) for a blocked or unknown eMAID is refused
+    ContractCancelled: logged like every other refusal (issue 22, item 17)."""
+    client, mo = setup.station, setup.mo
+    data = hash_data_for(mo.issued[0], mo.sub2.public_key()).to_ocpp()
+    entry = {"hash_algorithm": data["hashAlgorithm"], "issuer_name_hash": data["issuerNameHash"],
+             "issuer_key_hash": data["issuerKeyHash"], "serial_number": data["serialNumber"],
+             "responder_url": mo.url}  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="pkictl.contracts")
+    assert await authorize(client, iso15118_certificate_hash_data=[entry]) == (
+        "Accepted", "Accepted",
+    )  # fmt: skip
+    assert not [r for r in caplog.records if r.name == "pkictl.contracts"]
+    await asyncio.to_thread(pkictl_json, setup.home, "token", "block", EMAID, "--type", "eMAID")
+    assert await authorize(client, iso15118_certificate_hash_data=[entry]) == (
+        "ContractCancelled", "Blocked",
+    )  # fmt: skip
+    assert await authorize(client, "DEABCC000000001", iso15118_certificate_hash_data=[entry]) == (
+        "ContractCancelled", "Unknown",
+    )  # fmt: skip
+    assert await authorize(client, certificate=setup.chains["revoked"]) == (
+        "CertificateRevoked", "Invalid",
+    )  # fmt: skip
+    refusals = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pkictl.contracts"]
+    assert refusals == [
+        (logging.WARNING, f"CS1: contract of eMAID '{EMAID}' refused: "
+                          "ContractCancelled/Blocked (the eMAID is blocked)"),
+        (logging.WARNING, "CS1: contract of eMAID 'DEABCC000000001' refused: "
+                          "ContractCancelled/Unknown (the eMAID is unknown)"),
+        (logging.WARNING, f"CS1: contract of eMAID '{EMAID}' refused: "
+                          "CertificateRevoked/Invalid (revoked (OCSP))"),
+    ]  # fmt: skip

@@ -570,23 +570,29 @@ async def test_a_certificate_close_to_expiry_and_still_in_use_is_announced_once(
     ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
 ) -> None:
     """The station stays away through its renewal window: the renewal is triggered but
-    never answered. 14 days before expiry the scan raises certificate-expiring, naming
-    the certificate and what its renewal waits for; later scans do not repeat it."""
+    never answered. At 30 and at 14 days before expiry the scan raises the critical
+    certificate-expiring, naming the certificate and what its renewal waits for; later
+    scans do not repeat them."""
     service = renewal_service(ca, clock)
     serial = await issue(ca, make_csr, STATION)
     (record,) = await ca.store.find_certificates(CertificateQuery(serial=int(serial, 16)))
-    clock.advance(record.not_after - timedelta(days=30) - clock.now())
+    clock.advance(record.not_after - timedelta(days=31) - clock.now())
     (started,) = await service.scan()
-    assert [a.code for a in await service.alerts.list(STATION)] == []
-    clock.advance(timedelta(days=15, seconds=1))  # 14 days and a bit before expiry
+    assert [a.code for a in await service.alerts.list(STATION)] == []  # just triggered
+    clock.advance(timedelta(days=1, seconds=1))  # 30 days and a bit before expiry
     await service.scan()
     await service.scan()
-    clock.advance(timedelta(days=7))
+    clock.advance(timedelta(days=16))  # 14 days and a bit before expiry
     await service.scan()
-    (alert,) = await service.alerts.list(STATION)
-    assert alert.code == "certificate-expiring"
-    assert serial in alert.message
-    assert f"its renewal #{started.id} is triggered" in alert.message
+    await service.scan()
+    alerts = await service.alerts.list(STATION)
+    assert [a.code for a in alerts] == ["certificate-expiring"] * 2
+    assert all(serial in a.message for a in alerts)
+    assert all(
+        f"its renewal #{started.id} is triggered and the station is offline" in a.message
+        for a in alerts
+    )
+    assert sorted(a.message.split(" (in ")[1].split(" ")[0] for a in alerts) == ["13", "29"]
     await service.close()
 
 
