@@ -27,6 +27,7 @@ from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnu
 from websockets.exceptions import ConnectionClosed
 
 from csms.domain.renewal import CertificateKind
+from csms.protocol.framing import MAX_JSON_DEPTH, leading_message_id, nested_too_deep
 from csms.protocol.schemas import check_answer, check_request
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
@@ -178,7 +179,11 @@ class StationSession(ChargePoint):
     async def route_message(self, raw_msg: str) -> Any:
         """A frame that is not an OCPP-J message is answered RpcFrameworkError (OCPP-J
         4.3), with MessageId "-1" when none can be read; the `ocpp` library would only log
-        it. The connection stays open."""
+        it. The connection stays open. A frame nested deeper than MAX_JSON_DEPTH is not
+        parsed: a CALL is answered FormatViolation (OCPP-J 4.3: its payload is
+        syntactically incorrect), an answer dropped, anything else RpcFrameworkError."""
+        if nested_too_deep(raw_msg):
+            return await self._refuse_too_deep(raw_msg)
         try:
             frame = json.loads(raw_msg)
         except ValueError:
@@ -198,6 +203,19 @@ class StationSession(ChargePoint):
             json.dumps([4, message_id, "RpcFrameworkError", "not a valid OCPP-J message", {}])
         )
         return None
+
+    async def _refuse_too_deep(self, raw_msg: str) -> None:
+        leading = leading_message_id(raw_msg)
+        if leading is not None and leading[0] != MessageType.Call:
+            LOG.warning("%s: an answer nested deeper than %d levels dropped (%s)",
+                        self.id, MAX_JSON_DEPTH, leading[1][:64])  # fmt: skip
+            return
+        LOG.warning("%s: a frame nested deeper than %d levels refused", self.id, MAX_JSON_DEPTH)
+        description = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if leading is None:
+            await self._send(json.dumps([4, "-1", "RpcFrameworkError", description, {}]))
+        else:
+            await self._send(json.dumps([4, leading[1], "FormatViolation", description, {}]))
 
     async def _route_call(self, msg: Call) -> None:
         """What the `ocpp` library's route_message does with a Call."""

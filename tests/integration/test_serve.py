@@ -420,6 +420,35 @@ async def test_bad_messages_get_errors_and_the_connection_survives(service: Runn
         assert "currentTime" in alive[2]
 
 
+async def test_deeply_nested_json_is_refused_and_the_connection_survives(
+    service: Running,
+) -> None:
+    """A payload nested past MAX_JSON_DEPTH is answered FormatViolation (its message id
+    read), or RpcFrameworkError when no id can be read; it used to end the session
+    with 1011 (RecursionError)."""
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        for depth in (40, 700, 5_000, 10_000):
+            payload = '{"a":' * depth + "1" + "}" * depth
+            error = await raw_call(connection, f'[2,"deep{depth}","Heartbeat",{payload}]')
+            assert error is not None, depth
+            assert error[:3] == [4, f"deep{depth}", "FormatViolation"], depth
+            assert "nested" in error[3]
+        deep_custom = '{"customData":{"vendorId":"v","x":' + "[" * 900 + "]" * 900 + "}}"
+        error = await raw_call(connection, f'[2,"custom","Heartbeat",{deep_custom}]')
+        assert error is not None
+        assert error[:3] == [4, "custom", "FormatViolation"]
+        for frame in ("[" * 20_000 + "]" * 20_000, "[2," + "[" * 900 + "]" * 900 + "]"):
+            error = await raw_call(connection, frame)
+            assert error is not None
+            assert error[:3] == [4, "-1", "RpcFrameworkError"]
+        deep_answer = '[3,"never-asked",' + "[" * 5_000 + "]" * 5_000 + "]"
+        assert await raw_call(connection, deep_answer) is None  # an answer: never answered
+        alive = await raw_call(connection, '[2,"after","Heartbeat",{}]')
+        assert alive is not None
+        assert alive[:2] == [3, "after"]
+    assert connection.close_code == 1000
+
+
 async def test_frames_over_64_kib_close_the_connection_with_1009(service: Running) -> None:
     connection = await service.connect("CS001", service.fleet.good)
     await connection.send('[2,"big","DataTransfer",{"vendorId":"x","data":"' + "a" * 70_000 + '"}]')
