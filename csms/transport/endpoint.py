@@ -33,7 +33,37 @@ OPEN_TIMEOUT_S = 30.0
 reconnection storm a station that has finished its TLS handshake is answered late
 rather than dropped -- dropped, it would come back and pay for TLS again."""
 
+WRITE_LIMIT = 32 * 1024
+"""Bytes queued for a station (websockets' write buffer high-water mark) before its
+connection stops reading from it: see `BackpressuredConnection`."""
+MAX_QUEUED_FRAMES = 16
+"""Frames received and not yet handled before the connection stops reading (at most
+16 x 64 KiB per station: a session handles one message at a time)."""
+
 SessionRunner = Callable[[str, ServerConnection, Admission], Awaitable[None]]
+
+
+class BackpressuredConnection(ServerConnection):
+    """A websocket connection that stops reading from a peer that does not read.
+
+    websockets answers a ping, and a close, as the frame is parsed, writing the pong
+    whether the peer reads or not; our own messages wait for the write buffer to drain,
+    these do not. A station sending pings and reading nothing made the server buffer
+    every pong (+220 MB). Here, while more than WRITE_LIMIT bytes wait to be written,
+    nothing more is read from the peer (its pings wait in its own socket buffers);
+    reading resumes when the buffer has drained, unless the queue of received frames
+    holds it paused too. A peer that never reads is then closed by the keepalive ping
+    it does not answer."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.paused and self.transport.is_reading():  # paused: writes wait to drain
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self.recv_messages.paused and not self.transport.is_reading():
+            self.transport.resume_reading()
 
 
 def station_id_from_path(path: str) -> str | None:
