@@ -325,6 +325,42 @@ async def test_refusals_are_kept_as_events_with_their_reason(service: Running) -
     assert events[0]["remote"].startswith("127.0.0.1:")
 
 
+async def test_revoking_a_certificate_from_the_cli_ends_its_session_with_1008(
+    service: Running,
+) -> None:
+    """`pkictl cert revoke` in another process closes the live session that presented
+    the certificate within seconds (the node checks its sessions' certificates every
+    5 s); the certificate is then refused at the handshake."""
+    identity = await service.fleet.home.issue("revoke-me", station="CS001", serial="SN-0001")
+    serial = f"{x509.load_pem_x509_certificates(identity[0].read_bytes())[0].serial_number:x}"
+    connection = await service.connect("CS001", identity)
+    assert await boot(connection, "CS001") == ("Accepted", 300)
+    home = service.fleet.home
+    revoke = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "--home", str(home.path),
+        "--passphrase-file", str(passphrase_file(home.directory)),
+        "cert", "revoke", serial, "--reason", "keyCompromise",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(revoke.communicate(), 60)
+    assert revoke.returncode == 0, stderr
+    await asyncio.wait_for(connection.wait_closed(), 30)
+    assert connection.close_code == 1008
+    assert connection.close_reason == "certificate revoked"
+    assert await service.refused_with("CS001", identity) == 403
+    events = await asyncio.to_thread(
+        pkictl_json, home, "events", "list", "--station", "CS001", "--limit", "2"
+    )
+    assert [(e["event"], e["what"]) for e in events] == [
+        ("connection.closed", "certificate-revoked"),
+        ("connection.refused", "certificate-revoked"),
+    ]
+    assert events[0]["detail"]["certificate_serial"] == serial
+    assert events[0]["detail"]["close_code"] == 1008
+    async with await service.connect("CS001", service.fleet.good) as again:  # its other one
+        assert await boot(again, "CS001") == ("Accepted", 300)
+
+
 async def test_repeated_refusals_from_one_address_are_throttled(service: Running) -> None:
     for _ in range(10):
         assert await service.refused_with("CS003", None, password="wrong-wrong-wrong!") == 401
