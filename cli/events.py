@@ -9,12 +9,18 @@ import click
 from cli.context import Context, json_option, run_with_app
 from cli.output import emit_json, emit_table, iso
 from csms.app import App
-from csms.services.gate import OBSERVED_ACTION, REFUSED_ACTION
+from csms.services.gate import OBSERVED_ACTION, REFUSED_ACTION, THROTTLED_ACTION
 from csms.services.security_events import SECURITY_EVENT_ACTION
 from csms.services.sessions import CLOSED_ACTION
 from pki.audit import AuditEntry
 
-EVENT_ACTIONS = (REFUSED_ACTION, SECURITY_EVENT_ACTION, OBSERVED_ACTION, CLOSED_ACTION)
+EVENT_ACTIONS = (
+    REFUSED_ACTION,
+    THROTTLED_ACTION,
+    CLOSED_ACTION,
+    SECURITY_EVENT_ACTION,
+    OBSERVED_ACTION,
+)
 EVENT_COLUMNS = ("seq", "at", "station", "event", "what", "critical", "remote")
 
 
@@ -49,9 +55,10 @@ def events() -> None:
 @json_option
 @click.pass_obj
 def events_list(ctx: Context, station_id: str | None, limit: int, as_json: bool) -> None:
-    """Refused connections (with the reason), sessions closed because their certificate
-    was revoked, SecurityEventNotifications (critical ones flagged) and certificates
-    stations presented for the first time, oldest first."""
+    """Refused connections (with the reason), password lockouts (a station id or an
+    address), sessions closed because their certificate was revoked,
+    SecurityEventNotifications (critical ones flagged) and certificates stations
+    presented for the first time, oldest first."""
 
     async def action(app: App) -> list[AuditEntry]:
         target = f"station:{station_id}" if station_id is not None else None

@@ -152,10 +152,13 @@ class OcppEndpoint:
         )
         decision = admission.decision
         if not decision.accepted:
-            response = connection.respond(decision.status, f"{decision.refusal}\n")
             if decision.status is HttpStatus.UNAUTHORIZED:
+                # one body for an unknown id, a wrong password and none: guessing ids and
+                # guessing passwords look alike (ADR 5); the log has the reason
+                response = connection.respond(decision.status, "unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-            return response
+                return response
+            return connection.respond(decision.status, f"{decision.refusal}\n")
         self._admitted[connection] = (station_id, admission)
         return None
 

@@ -57,6 +57,7 @@ STATIONS = {
     "CS002": ("SN-0002", 3, True),  # may renew an expired certificate (A00.FR.429)
     "CS003": ("SN-0003", 2, False),
     "CS004": ("SN-0004", 1, False),
+    "CS005": ("SN-0005", 2, False),  # behind the same address as CS003
 }
 
 
@@ -109,6 +110,7 @@ class Running:
         *,
         password: str | None = None,
         subprotocols: tuple[str, ...] = ("ocpp2.0.1",),
+        local_address: str | None = None,
     ) -> ClientConnection:
         headers = {}
         if password is not None:
@@ -120,12 +122,19 @@ class Running:
             subprotocols=list(subprotocols),  # type: ignore[arg-type]
             additional_headers=headers,
             open_timeout=5,
+            **({"local_addr": (local_address, 0)} if local_address else {}),
         )
 
     async def refused_with(self, station_id: str, identity: Identity | None, **kw: object) -> int:
+        return (await self.refusal(station_id, identity, **kw))[0]
+
+    async def refusal(
+        self, station_id: str, identity: Identity | None, **kw: object
+    ) -> tuple[int, bytes]:
+        """The HTTP status and body of a refused connection attempt."""
         with pytest.raises(InvalidStatus) as refused:
             await self.connect(station_id, identity, **kw)  # type: ignore[arg-type]
-        return refused.value.response.status_code
+        return refused.value.response.status_code, refused.value.response.body or b""
 
 
 @pytest.fixture
@@ -361,10 +370,31 @@ async def test_revoking_a_certificate_from_the_cli_ends_its_session_with_1008(
         assert await boot(again, "CS001") == ("Accepted", 300)
 
 
-async def test_repeated_refusals_from_one_address_are_throttled(service: Running) -> None:
-    for _ in range(10):
-        assert await service.refused_with("CS003", None, password="wrong-wrong-wrong!") == 401
+async def test_password_guessing_is_throttled_per_station_id_not_per_address(
+    service: Running,
+) -> None:
+    """Five wrong passwords for CS003, each from another address, lock CS003 out (429,
+    audited); CS005 behind the same address is still admitted; an unknown id gets the
+    same 401 as a wrong password."""
+    unauthorized = (401, b"unauthorized\n")
+    for number in range(5):
+        guess = f"wrong-guess-{number:06d}"
+        assert await service.refusal(
+            "CS003", None, password=guess, local_address=f"127.0.0.{number + 2}"
+        ) == unauthorized  # fmt: skip
+    assert await service.refused_with("CS003", None, password="wrong-guess-000009",
+                                      local_address="127.0.0.9") == 429  # fmt: skip
     assert await service.refused_with("CS003", None, password=STATION_PASSWORD) == 429
+    assert await service.refusal("CS999", None, password="wrong-guess-000010") == unauthorized
+    async with await service.connect("CS005", None, password=STATION_PASSWORD) as connection:
+        assert await boot(connection, "CS005") == ("Accepted", 300)
+    events = await asyncio.to_thread(
+        pkictl_json, service.fleet.home, "events", "list", "--station", "CS003", "--limit", "1"
+    )
+    assert [(e["event"], e["what"]) for e in events] == [
+        ("connection.throttled", "station-locked-out")
+    ]
+    assert events[0]["detail"]["failures"] == 5
 
 
 async def test_security_events_are_stored_and_critical_ones_flagged(service: Running) -> None:
