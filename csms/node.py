@@ -216,6 +216,7 @@ async def _close_revoked(node: Node, interval: float, stop: asyncio.Event) -> No
     ``interval`` seconds, one indexed lookup per 500 connected stations. Closed with 1008
     (policy violation), logged and audited; the gate refuses the certificate at the
     reconnection."""
+    closed: dict[str, Any] = {}  # station -> the connection closed (its end may lag)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
@@ -226,10 +227,13 @@ async def _close_revoked(node: Node, interval: float, stop: asyncio.Event) -> No
         except Exception:  # the next round tries again
             LOG.exception("looking for sessions with revoked certificates failed")
             continue
+        closed = {s: c for s, c in closed.items() if node.live.get(s) is c}
         closing = []
         for session in revoked:
-            if (connection := node.live.get(session.station_id)) is None:
+            connection = node.live.get(session.station_id)
+            if connection is None or closed.get(session.station_id) is connection:
                 continue
+            closed[session.station_id] = connection
             LOG.warning("station %s: certificate %s revoked: closing its connection (1008)",
                         session.station_id, session.certificate_serial)  # fmt: skip
             await node.app.store.append_audit(
