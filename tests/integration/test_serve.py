@@ -10,6 +10,7 @@ import csv
 import gc
 import io
 import json
+import logging
 import re
 import signal
 import ssl
@@ -48,6 +49,7 @@ from cli.main import cli
 from csms.app import open_app
 from csms.serve_options import Listening, ServeOptions
 from csms.service import GC_YOUNGEST_THRESHOLD, serve
+from csms.transport.endpoint import BackpressuredConnection
 from pki.audit import AuditEvent
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole
@@ -513,6 +515,30 @@ async def test_deeply_nested_json_is_refused_and_the_connection_survives(
         assert alive is not None
         assert alive[:2] == [3, "after"]
     assert connection.close_code == 1000
+
+
+async def test_a_station_that_reads_nothing_is_aborted_once_its_writes_stall(
+    service: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pings from a station that reads nothing: the server stops reading it once 32 KiB
+    wait to be written, and aborts the connection when they have waited too long (the
+    keepalive ping and a close frame would wait behind them for ever)."""
+    monkeypatch.setattr(BackpressuredConnection, "stall_timeout_s", 2.0)
+    connection = await service.connect("CS001", service.fleet.good)
+    assert await boot(connection, "CS001") == ("Accepted", 300)
+    transport = connection.transport
+    transport.pause_reading()
+    transport.write((b"\x89\xfd" + bytes(4) + b"p" * 125) * 80_000)  # 10 MB of pings
+    with caplog.at_level(logging.WARNING, "pkictl.endpoint"):
+        for _ in range(300):
+            if "connection aborted" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+    assert "/ocpp/CS001" in caplog.text
+    assert "read nothing of the" in caplog.text
+    transport.resume_reading()
+    await asyncio.wait_for(connection.wait_closed(), 30)
+    assert connection.close_code == 1006  # aborted: no close frame could get through
 
 
 async def test_frames_over_64_kib_close_the_connection_with_1009(service: Running) -> None:
