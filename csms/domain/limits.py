@@ -72,7 +72,7 @@ class Lockout:
     until: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class _IdFailures:
     count: int
     last: datetime
