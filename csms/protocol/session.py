@@ -162,8 +162,8 @@ class _ResponseQueue:
 
     def close(self) -> None:
         if self._dropped:
-            LOG.warning("%s: %d answers to calls never sent dropped in the session",
-                        self._station_id, self._dropped)  # fmt: skip
+            LOG.warning("%s: %d answers dropped in the session (to calls never sent, or "
+                        "malformed)", self._station_id, self._dropped)  # fmt: skip
             self._dropped = 0
         if not self._closed:
             self._closed = True
