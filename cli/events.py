@@ -1,5 +1,6 @@
 """`pkictl events …`: what stations did that a security team must see: refused
-connections, reported security events, certificates seen for the first time."""
+connections, sessions ended for a security reason (a revoked certificate), reported
+security events, certificates seen for the first time."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ import click
 from cli.context import Context, json_option, run_with_app
 from cli.output import emit_json, emit_table, iso
 from csms.app import App
-from csms.services.gate import OBSERVED_ACTION, REFUSED_ACTION
+from csms.services.gate import OBSERVED_ACTION, REFUSED_ACTION, THROTTLED_ACTION
 from csms.services.handshake_failures import TLS_REFUSED_ACTION
 from csms.services.security_events import SECURITY_EVENT_ACTION
+from csms.services.sessions import CLOSED_ACTION
 from pki.audit import AuditEntry
 
-EVENT_ACTIONS = (REFUSED_ACTION, SECURITY_EVENT_ACTION, OBSERVED_ACTION, TLS_REFUSED_ACTION)
+EVENT_ACTIONS = (
+    REFUSED_ACTION,
+    TLS_REFUSED_ACTION,
+    THROTTLED_ACTION,
+    CLOSED_ACTION,
+    SECURITY_EVENT_ACTION,
+    OBSERVED_ACTION,
+)
 EVENT_COLUMNS = ("seq", "at", "station", "event", "what", "critical", "remote")
 
 
@@ -49,8 +58,10 @@ def events() -> None:
 @click.pass_obj
 def events_list(ctx: Context, station_id: str | None, limit: int, as_json: bool) -> None:
     """Refused connections (with the reason), failed TLS handshakes (tls.refused: no
-    station yet, the peer and OpenSSL's reason), SecurityEventNotifications (critical
-    ones flagged) and certificates stations presented for the first time, oldest first."""
+    station yet, the peer and OpenSSL's reason), password lockouts (a station id or an
+    address), sessions closed because their certificate was revoked,
+    SecurityEventNotifications (critical ones flagged) and certificates stations
+    presented for the first time, oldest first."""
 
     async def action(app: App) -> list[AuditEntry]:
         target = f"station:{station_id}" if station_id is not None else None

@@ -9,7 +9,9 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from csms.db.schema import station_sessions
 from csms.services.sessions import SessionRecord
+from pki.records import CertificateStatus
 from pki.store.inline import Database
+from pki.store.schema import certificates
 from pki.store.sql import upsert
 
 
@@ -59,6 +61,22 @@ class SqlSessionStore:
                         station_sessions.c.node_id != node_id,
                     )
                 ).scalars()
+            return found
+
+        return await self._database.read(work)
+
+    async def revoked_serials(self, serials: list[str]) -> set[str]:
+        def work(connection: Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(serials), 500):  # bounded IN lists
+                found.update(
+                    connection.execute(
+                        select(certificates.c.serial_hex).where(
+                            certificates.c.serial_hex.in_(serials[start : start + 500]),
+                            certificates.c.status == CertificateStatus.REVOKED.value,
+                        )
+                    ).scalars()
+                )
             return found
 
         return await self._database.read(work)

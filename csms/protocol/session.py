@@ -20,7 +20,7 @@ from ocpp.charge_point import (
 )
 from ocpp.exceptions import FormatViolationError, NotSupportedError, OCPPError
 from ocpp.exceptions import NotImplementedError as UnknownActionError
-from ocpp.messages import Call, MessageType
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, create_route_map, on
 from ocpp.v201 import ChargePoint, call, call_result
 from ocpp.v201.enums import Action, GenericStatusEnumType, RegistrationStatusEnumType
@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from csms.domain.fields import InvalidField
 from csms.domain.renewal import CertificateKind
+from csms.protocol.framing import MAX_JSON_DEPTH, leading_message_id, nested_too_deep
 from csms.protocol.schemas import check_answer, check_numbers, check_request
 from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
@@ -48,6 +49,10 @@ def ocpp_time(at: datetime) -> str:
 
 
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
+MAX_AFTER_TASKS = 8
+"""After-hooks (the renewal scan after a BootNotification) running at once for one
+session; past it the session reads the station's next frame once one has ended, so a
+station repeating BootNotification cannot pile up tasks."""
 LOG = logging.getLogger("pkictl.session")
 
 
@@ -106,23 +111,50 @@ class _BoundRoutes(Mapping[str, dict[str, Any]]):
 class _ResponseQueue:
     """The answers to our calls, as the `ocpp` library queues them, made when the first
     call is sent: most stations are never called, and an asyncio.Queue costs ~2.5 KiB.
-    Closed when the connection ends, so a call waiting for its answer fails at once
-    (StationGone) instead of at its timeout."""
+    It holds only answers to the calls in flight (``expect``): an answer to a call
+    never sent, or answered already, is dropped and counted -- queued, 4,000 of 60 KB
+    kept 231 MB until the connection closed. Closed when the connection ends, so a
+    call waiting for its answer fails at once (StationGone) instead of at its timeout."""
 
-    __slots__ = ("_closed", "_queue", "_station_id")
+    __slots__ = ("_closed", "_dropped", "_expected", "_queue", "_station_id")
 
     def __init__(self, station_id: str) -> None:
         self._station_id = station_id
         self._queue: asyncio.Queue[Any] | None = None
         self._closed = False
+        self._expected: tuple[str, ...] = ()  # the calls in flight (the outbox: one)
+        self._dropped = 0
 
     def _made(self) -> asyncio.Queue[Any]:
         if self._queue is None:
             self._queue = asyncio.Queue()
         return self._queue
 
-    def put_nowait(self, message: Any) -> None:
+    def expect(self, unique_id: str) -> None:
+        self._expected = (*self._expected, unique_id)
+
+    def forget(self, unique_id: str) -> None:
+        self._expected = tuple(i for i in self._expected if i != unique_id)
+
+    def answered(self, frame: list[Any]) -> None:
+        """A CALLRESULT or CALLERROR frame: queued if it answers a call in flight."""
+        unique_id: str = frame[1]
+        if self._closed or unique_id not in self._expected:
+            self._drop("answers to calls never sent", unique_id)
+            return
+        message = _answer(frame)
+        if message is None:
+            self._drop("malformed answers", unique_id)
+            return
+        self.forget(unique_id)  # answered once
         self._made().put_nowait(message)
+
+    def _drop(self, what: str, unique_id: str) -> None:
+        """Logged at the 1st, 10th, 100th ... drop: a flood does not flood the log."""
+        self._dropped += 1
+        if str(self._dropped).rstrip("0") == "1":
+            LOG.warning("%s: %s dropped (%d so far in this session; last MessageId %r)",
+                        self._station_id, what, self._dropped, unique_id[:40])  # fmt: skip
 
     async def get(self) -> Any:
         message = None if self._closed else await self._made().get()
@@ -132,9 +164,23 @@ class _ResponseQueue:
         return message
 
     def close(self) -> None:
+        if self._dropped:
+            LOG.warning("%s: %d answers dropped in the session (to calls never sent, or "
+                        "malformed)", self._station_id, self._dropped)  # fmt: skip
+            self._dropped = 0
         if not self._closed:
             self._closed = True
             self._made().put_nowait(None)  # wakes a waiting get()
+
+
+def _answer(frame: list[Any]) -> CallResult | CallError | None:
+    """The library's message for a CALLRESULT ([3, id, payload]) or CALLERROR ([4, id,
+    code, description, details]) frame; None for a frame of another length."""
+    if frame[0] == MessageType.CallResult and len(frame) == CALL_RESULT_LENGTH:
+        return CallResult(frame[1], frame[2])
+    if frame[0] == MessageType.CallError and len(frame) in CALL_ERROR_LENGTHS:
+        return CallError(*frame[1:])
+    return None
 
 
 class StationSession(ChargePoint):
@@ -170,19 +216,37 @@ class StationSession(ChargePoint):
             request = getattr(call, action)(**payload)
         except (AttributeError, TypeError) as exc:
             raise CallRejected(f"cannot build {action} from {payload}: {exc}") from None
+        unique_id = str(self._unique_id_generator())
+        self._response_queue.expect(unique_id)  # before it is sent: answers come fast
         try:
-            result = await self.call(request, suppress=False)
+            result = await self.call(request, suppress=False, unique_id=unique_id)
         except OCPPError as error:
             raise CallRejected(f"{error.code}: {error.description}") from None
         except ConnectionClosed:
             raise StationGone(self.id) from None
+        finally:
+            self._response_queue.forget(unique_id)
         answer: dict[str, Any] = remove_nones(asdict(result))  # as the station sent it
         return answer
+
+    async def _get_specific_response(self, unique_id: str, within_s: float) -> Any:
+        """The answer to the call ``unique_id`` within ``within_s`` seconds (TimeoutError;
+        the library passes both by position). The library's own recursed once per other
+        answer queued and logged each."""
+        async with asyncio.timeout(within_s):
+            while True:
+                response = await self._response_queue.get()
+                if response.unique_id == unique_id:
+                    return response
 
     async def route_message(self, raw_msg: str) -> Any:
         """A frame that is not an OCPP-J message is answered RpcFrameworkError (OCPP-J
         4.3), with MessageId "-1" when none can be read; the `ocpp` library would only log
-        it. The connection stays open."""
+        it. The connection stays open. A frame nested deeper than MAX_JSON_DEPTH is not
+        parsed: a CALL is answered FormatViolation (OCPP-J 4.3: its payload is
+        syntactically incorrect), an answer dropped, anything else RpcFrameworkError."""
+        if nested_too_deep(raw_msg):
+            return await self._refuse_too_deep(raw_msg)
         try:
             frame = json.loads(raw_msg)
         except ValueError:
@@ -197,6 +261,9 @@ class StationSession(ChargePoint):
                 return await self._route_call(Call(*frame[1:]))  # parsed once, not twice
             if (wrong := _wrong_length_call(frame)) is not None:
                 return await self._send(wrong)
+            if frame[0] != MessageType.Call:
+                self._response_queue.answered(frame)
+                return None
             return await super().route_message(raw_msg)
         has_id = isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str)
         message_id = frame[1] if has_id else "-1"
@@ -204,6 +271,19 @@ class StationSession(ChargePoint):
             json.dumps([4, message_id, "RpcFrameworkError", "not a valid OCPP-J message", {}])
         )
         return None
+
+    async def _refuse_too_deep(self, raw_msg: str) -> None:
+        leading = leading_message_id(raw_msg)
+        if leading is not None and leading[0] != MessageType.Call:
+            LOG.warning("%s: an answer nested deeper than %d levels dropped (%s)",
+                        self.id, MAX_JSON_DEPTH, leading[1][:64])  # fmt: skip
+            return
+        LOG.warning("%s: a frame nested deeper than %d levels refused", self.id, MAX_JSON_DEPTH)
+        description = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if leading is None:
+            await self._send(json.dumps([4, "-1", "RpcFrameworkError", description, {}]))
+        else:
+            await self._send(json.dumps([4, leading[1], "FormatViolation", description, {}]))
 
     async def _route_call(self, msg: Call) -> None:
         """What the `ocpp` library's route_message does with a Call."""
@@ -251,6 +331,8 @@ class StationSession(ChargePoint):
         await self._send(msg.create_call_result(answer).to_json())
         after = handlers.get("_after_action")
         if after is not None:  # in a task of its own, as the library runs it
+            while len(self._after_tasks) >= MAX_AFTER_TASKS:  # the station's next frame waits
+                await asyncio.wait(tuple(self._after_tasks), return_when=asyncio.FIRST_COMPLETED)
             task = asyncio.ensure_future(_call(after, arguments, msg.unique_id))
             self._after_tasks.add(task)  # kept: the session's end waits for it
             task.add_done_callback(self._after_tasks.discard)
@@ -428,6 +510,8 @@ def _rejected(reason_code: str, detail: str | None) -> call_result.SignCertifica
 
 
 CALL_LENGTH = 4  # [2, id, action, payload]
+CALL_RESULT_LENGTH = 3  # [3, id, payload]
+CALL_ERROR_LENGTHS = (4, 5)  # [4, id, code, description, details]; details may be left out
 
 
 def _wrong_length_call(frame: list[Any]) -> str | None:

@@ -8,7 +8,9 @@ certificates we never issued (factory certificates) are watched for expiry too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,10 +30,10 @@ from csms.domain.handshake import (
     Transport,
     decide,
 )
-from csms.domain.limits import FailureLimiter
+from csms.domain.limits import ConnectionThrottle, Lockout
 from pki.audit import AuditEvent
 from pki.clock import Clock
-from pki.credentials import verify_password
+from pki.credentials import hash_password, verify_password
 from pki.policy import RenewalRule
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus, Station
 from pki.renewal import renewal_due_at
@@ -42,6 +44,7 @@ SIGNERS_REMEMBERED = 50_000
 """Certificates whose issuing CA the gate remembers (about 100 bytes each): more than
 reconnect in one storm. Past it the oldest half is forgotten."""
 REFUSED_ACTION = "connection.refused"
+THROTTLED_ACTION = "connection.throttled"
 OBSERVED_ACTION = "certificate.observed"
 
 
@@ -72,7 +75,7 @@ class ConnectionGate:
         organization: str,
         observed_renewal: RenewalRule,
         station_cas: Sequence[x509.Certificate],
-        limiter: FailureLimiter | None = None,
+        throttle: ConnectionThrottle | None = None,
     ) -> None:
         """``observed_renewal``: when a certificate we did not issue becomes due.
         ``station_cas``: the CAs TLS trusts for station certificates."""
@@ -80,7 +83,7 @@ class ConnectionGate:
         self._clock = clock
         self._organization = organization
         self._observed_renewal = observed_renewal
-        self._limiter = limiter or FailureLimiter()
+        self._throttle = throttle or ConnectionThrottle()
         self._station_cas = tuple(station_cas)
         self._signers: dict[str, x509.Certificate | None] = {}
         """Which station CA signed a certificate, by its SHA-256 fingerprint."""
@@ -90,7 +93,8 @@ class ConnectionGate:
     async def admit(self, request: ConnectionRequest) -> Admission:
         now = self._clock.now()
         address = request.remote.rpartition(":")[0] or request.remote
-        if self._limiter.blocked(address, now):
+        password = request.peer_certificate_der is None  # profile 1 or 2: guessable
+        if self._throttle.blocked(address, request.station_id, password=password, now=now):
             self.refusals[Refusal.RATE_LIMITED.value] += 1
             return Admission(
                 Decision(HttpStatus.TOO_MANY_REQUESTS, Refusal.RATE_LIMITED), None, None
@@ -124,6 +128,7 @@ class ConnectionGate:
             )
         )
         if decision.accepted:
+            self._throttle.admitted(request.station_id)
             LOG.info(
                 "station %s admitted from %s (profile %s%s)",
                 request.station_id,
@@ -132,9 +137,14 @@ class ConnectionGate:
                 ", expired certificate: Boot pending" if decision.boot_pending else "",
             )
         else:
-            self._limiter.failed(address, now)
+            guessed = password and decision.status is HttpStatus.UNAUTHORIZED
+            lockouts = self._throttle.refused(
+                address, request.station_id, password=guessed, now=now
+            )
             self.refusals[str(decision.refusal)] += 1
             await self._record_refusal(request, decision, stored, now)
+            for lockout in lockouts:
+                await self._record_lockout(request, lockout, now)
         return Admission(decision, station, stored)
 
     def _issuer_valid(self, certificate: x509.Certificate, fingerprint: str, now: datetime) -> bool:
@@ -193,6 +203,27 @@ class ConnectionGate:
             now,
         )
 
+    async def _record_lockout(
+        self, request: ConnectionRequest, lockout: Lockout, now: datetime
+    ) -> None:
+        """A station id or an address locked out of password attempts: logged and
+        audited once, when it starts (the 429s that follow are only counted)."""
+        LOG.warning(
+            "password attempts for %s %s locked out until %s (%d failures; last from %s)",
+            lockout.rule, lockout.key, lockout.until.isoformat(timespec="seconds"),
+            lockout.failures, request.remote,
+        )  # fmt: skip
+        target = f"station:{lockout.key}" if lockout.rule == "station" else f"address:{lockout.key}"
+        await self._store.append_audit(
+            AuditEvent(
+                THROTTLED_ACTION, f"remote:{request.remote}", target, "locked",
+                {"reason": f"{lockout.rule}-locked-out", "failures": lockout.failures,
+                 "until": lockout.until.isoformat(), "remote": request.remote,
+                 "station": request.station_id},
+            ),
+            now,
+        )  # fmt: skip
+
     async def _record_presented(
         self, certificate: x509.Certificate, station: Station | None, request: ConnectionRequest
     ) -> CertificateRecord:
@@ -231,10 +262,12 @@ class ConnectionGate:
     ) -> bool:
         """Checked only when the decision needs it: scrypt is slow on purpose, and runs
         off the event loop."""
-        if request.basic_auth is None or station is None or presented is not None:
+        if request.basic_auth is None or presented is not None:
             return False
         user, password = request.basic_auth
-        if user != station.id or station.password_hash is None:
+        if station is None or user != station.id or station.password_hash is None:
+            # as slow as a wrong password, so that timing does not tell who exists (ADR 5)
+            await asyncio.to_thread(verify_password, password, _unmatchable_hash())
             return False
         return await asyncio.to_thread(verify_password, password, station.password_hash)
 
@@ -259,6 +292,12 @@ def claims_ca(certificate: x509.Certificate) -> bool:
     except ValueError:
         return True
     return usage.value.key_cert_sign
+
+
+@functools.cache
+def _unmatchable_hash() -> str:
+    """A password hash no password is checked against but to spend the same time."""
+    return hash_password(secrets.token_urlsafe(18))  # 24 characters
 
 
 def _values(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> tuple[str, ...]:

@@ -15,6 +15,9 @@ from typing import Protocol
 from pki.clock import Clock
 
 HEARTBEAT_INTERVAL_S = 300
+CLOSED_ACTION = "connection.closed"
+"""Audited when the CSMS ends a station's session for a security reason (its
+certificate revoked)."""
 PENDING_RETRY_S = 60
 SEEN_WRITE_INTERVAL = timedelta(minutes=1)
 
@@ -49,6 +52,10 @@ class SessionStore(Protocol):
         """Those of ``station_ids`` whose session row names another node."""
         ...
 
+    async def revoked_serials(self, serials: list[str]) -> set[str]:
+        """Those of the certificate ``serials`` (hex) that are revoked."""
+        ...
+
     async def list(self) -> list[SessionRecord]: ...
 
 
@@ -80,6 +87,15 @@ class SessionService:
         if self._node_id is None or not self._online:
             return []
         return await self._store.held_elsewhere(sorted(self._online), self._node_id)
+
+    async def revoked(self) -> list[SessionRecord]:
+        """Sessions on this node whose station presented a certificate revoked since
+        (by any process: the CLI, the daemon, another node), read from the database."""
+        presented = {r.certificate_serial: r for r in self._online.values() if r.certificate_serial}
+        if not presented:
+            return []
+        revoked = await self._store.revoked_serials(sorted(presented))
+        return [record for serial, record in presented.items() if serial in revoked]
 
     async def reclaim(self) -> None:
         """This node had been declared lost (its stations put offline): they are not."""

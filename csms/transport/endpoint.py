@@ -7,8 +7,10 @@ credentials) and the connection gate decides; only admitted stations get a webso
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import logging
 import weakref
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -33,7 +35,68 @@ OPEN_TIMEOUT_S = 30.0
 reconnection storm a station that has finished its TLS handshake is answered late
 rather than dropped -- dropped, it would come back and pay for TLS again."""
 
+WRITE_LIMIT = 32 * 1024
+"""Bytes queued for a station (websockets' write buffer high-water mark) before its
+connection stops reading from it: see `BackpressuredConnection`."""
+WRITE_STALL_S = 60.0
+"""Seconds a station may leave WRITE_LIMIT bytes unread before its connection is
+aborted: no close frame would get through, and the keepalive ping waits in the same
+queue, so nothing else would ever end it."""
+MAX_QUEUED_FRAMES = 16
+"""Frames received and not yet handled before the connection stops reading (at most
+16 x 64 KiB per station: a session handles one message at a time)."""
+
 SessionRunner = Callable[[str, ServerConnection, Admission], Awaitable[None]]
+LOG = logging.getLogger("pkictl.endpoint")
+
+
+class BackpressuredConnection(ServerConnection):
+    """A websocket connection that stops reading from a peer that does not read.
+
+    websockets answers a ping, and a close, as the frame is parsed, writing the pong
+    whether the peer reads or not; our own messages wait for the write buffer to drain,
+    these do not. A station sending pings and reading nothing made the server buffer
+    every pong (+220 MB). Here, while more than WRITE_LIMIT bytes wait to be written,
+    nothing more is read from the peer (its pings wait in its own socket buffers);
+    reading resumes when the buffer has drained, unless the queue of received frames
+    holds it paused too. A peer that reads nothing for `stall_timeout_s` is aborted
+    (logged): no close frame, and not the keepalive ping either, would reach it."""
+
+    stall_timeout_s = WRITE_STALL_S
+    _stalled: asyncio.TimerHandle | None = None  # only while writes wait: no idle cost
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.paused and self.transport.is_reading():  # paused: writes wait to drain
+            self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._stalled = self.loop.call_later(self.stall_timeout_s, self._abort_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._forget_stall()
+        if not self.recv_messages.paused and not self.transport.is_reading():
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget_stall()
+        super().connection_lost(exc)
+
+    def _forget_stall(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _abort_stalled(self) -> None:
+        self._stalled = None
+        LOG.warning(
+            "%s (%s) read nothing of the %d bytes waiting for it for %.0f s: connection aborted",
+            self.request.path if self.request else "?", remote_of(self),
+            self.transport.get_write_buffer_size(), self.stall_timeout_s,
+        )  # fmt: skip
+        self.transport.abort()
 
 
 def station_id_from_path(path: str) -> str | None:
@@ -122,10 +185,13 @@ class OcppEndpoint:
         )
         decision = admission.decision
         if not decision.accepted:
-            response = connection.respond(decision.status, f"{decision.refusal}\n")
             if decision.status is HttpStatus.UNAUTHORIZED:
+                # one body for an unknown id, a wrong password and none: guessing ids and
+                # guessing passwords look alike (ADR 5); the log has the reason
+                response = connection.respond(decision.status, "unauthorized\n")
                 response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'
-            return response
+                return response
+            return connection.respond(decision.status, f"{decision.refusal}\n")
         self._admitted[connection] = (station_id, admission)
         return None
 

@@ -269,3 +269,29 @@ async def test_a_station_that_connects_to_another_node_is_closed_on_the_first(
         for listener in (first_listener, second_listener):
             listener.cancel()
         await second._connection.close()
+
+
+async def test_a_revocation_from_the_cli_closes_the_session_on_the_node_holding_it(
+    pg_home: tuple[Path, str],
+) -> None:
+    """`pkictl cert revoke` (a process holding no station) ends the session on the node
+    that holds it with 1008 within seconds; the station cannot come back with it."""
+    directory, _ = pg_home
+    fleet = fleet_of(1, "R")
+    home = await initialized_home(directory, fleet)
+    (station_id,) = fleet
+    async with serving(home, fleet), serving(home, fleet) as node_b:
+        identity = await home.issue(station_id, station=station_id, serial=fleet[station_id][0])
+        leaf = x509.load_pem_x509_certificates(identity[0].read_bytes())[0]
+        station = Station(station_id, fleet[station_id][0], identity, home.directory)
+        client, listener = await node_b.connect(station, identity)
+        revoked = await asyncio.to_thread(
+            pkictl_json, home, "cert", "revoke", f"{leaf.serial_number:x}",
+            "--reason", "keyCompromise",
+        )  # fmt: skip
+        assert revoked["status"] == "revoked"
+        await asyncio.wait_for(client._connection.wait_closed(), 30)
+        assert client._connection.close_code == 1008
+        listener.cancel()
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            await node_b.connect(station, identity)

@@ -10,6 +10,7 @@ import csv
 import gc
 import io
 import json
+import logging
 import re
 import signal
 import ssl
@@ -48,6 +49,7 @@ from cli.main import cli
 from csms.app import open_app
 from csms.serve_options import Listening, ServeOptions
 from csms.service import GC_YOUNGEST_THRESHOLD, serve
+from csms.transport.endpoint import BackpressuredConnection
 from pki.audit import AuditEvent
 from pki.clock import FixedClock
 from pki.records import CertificateQuery, CertificateSource, TrustAnchor, TrustRole
@@ -57,6 +59,7 @@ STATIONS = {
     "CS002": ("SN-0002", 3, True),  # may renew an expired certificate (A00.FR.429)
     "CS003": ("SN-0003", 2, False),
     "CS004": ("SN-0004", 1, False),
+    "CS005": ("SN-0005", 2, False),  # behind the same address as CS003
 }
 
 
@@ -109,6 +112,7 @@ class Running:
         *,
         password: str | None = None,
         subprotocols: tuple[str, ...] = ("ocpp2.0.1",),
+        local_address: str | None = None,
     ) -> ClientConnection:
         headers = {}
         if password is not None:
@@ -120,12 +124,19 @@ class Running:
             subprotocols=list(subprotocols),  # type: ignore[arg-type]
             additional_headers=headers,
             open_timeout=5,
+            **({"local_addr": (local_address, 0)} if local_address else {}),
         )
 
     async def refused_with(self, station_id: str, identity: Identity | None, **kw: object) -> int:
+        return (await self.refusal(station_id, identity, **kw))[0]
+
+    async def refusal(
+        self, station_id: str, identity: Identity | None, **kw: object
+    ) -> tuple[int, bytes]:
+        """The HTTP status and body of a refused connection attempt."""
         with pytest.raises(InvalidStatus) as refused:
             await self.connect(station_id, identity, **kw)  # type: ignore[arg-type]
-        return refused.value.response.status_code
+        return refused.value.response.status_code, refused.value.response.body or b""
 
 
 @pytest.fixture
@@ -325,10 +336,67 @@ async def test_refusals_are_kept_as_events_with_their_reason(service: Running) -
     assert events[0]["remote"].startswith("127.0.0.1:")
 
 
-async def test_repeated_refusals_from_one_address_are_throttled(service: Running) -> None:
-    for _ in range(10):
-        assert await service.refused_with("CS003", None, password="wrong-wrong-wrong!") == 401
+async def test_revoking_a_certificate_from_the_cli_ends_its_session_with_1008(
+    service: Running,
+) -> None:
+    """`pkictl cert revoke` in another process closes the live session that presented
+    the certificate within seconds (the node checks its sessions' certificates every
+    5 s); the certificate is then refused at the handshake."""
+    identity = await service.fleet.home.issue("revoke-me", station="CS001", serial="SN-0001")
+    serial = f"{x509.load_pem_x509_certificates(identity[0].read_bytes())[0].serial_number:x}"
+    connection = await service.connect("CS001", identity)
+    assert await boot(connection, "CS001") == ("Accepted", 300)
+    home = service.fleet.home
+    revoke = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli", "--home", str(home.path),
+        "--passphrase-file", str(passphrase_file(home.directory)),
+        "cert", "revoke", serial, "--reason", "keyCompromise",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await asyncio.wait_for(revoke.communicate(), 60)
+    assert revoke.returncode == 0, stderr
+    await asyncio.wait_for(connection.wait_closed(), 30)
+    assert connection.close_code == 1008
+    assert connection.close_reason == "certificate revoked"
+    assert await service.refused_with("CS001", identity) == 403
+    events = await asyncio.to_thread(
+        pkictl_json, home, "events", "list", "--station", "CS001", "--limit", "2"
+    )
+    assert [(e["event"], e["what"]) for e in events] == [
+        ("connection.closed", "certificate-revoked"),
+        ("connection.refused", "certificate-revoked"),
+    ]
+    assert events[0]["detail"]["certificate_serial"] == serial
+    assert events[0]["detail"]["close_code"] == 1008
+    async with await service.connect("CS001", service.fleet.good) as again:  # its other one
+        assert await boot(again, "CS001") == ("Accepted", 300)
+
+
+async def test_password_guessing_is_throttled_per_station_id_not_per_address(
+    service: Running,
+) -> None:
+    """Five wrong passwords for CS003, each from another address, lock CS003 out (429,
+    audited); CS005 behind the same address is still admitted; an unknown id gets the
+    same 401 as a wrong password."""
+    unauthorized = (401, b"unauthorized\n")
+    for number in range(5):
+        guess = f"wrong-guess-{number:06d}"
+        assert await service.refusal(
+            "CS003", None, password=guess, local_address=f"127.0.0.{number + 2}"
+        ) == unauthorized  # fmt: skip
+    assert await service.refused_with("CS003", None, password="wrong-guess-000009",
+                                      local_address="127.0.0.9") == 429  # fmt: skip
     assert await service.refused_with("CS003", None, password=STATION_PASSWORD) == 429
+    assert await service.refusal("CS999", None, password="wrong-guess-000010") == unauthorized
+    async with await service.connect("CS005", None, password=STATION_PASSWORD) as connection:
+        assert await boot(connection, "CS005") == ("Accepted", 300)
+    events = await asyncio.to_thread(
+        pkictl_json, service.fleet.home, "events", "list", "--station", "CS003", "--limit", "1"
+    )
+    assert [(e["event"], e["what"]) for e in events] == [
+        ("connection.throttled", "station-locked-out")
+    ]
+    assert events[0]["detail"]["failures"] == 5
 
 
 async def test_security_events_are_stored_and_critical_ones_flagged(service: Running) -> None:
@@ -418,6 +486,59 @@ async def test_bad_messages_get_errors_and_the_connection_survives(service: Runn
         assert alive is not None
         assert alive[:2] == [3, "m4"]
         assert "currentTime" in alive[2]
+
+
+async def test_deeply_nested_json_is_refused_and_the_connection_survives(
+    service: Running,
+) -> None:
+    """A payload nested past MAX_JSON_DEPTH is answered FormatViolation (its message id
+    read), or RpcFrameworkError when no id can be read; it used to end the session
+    with 1011 (RecursionError)."""
+    async with await service.connect("CS001", service.fleet.good) as connection:
+        for depth in (40, 700, 5_000, 10_000):
+            payload = '{"a":' * depth + "1" + "}" * depth
+            error = await raw_call(connection, f'[2,"deep{depth}","Heartbeat",{payload}]')
+            assert error is not None, depth
+            assert error[:3] == [4, f"deep{depth}", "FormatViolation"], depth
+            assert "nested" in error[3]
+        deep_custom = '{"customData":{"vendorId":"v","x":' + "[" * 900 + "]" * 900 + "}}"
+        error = await raw_call(connection, f'[2,"custom","Heartbeat",{deep_custom}]')
+        assert error is not None
+        assert error[:3] == [4, "custom", "FormatViolation"]
+        for frame in ("[" * 20_000 + "]" * 20_000, "[2," + "[" * 900 + "]" * 900 + "]"):
+            error = await raw_call(connection, frame)
+            assert error is not None
+            assert error[:3] == [4, "-1", "RpcFrameworkError"]
+        deep_answer = '[3,"never-asked",' + "[" * 5_000 + "]" * 5_000 + "]"
+        assert await raw_call(connection, deep_answer) is None  # an answer: never answered
+        alive = await raw_call(connection, '[2,"after","Heartbeat",{}]')
+        assert alive is not None
+        assert alive[:2] == [3, "after"]
+    assert connection.close_code == 1000
+
+
+async def test_a_station_that_reads_nothing_is_aborted_once_its_writes_stall(
+    service: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pings from a station that reads nothing: the server stops reading it once 32 KiB
+    wait to be written, and aborts the connection when they have waited too long (the
+    keepalive ping and a close frame would wait behind them for ever)."""
+    monkeypatch.setattr(BackpressuredConnection, "stall_timeout_s", 2.0)
+    connection = await service.connect("CS001", service.fleet.good)
+    assert await boot(connection, "CS001") == ("Accepted", 300)
+    transport = connection.transport
+    transport.pause_reading()
+    transport.write((b"\x89\xfd" + bytes(4) + b"p" * 125) * 80_000)  # 10 MB of pings
+    with caplog.at_level(logging.WARNING, "pkictl.endpoint"):
+        for _ in range(300):
+            if "connection aborted" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+    assert "/ocpp/CS001" in caplog.text
+    assert "read nothing of the" in caplog.text
+    transport.resume_reading()
+    await asyncio.wait_for(connection.wait_closed(), 30)
+    assert connection.close_code == 1006  # aborted: no close frame could get through
 
 
 async def test_frames_over_64_kib_close_the_connection_with_1009(service: Running) -> None:
