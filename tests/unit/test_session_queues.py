@@ -46,7 +46,7 @@ def session(scans: Scans | None = None) -> tuple[StationSession, Connection]:
     services = SimpleNamespace(
         sessions=SimpleNamespace(boot=boot), renewals=scans or Scans(),
         security_events=None, tokens=None, transactions=None, reports=None,
-        certificate_status=None, contracts=None, ev_certificates=None,
+        certificate_status=None, contracts=None, ev_certificates=None, data_transfers=None,
     )  # fmt: skip
     connection = Connection()
     return StationSession("CS001", connection, cast(SessionServices, services), 3), connection
