@@ -2,6 +2,11 @@
 
 due --trigger--> triggered             TriggerMessage(Sign...Certificate) queued
 due | triggered --csr--> csr_received   the station sent SignCertificate
+triggered --reject--> failed            the station refused the TriggerMessage (Rejected,
+                                        NotImplemented, a CALLERROR) or did not answer
+                                        it in time: the renewal ends, its place under
+                                        max_in_flight is freed, the scan retries it
+                                        after the backoff
 csr_received --sign--> signed           issued and recorded; CertificateSigned queued
 csr_received --refuse--> failed         the issuance pipeline refused the CSR
 signed --accept--> delivered            the station answered CertificateSigned Accepted
@@ -52,6 +57,7 @@ TRANSITIONS: dict[tuple[RenewalState, RenewalEvent], RenewalState] = {
     (S.DUE, E.TRIGGER): S.TRIGGERED,
     (S.DUE, E.CSR): S.CSR_RECEIVED,
     (S.TRIGGERED, E.CSR): S.CSR_RECEIVED,
+    (S.TRIGGERED, E.REJECT): S.FAILED,
     (S.CSR_RECEIVED, E.SIGN): S.SIGNED,
     (S.CSR_RECEIVED, E.REFUSE): S.FAILED,
     (S.CSR_RECEIVED, E.RESUME): S.DUE,

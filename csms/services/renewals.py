@@ -51,6 +51,11 @@ from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
 CERTIFICATE_SIGNED = "CertificateSigned"
+TRIGGER_MESSAGE = "TriggerMessage"
+KIND_OF_TRIGGER = {message: kind for kind, message in TRIGGER_FOR.items()}
+CANNOT_TRIGGER = frozenset({"NotImplemented", "NotSupported"})
+"""What a station answers (status, or CALLERROR code) when it cannot be triggered at all
+for a CSR: it may still renew on its own (A03), which the alert says."""
 GET_VARIABLES = "GetVariables"
 SECC_ID_REQUEST = {
     "get_variable_data": [{"component": {"name": "ISO15118Ctrlr"}, "variable": {"name": "SeccId"}}]
@@ -175,11 +180,49 @@ class RenewalService:
         if not await self._move(renewal, RenewalEvent.TRIGGER):
             return False
         await self.outbox.enqueue(
-            renewal.station_id, "TriggerMessage", {"requested_message": TRIGGER_FOR[renewal.kind]}
+            renewal.station_id, TRIGGER_MESSAGE, {"requested_message": TRIGGER_FOR[renewal.kind]}
         )
-        LOG.info("renewal #%d of %s for %s triggered", renewal.id, renewal.kind.value,
-                 renewal.station_id)  # fmt: skip
+        LOG.info("renewal #%d of %s for %s: TriggerMessage queued", renewal.id,
+                 renewal.kind.value, renewal.station_id)  # fmt: skip
         return True
+
+    async def trigger_finished(self, item: OutboxItem) -> None:
+        """The outbox's TriggerMessage call ended. Accepted: the CSR is awaited. Anything
+        else -- Rejected, NotImplemented, a CALLERROR, no answer in time -- fails the
+        renewal waiting for it with that reason: it ends (its place under max_in_flight
+        goes to the next one), raises an alert, and the scan retries it after the
+        backoff. A station that cannot be triggered at all (NotImplemented,
+        NotSupported) is told apart: it may still renew on its own (A03)."""
+        kind = KIND_OF_TRIGGER.get(str(item.payload.get("requested_message")))
+        if kind is None:
+            return
+        renewal = await self.store.open_renewal(item.station_id, kind)
+        if renewal is None or renewal.state is not RenewalState.TRIGGERED:
+            return  # its CSR came first, or the renewal ended meanwhile
+        answer = item.response or {}
+        status = answer.get("status") if item.state is CallState.ANSWERED else None
+        if status == "Accepted":
+            LOG.info("renewal #%d: %s accepted the TriggerMessage; waiting for its CSR",
+                     renewal.id, renewal.station_id)  # fmt: skip
+            return
+        if item.state is CallState.ANSWERED:
+            info = answer.get("status_info") or {}
+            detail = ": ".join(
+                str(info[key]) for key in ("reason_code", "additional_info") if info.get(key)
+            )
+            reason = f"the station answered TriggerMessage {status}" + (
+                f" ({detail})" if detail else ""
+            )
+            cannot = status in CANNOT_TRIGGER
+        elif item.state is CallState.FAILED:
+            reason = f"the station answered TriggerMessage with CALLERROR {item.error}"
+            cannot = (item.error or "").partition(":")[0] in CANNOT_TRIGGER
+        else:
+            reason = f"TriggerMessage {item.state.value}: {item.error}"
+            cannot = False
+        if not await self._move(renewal, RenewalEvent.REJECT, reason=reason):
+            return
+        await self._failed(renewal, reason, untriggerable=cannot)
 
     async def fill(self, station_id: str | None = None) -> int:
         """Trigger renewals held back in `due` (oldest first, connected stations only)
@@ -403,13 +446,24 @@ class RenewalService:
             )
         await self._failed(renewal, reason)
 
-    async def _failed(self, renewal: Renewal, reason: str) -> None:
-        """Alert on every failure; after the last automatic attempt, say it stops."""
+    async def _failed(self, renewal: Renewal, reason: str, *, untriggerable: bool = False) -> None:
+        """Alert on every failure; after the last automatic attempt, say it stops.
+        ``untriggerable``: the station cannot be asked for a CSR at all (alert
+        `renewal-untriggerable`, not `renewal-failed`)."""
         self._fill_soon()
-        await self.alerts.raise_alert(
-            "renewal-failed", renewal.station_id,
-            f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
-        )  # fmt: skip
+        LOG.info("renewal #%d of %s for %s failed: %s", renewal.id, renewal.kind.value,
+                 renewal.station_id, reason)  # fmt: skip
+        if untriggerable:
+            await self.alerts.raise_alert(
+                "renewal-untriggerable", renewal.station_id,
+                f"renewal #{renewal.id} of the {renewal.kind.value} failed: the station "
+                f"cannot be triggered ({reason}); it may still renew on its own",
+            )  # fmt: skip
+        else:
+            await self.alerts.raise_alert(
+                "renewal-failed", renewal.station_id,
+                f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
+            )  # fmt: skip
         failures = await self.store.failures_since_success(renewal.station_id, renewal.kind)
         if len(failures) == self.settings.max_attempts:
             await self.alerts.raise_alert(

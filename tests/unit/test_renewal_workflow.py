@@ -51,6 +51,7 @@ ALLOWED = {
     (S.DUE, E.TRIGGER): S.TRIGGERED,
     (S.DUE, E.CSR): S.CSR_RECEIVED,
     (S.TRIGGERED, E.CSR): S.CSR_RECEIVED,
+    (S.TRIGGERED, E.REJECT): S.FAILED,
     (S.CSR_RECEIVED, E.SIGN): S.SIGNED,
     (S.CSR_RECEIVED, E.REFUSE): S.FAILED,
     (S.CSR_RECEIVED, E.RESUME): S.DUE,
@@ -466,6 +467,35 @@ async def test_failures_back_off_then_stop_with_an_alert(
     assert [r.state for r in history] == [S.FAILED, S.FAILED]
     (now,) = await service.list(STATION, latest_only=True)  # where the station stands
     assert now.id == history[-1].id
+
+
+async def test_an_unanswered_trigger_fails_the_renewal_and_the_scan_retries_it(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """A TriggerMessage not answered in time used to leave the renewal `triggered` for
+    ever (holding a place under max_in_flight): it fails, with an alert, and the scan
+    starts the next attempt after the backoff."""
+    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, jitter_s=0))
+    await issue(ca, make_csr, STATION)
+    clock.advance(timedelta(days=300))
+    (started,) = await service.scan()
+    (trigger,) = await service.outbox.list(STATION)
+    outbox = service.outbox.store
+    await outbox.move(trigger.id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(trigger.id, CallState.SENT, CallState.TIMED_OUT, clock.now(),
+                      error="no answer within 30 s")  # fmt: skip
+    (item,) = await service.outbox.list(STATION)
+    await service.trigger_finished(item)
+    failed = await service.get(started.id)
+    assert failed.state is S.FAILED
+    assert failed.reason == "TriggerMessage timed_out: no answer within 30 s"
+    (alert,) = [a for a in await service.alerts.list(STATION) if a.code.startswith("renewal-")]
+    assert alert.code == "renewal-failed"
+    assert await service.scan() == []  # backing off
+    clock.advance(timedelta(seconds=600))
+    (again,) = await service.scan()
+    assert again.id != started.id
+    assert again.state is S.TRIGGERED
 
 
 async def unanswered_renewal(
