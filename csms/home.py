@@ -112,6 +112,7 @@ def render_config(config: HomeConfig) -> str:
         "# max_attempts = 5        # then no more automatic attempts, and an alert",
         "# jitter_s = 259200       # renewals start up to this long after their threshold",
         "# revoke_replaced_after_s = 604800  # then a replaced certificate is revoked",
+        "# max_certificates_per_day = 5  # a station's CSRs past this are refused, alerted",
         "",
         "[ocsp]",
         "# OCSP responders GetCertificateStatus may ask for stations, besides the OCSP URLs",
@@ -204,7 +205,7 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
 
 RENEWAL_KEYS = (
     "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts", "jitter_s",
-    "revoke_replaced_after_s", "expiry_alert_days",
+    "revoke_replaced_after_s", "expiry_alert_days", "max_certificates_per_day",
 )  # fmt: skip
 
 

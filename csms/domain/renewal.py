@@ -17,9 +17,11 @@ signed --reject--> failed               ... Rejected or CALLERROR; a station TLS
 delivered | signed --confirm--> confirmed
                                         station TLS: it reconnected presenting the new
                                         serial; V2G: its Accepted is the confirmation
-signed | delivered --csr--> csr_received
-                                        a CSR for another key: the station started over
-                                        (EVerest drops an unused CSR key after an hour)
+signed | delivered --replace--> signed  a CSR for another key, signed: its certificate
+                                        replaces the unconfirmed one of the renewal
+                                        (revoked at once, superseded); a refused one
+                                        leaves the renewal as it was (EVerest drops an
+                                        unused CSR key after an hour and starts over)
 csr_received --resume--> due            a restart found the signing step unfinished
 
 `confirmed` and `failed` end a renewal; the next attempt is a new one. Anything else is a
@@ -50,6 +52,7 @@ class RenewalEvent(StrEnum):
     REJECT = "reject"
     CONFIRM = "confirm"
     RESUME = "resume"
+    REPLACE = "replace"
 
 
 S, E = RenewalState, RenewalEvent
@@ -64,9 +67,9 @@ TRANSITIONS: dict[tuple[RenewalState, RenewalEvent], RenewalState] = {
     (S.SIGNED, E.ACCEPT): S.DELIVERED,
     (S.SIGNED, E.REJECT): S.FAILED,
     (S.SIGNED, E.CONFIRM): S.CONFIRMED,
-    (S.SIGNED, E.CSR): S.CSR_RECEIVED,
+    (S.SIGNED, E.REPLACE): S.SIGNED,
     (S.DELIVERED, E.CONFIRM): S.CONFIRMED,
-    (S.DELIVERED, E.CSR): S.CSR_RECEIVED,
+    (S.DELIVERED, E.REPLACE): S.SIGNED,
 }
 del S, E
 

@@ -146,6 +146,11 @@ class RenewalSettings:
     """A station certificate still in use this close to its expiry raises the alert
     `certificate-expiring` (once per certificate): its renewal has not happened in time
     (the station offline through its renewal window, or renewals failing)."""
+    max_certificates_per_day: int = 5
+    """A station's CSR past this many certificates of one kind issued to it in the last
+    24 hours is refused (Rejected, TooManyCertificates) and alerted (`certificate-burst`):
+    a station cannot make the CA sign without end. A newer CSR within one renewal
+    replaces its unconfirmed certificate (revoked at once), and counts."""
     revoke_replaced_after_s: int = 7 * 86400
     """Grace period before a superseded certificate is revoked (reason superseded): a
     station that has not switched yet (a second SECC, a slow reboot) keeps working."""

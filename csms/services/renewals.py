@@ -46,7 +46,7 @@ from csms.services.renewal_ports import (
 )
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
-from pki.errors import IssuanceRefused
+from pki.errors import IssuanceRefused, StateError
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
@@ -71,6 +71,7 @@ REQUESTS_AT_ONCE = 16
 CREATE_BATCH = 500
 FILL_DELAY_S = 0.2
 RECENT_CALLS = 20
+BURST_WINDOW = timedelta(days=1)
 UNANSWERED = "CertificateSigned went unanswered: the station's next connection decides"
 """The reason a signed station renewal carries while it waits for that connection."""
 
@@ -325,12 +326,16 @@ class RenewalService:
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity
-        and queue CertificateSigned; answered at once."""
+        and queue CertificateSigned; answered at once. Every certificate issued here
+        belongs to a renewal: the open one (a newer CSR replaces its unconfirmed
+        certificate: `_replace`), else one the CSR opens. A burst is refused (`_burst`)."""
         key = _key_sha256(csr_pem)
         renewal = await self.store.open_renewal(station_id, kind)
         if renewal is not None and renewal.csr_key_sha256 == key and key is not None:
             # The same CSR again (the station did not see our answer, or retries): the
             # certificate for this key is signed or being signed; never a second one.
+            LOG.info("renewal #%d: the same CSR again from %s: no new certificate",
+                     renewal.id, station_id)  # fmt: skip
             if renewal.reason == UNANSWERED and renewal.new_serial is not None:
                 # ... and it never got that certificate: it goes out again.
                 await self._note(renewal, None)
@@ -338,6 +343,17 @@ class RenewalService:
                     renewal.id, station_id, kind, await self.ca.issued(renewal.new_serial)
                 )
             return SignAnswer(True)
+        if (refused := await self._burst(station_id, kind, renewal)) is not None:
+            return refused
+        if renewal is not None and renewal.state in (RenewalState.SIGNED, RenewalState.DELIVERED):
+            return await self._replace(renewal, csr_pem, key)
+        return await self._first_csr(renewal, station_id, csr_pem, kind, key)
+
+    async def _first_csr(
+        self, renewal: Renewal | None, station_id: str, csr_pem: str, kind: CertificateKind,
+        key: str | None,
+    ) -> SignAnswer:  # fmt: skip
+        """The renewal's first CSR: it joins the open renewal, or opens one."""
         if renewal is None:
             current = await self._current(station_id, kind)
             renewal = await self.store.create(
@@ -346,6 +362,7 @@ class RenewalService:
             )  # fmt: skip
             if renewal is None:  # one was opened meanwhile: join it
                 return await self.sign(station_id, csr_pem, kind)
+        LOG.info("renewal #%d of %s for %s: CSR received", renewal.id, kind.value, station_id)
         if kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None:
             # Its CN is the SECC id: ask the station for it, sign when it answers.
             if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key, csr_pem=csr_pem):
@@ -355,6 +372,77 @@ class RenewalService:
         if not await self._move(renewal, RenewalEvent.CSR, csr_key_sha256=key):
             return await self.sign(station_id, csr_pem, kind)  # it moved meanwhile
         return await self._issue(await self.get(renewal.id), csr_pem)
+
+    async def _burst(
+        self, station_id: str, kind: CertificateKind, renewal: Renewal | None
+    ) -> SignAnswer | None:
+        """No unbounded certificates per station: past `max_certificates_per_day`
+        certificates of ``kind`` issued to the station in the last 24 hours, a CSR is
+        refused (Rejected, reasonCode TooManyCertificates) and alerted once per burst;
+        the open renewal, if any, is left as it is. None: go on."""
+        limit = self.settings.max_certificates_per_day
+        since = self.clock.now() - BURST_WINDOW
+        recent = sorted(
+            (r for r in await self.ca.station_certificates(station_id)
+             if r.source is CertificateSource.ISSUED and r.profile == PROFILE_FOR[kind]
+             and r.not_before >= since),
+            key=lambda r: r.not_before,
+        )  # fmt: skip
+        if len(recent) < limit:
+            return None
+        detail = (
+            f"{len(recent)} {kind.value}s were issued to this station in the last 24 hours "
+            f"(renewal.max_certificates_per_day = {limit}); try again later"
+        )
+        where = f"renewal #{renewal.id}" if renewal is not None else "no renewal open"
+        LOG.warning("%s: CSR from %s refused: %s", where, station_id, detail)
+        await self.alerts.raise_once(
+            "certificate-burst", station_id,
+            f"a {kind.value} CSR was refused ({where}): {detail}",
+            key=f"burst:{station_id}:{kind.value}:{recent[0].serial_hex}",
+        )  # fmt: skip
+        return SignAnswer(False, "TooManyCertificates", detail)
+
+    async def _replace(self, renewal: Renewal, csr_pem: str, key: str | None) -> SignAnswer:
+        """A CSR for another key while the renewal's certificate is not confirmed yet
+        (signed, or delivered): the station started over. Its certificate replaces the
+        renewal's -- which is revoked at once (superseded, CRL published), so the
+        renewal never leaves a valid certificate behind -- and goes out. A CSR the
+        pipeline refuses changes nothing: what was delivered stays, and the station's
+        next connection decides as before."""
+        station_id, kind = renewal.station_id, renewal.kind
+        LOG.info("renewal #%d of %s for %s: a newer CSR received (%s)", renewal.id,
+                 kind.value, station_id, renewal.state.value)  # fmt: skip
+        try:
+            issued = await self.ca.issue_for_station(
+                csr_pem=csr_pem, profile_name=PROFILE_FOR[kind], station_id=station_id,
+                actor=f"station:{station_id}",
+            )  # fmt: skip
+        except IssuanceRefused as refusal:
+            LOG.warning("renewal #%d: a newer CSR from %s refused (%s: %s); certificate %s "
+                        "stays", renewal.id, station_id, refusal.reason.value, refusal.message,
+                        renewal.new_serial)  # fmt: skip
+            return SignAnswer(False, refusal.reason.value, refusal.message)
+        serial = issued.record.serial_hex
+        while not await self._move(
+            renewal, RenewalEvent.REPLACE, new_serial=serial, csr_key_sha256=key,
+            outbox_id=None, reason=None,
+        ):  # fmt: skip
+            renewal = await self.get(renewal.id)  # (the station's answer moved it: again)
+            if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
+                # it ended meanwhile (confirmed, failed): this one belongs to no renewal
+                await self.revoker.revoke(issued.record.serial, "superseded",
+                                          actor=f"renewal:{renewal.id}")  # fmt: skip
+                return await self.sign(station_id, csr_pem, kind)
+        LOG.info("renewal #%d: certificate %s issued for %s, replacing %s", renewal.id, serial,
+                 station_id, renewal.new_serial)  # fmt: skip
+        if renewal.new_serial is not None and renewal.new_serial != serial:
+            with contextlib.suppress(StateError):  # (revoked meanwhile: it stays so)
+                await self.revoker.revoke(
+                    int(renewal.new_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
+                )
+        await self._deliver(renewal.id, station_id, kind, issued)
+        return SignAnswer(True)
 
     async def _issue(self, renewal: Renewal, csr_pem: str) -> SignAnswer:
         """csr-received -> signed (CertificateSigned queued) or failed (refused)."""
@@ -369,13 +457,15 @@ class RenewalService:
             await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
             await self._failed(renewal, f"CSR refused: {reason}")
             return SignAnswer(False, refusal.reason.value, refusal.message)
-        await self._move(
-            renewal,
-            RenewalEvent.SIGN,
-            new_serial=issued.record.serial_hex,
-            csr_pem=None,
-            reason=None,
-        )
+        serial = issued.record.serial_hex
+        if not await self._move(
+            renewal, RenewalEvent.SIGN, new_serial=serial, csr_pem=None, reason=None
+        ):
+            # it moved meanwhile (a lost node's step resumed): nobody may use this one
+            await self.revoker.revoke(issued.record.serial, "superseded",
+                                      actor=f"renewal:{renewal.id}")  # fmt: skip
+            return SignAnswer(False, "Rejected", "the renewal moved on meanwhile; ask again")
+        LOG.info("renewal #%d: certificate %s issued for %s", renewal.id, serial, station_id)
         await self._deliver(renewal.id, station_id, kind, issued)
         return SignAnswer(True)
 

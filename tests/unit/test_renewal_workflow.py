@@ -58,9 +58,9 @@ ALLOWED = {
     (S.SIGNED, E.ACCEPT): S.DELIVERED,
     (S.SIGNED, E.REJECT): S.FAILED,
     (S.SIGNED, E.CONFIRM): S.CONFIRMED,
-    (S.SIGNED, E.CSR): S.CSR_RECEIVED,
+    (S.SIGNED, E.REPLACE): S.SIGNED,
     (S.DELIVERED, E.CONFIRM): S.CONFIRMED,
-    (S.DELIVERED, E.CSR): S.CSR_RECEIVED,
+    (S.DELIVERED, E.REPLACE): S.SIGNED,
 }
 
 
@@ -592,6 +592,9 @@ async def test_a_csr_after_an_unanswered_certificate_signed_is_answered_afresh(
     deliveries = [i for i in await service.outbox.list(STATION) if i.action == "CertificateSigned"]
     assert len(deliveries) == 2
     assert len(await ca.station_certificates(STATION)) == (3 if new_key else 2)
+    assert renewal.new_serial is not None
+    replaced = await ca.find_by_serial(int(renewal.new_serial, 16))
+    assert replaced.status.value == ("revoked" if new_key else "valid")  # replaced: at once
     await service.presented(STATION, old)
     assert (await service.get(renewal.id)).state is S.SIGNED
 
