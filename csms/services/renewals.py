@@ -515,6 +515,8 @@ class RenewalService:
             return
         if item.state is CallState.ANSWERED and status == "Accepted":
             await self._move(renewal, RenewalEvent.ACCEPT)
+            LOG.info("renewal #%d: %s accepted certificate %s (delivered)", renewal.id,
+                     renewal.station_id, renewal.new_serial)  # fmt: skip
             if renewal.kind is CertificateKind.V2G:  # no reconnection proves a V2G one
                 await self._confirm(await self.get(renewal.id))
             return
@@ -620,7 +622,8 @@ class RenewalService:
             renewal = await self.get(renewal.id)
             if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
                 return
-        LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
+        LOG.info("renewal #%d for %s confirmed: certificate %s in use", renewal.id,
+                 renewal.station_id, renewal.new_serial)  # fmt: skip
         self._fill_soon()
 
     async def resume(self, stale_before: datetime | None = None) -> int:

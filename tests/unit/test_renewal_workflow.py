@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -496,6 +497,61 @@ async def test_an_unanswered_trigger_fails_the_renewal_and_the_scan_retries_it(
     (again,) = await service.scan()
     assert again.id != started.id
     assert again.state is S.TRIGGERED
+
+
+async def answer(service: RenewalService, item_id: int, response: dict[str, Any]) -> None:
+    """The station answered outbox call ``item_id`` with ``response``; its listener runs."""
+    outbox = service.outbox.store
+    clock = service.clock
+    await outbox.move(item_id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(item_id, CallState.SENT, CallState.ANSWERED, clock.now(),
+                      response=json.dumps(response))  # fmt: skip
+    (item,) = [i for i in await service.outbox.list(STATION) if i.id == item_id]
+    if item.action == "TriggerMessage":
+        await service.trigger_finished(item)
+    else:
+        await service.call_finished(item)
+
+
+async def test_each_renewal_step_is_logged_at_info_with_the_renewal_id(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Trigger sent, CSR received, certificate issued (serial), delivered, confirmed; and
+    a failure with its reason: each an INFO line naming the renewal."""
+    service = renewal_service(ca, clock)
+    await issue(ca, make_csr, STATION)
+    caplog.set_level(logging.INFO, logger="pkictl.renewal")
+    renewal = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (trigger,) = await service.outbox.list(STATION)
+    await answer(service, trigger.id, {"status": "Accepted"})
+    assert (await service.sign(STATION, make_csr(cn="SN-0001"), CertificateKind.STATION)).accepted
+    signed = await service.get(renewal.id)
+    assert signed.outbox_id is not None
+    await answer(service, signed.outbox_id, {"status": "Accepted"})
+    await service.presented(STATION, signed.new_serial)
+    assert (await service.get(renewal.id)).state is S.CONFIRMED
+    failing = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (_, _, again) = await service.outbox.list(STATION)
+    await answer(service, again.id, {"status": "Rejected"})
+    assert (await service.get(failing.id)).state is S.FAILED
+
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "pkictl.renewal" and r.levelno == logging.INFO]  # fmt: skip
+    first, second = f"renewal #{renewal.id}", f"renewal #{failing.id}"
+    kind = CertificateKind.STATION.value
+    steps = {
+        "trigger sent": f"{first} of {kind} for {STATION}: TriggerMessage queued",
+        "trigger accepted": f"{first}: {STATION} accepted the TriggerMessage",
+        "csr received": f"{first} of {kind} for {STATION}: CSR received",
+        "issued": f"{first}: certificate {signed.new_serial} issued for {STATION}",
+        "delivered": f"{first}: {STATION} accepted certificate {signed.new_serial} (delivered)",
+        "confirmed": f"{first} for {STATION} confirmed: certificate {signed.new_serial} in use",
+        "failed": f"{second} of {kind} for {STATION} failed: the station "
+        "answered TriggerMessage Rejected",
+    }
+    for step, text in steps.items():
+        assert any(line.startswith(text) for line in lines), (step, lines)
 
 
 async def unanswered_renewal(
