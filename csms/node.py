@@ -89,8 +89,10 @@ class Node:
             certificate_not_after=certificate.not_after if certificate else None,
         )
         await self.renewals.presented(station_id, certificate.serial_hex if certificate else None)
-        session = StationSession(station_id, connection, self.services, decision.security_profile)
-        self.outbox.attach(station_id, session.send)
+        session = StationSession(
+            station_id, connection, self.services, decision.security_profile, self.outbox
+        )
+        self.outbox.attach(station_id, session.send, waiting_for_boot=True)
         try:
             await session.start()
         except ConnectionClosed:
