@@ -194,6 +194,15 @@ class SqlRenewalStore:
         rows = await self._database.read(lambda connection: connection.execute(statement).all())
         return [_renewal(r) for r in rows]
 
+    async def is_online(self, station_id: str) -> bool:
+        statement = select(station_sessions.c.online).where(
+            station_sessions.c.station_id == station_id
+        )
+        online = await self._database.read(
+            lambda connection: connection.execute(statement).scalar_one_or_none()
+        )
+        return bool(online)
+
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:
             result = await connection.execute(

@@ -3,8 +3,9 @@
 due --trigger--> triggered             TriggerMessage(Sign...Certificate) queued
 due | triggered --csr--> csr_received   the station sent SignCertificate
 triggered --reject--> failed            the station refused the TriggerMessage (Rejected,
-                                        NotImplemented, a CALLERROR) or did not answer
-                                        it in time: the renewal ends, its place under
+                                        NotImplemented, a CALLERROR), did not answer it
+                                        in time, or accepted it and sent no CSR within
+                                        retry_after_s: the renewal ends, its place under
                                         max_in_flight is freed, the scan retries it
                                         after the backoff
 csr_received --sign--> signed           issued and recorded; CertificateSigned queued

@@ -729,6 +729,7 @@ class RenewalService:
             if station_id is None:
                 await self._revoke_replaced()
                 await self._give_up_unanswered()
+                await self._give_up_silent_triggers()
                 await self._alert_expiring()
         if started:
             LOG.info("renewal scan: %d renewals started", len(started))
@@ -748,6 +749,37 @@ class RenewalService:
                     f"within {self.settings.retry_after_s} s",
                     withdraw=False,
                 )
+
+    async def _give_up_silent_triggers(self) -> None:
+        """A station that accepted the TriggerMessage but sent no CSR within
+        `retry_after_s` (and is still connected, else its next connection triggers it
+        again) has the renewal failed, and so retried after the backoff: a trigger
+        answered Accepted must not hold a place under max_in_flight for ever either."""
+        before = self.clock.now() - timedelta(seconds=self.settings.retry_after_s)
+        for renewal in await self.store.in_state(RenewalState.TRIGGERED):
+            if renewal.updated_at > before:
+                continue
+            trigger = {"requested_message": TRIGGER_FOR[renewal.kind]}
+            latest = next(
+                (item for item in reversed(await self.outbox.list(renewal.station_id, RECENT_CALLS))
+                 if item.action == TRIGGER_MESSAGE and item.payload == trigger),
+                None,
+            )  # fmt: skip
+            accepted = (
+                latest is not None
+                and latest.state is CallState.ANSWERED
+                and (latest.response or {}).get("status") == "Accepted"
+                and latest.finished_at is not None
+                and latest.finished_at <= before
+            )
+            if not accepted or not await self.store.is_online(renewal.station_id):
+                continue
+            reason = (
+                f"the station accepted the TriggerMessage but sent no CSR within "
+                f"{self.settings.retry_after_s} s"
+            )
+            if await self._move(renewal, RenewalEvent.REJECT, reason=reason):
+                await self._failed(renewal, reason)
 
     async def _alert_expiring(self) -> None:
         """No certificate expires unnoticed: one still in use close to its expiry is

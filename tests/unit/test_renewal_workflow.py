@@ -499,6 +499,33 @@ async def test_an_unanswered_trigger_fails_the_renewal_and_the_scan_retries_it(
     assert again.state is S.TRIGGERED
 
 
+async def test_a_trigger_accepted_without_a_csr_fails_after_retry_after_s(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """The station accepted the TriggerMessage and stays connected, but no CSR comes: the
+    scan fails the renewal after `retry_after_s`, so it neither holds its place under
+    max_in_flight for ever nor escapes the backoff. Offline, it is left for its next
+    connection to trigger again."""
+    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, jitter_s=0))
+    await issue(ca, make_csr, STATION)
+    sessions = await connect(ca, clock, STATION)
+    renewal = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (trigger,) = await service.outbox.list(STATION)
+    await answer(service, trigger.id, {"status": "Accepted"})
+    clock.advance(timedelta(seconds=599))
+    await service.scan()
+    assert (await service.get(renewal.id)).state is S.TRIGGERED
+    clock.advance(timedelta(seconds=1))
+    await sessions.disconnected(STATION)
+    await service.scan()
+    assert (await service.get(renewal.id)).state is S.TRIGGERED  # offline: not its fault
+    await connect(ca, clock, STATION)
+    await service.scan()
+    failed = await service.get(renewal.id)
+    assert failed.state is S.FAILED
+    assert failed.reason == "the station accepted the TriggerMessage but sent no CSR within 600 s"
+
+
 async def answer(service: RenewalService, item_id: int, response: dict[str, Any]) -> None:
     """The station answered outbox call ``item_id`` with ``response``; its listener runs."""
     outbox = service.outbox.store
