@@ -526,6 +526,33 @@ async def test_a_trigger_accepted_without_a_csr_fails_after_retry_after_s(
     assert failed.reason == "the station accepted the TriggerMessage but sent no CSR within 600 s"
 
 
+async def test_certificates_per_station_are_capped_per_24_hours(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """Past max_certificates_per_day a CSR is refused with the reason and alerted once
+    per burst, the open renewal left as it was; a day later the station may renew."""
+    service = renewal_service(ca, clock, RenewalSettings(max_certificates_per_day=3))
+    await issue(ca, make_csr, STATION)  # 1 today
+
+    async def sign() -> Any:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return await service.sign(STATION, make_csr(key=key, cn="SN-0001"), CertificateKind.STATION)
+
+    assert [(await sign()).accepted for _ in range(4)] == [True, True, False, False]
+    refused = await sign()
+    assert (refused.accepted, refused.reason_code) == (False, "TooManyCertificates")
+    assert refused.detail is not None
+    assert "3 ChargingStationCertificates were issued" in refused.detail
+    (renewal,) = await service.store.open_renewals(STATION)
+    assert renewal.state is S.SIGNED  # untouched by the refusals
+    codes = [a.code for a in await service.alerts.list(STATION)]
+    assert codes == ["certificate-burst"]
+    valid = [r for r in await ca.station_certificates(STATION) if r.status.value == "valid"]
+    assert len(valid) == 2  # the first one, and the renewal's: the replaced one is revoked
+    clock.advance(timedelta(days=1, minutes=2))
+    assert (await sign()).accepted
+
+
 async def answer(service: RenewalService, item_id: int, response: dict[str, Any]) -> None:
     """The station answered outbox call ``item_id`` with ``response``; its listener runs."""
     outbox = service.outbox.store
