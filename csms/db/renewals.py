@@ -194,14 +194,20 @@ class SqlRenewalStore:
         rows = await self._database.read(lambda connection: connection.execute(statement).all())
         return [_renewal(r) for r in rows]
 
-    async def is_online(self, station_id: str) -> bool:
-        statement = select(station_sessions.c.online).where(
-            station_sessions.c.station_id == station_id
+    async def triggered_online(self, before: datetime, limit: int) -> list[Renewal]:
+        statement = (
+            select(renewals)
+            .join(station_sessions, station_sessions.c.station_id == renewals.c.station_id)
+            .where(
+                renewals.c.state == RenewalState.TRIGGERED.value,  # ix_renewals_state
+                renewals.c.updated_at <= before,
+                station_sessions.c.online.is_(True),
+            )
+            .order_by(renewals.c.id)
+            .limit(limit)
         )
-        online = await self._database.read(
-            lambda connection: connection.execute(statement).scalar_one_or_none()
-        )
-        return bool(online)
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
 
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:

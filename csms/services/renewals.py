@@ -756,9 +756,7 @@ class RenewalService:
         again) has the renewal failed, and so retried after the backoff: a trigger
         answered Accepted must not hold a place under max_in_flight for ever either."""
         before = self.clock.now() - timedelta(seconds=self.settings.retry_after_s)
-        for renewal in await self.store.in_state(RenewalState.TRIGGERED):
-            if renewal.updated_at > before:
-                continue
+        for renewal in await self.store.triggered_online(before, DUE_QUERY_LIMIT):
             trigger = {"requested_message": TRIGGER_FOR[renewal.kind]}
             latest = next(
                 (item for item in reversed(await self.outbox.list(renewal.station_id, RECENT_CALLS))
@@ -772,8 +770,8 @@ class RenewalService:
                 and latest.finished_at is not None
                 and latest.finished_at <= before
             )
-            if not accepted or not await self.store.is_online(renewal.station_id):
-                continue
+            if not accepted:
+                continue  # on its way still (or it failed: `trigger_finished` saw to it)
             reason = (
                 f"the station accepted the TriggerMessage but sent no CSR within "
                 f"{self.settings.retry_after_s} s"
