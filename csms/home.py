@@ -118,6 +118,7 @@ def render_config(config: HomeConfig) -> str:
         "# expiry_warning_days = 90  # alert (warning) if a renewal is not progressing by then",
         "# expiry_critical_days = 30  # alert (critical) for a certificate still in use, and",
         "# expiry_alert_days = 14     # again at this many days before expiry",
+        "# max_certificates_per_day = 5  # a station's CSRs past this are refused, alerted",
         "",
         "[ocsp]",
         "# OCSP responders GetCertificateStatus may ask for stations, besides the OCSP URLs",
@@ -236,7 +237,7 @@ def _serve_table(path: Path, table: object) -> dict[str, str | int]:
 RENEWAL_KEYS = (
     "scan_interval_s", "max_in_flight", "retry_after_s", "max_attempts", "jitter_s",
     "revoke_replaced_after_s", "expiry_warning_days", "expiry_critical_days",
-    "expiry_alert_days",
+    "expiry_alert_days", "max_certificates_per_day",
 )  # fmt: skip
 
 

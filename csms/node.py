@@ -27,7 +27,12 @@ from csms.services.ev_certificates import EvCertificates
 from csms.services.gate import Admission, ConnectionGate
 from csms.services.inventory import GET_INSTALLED
 from csms.services.outbox import POLL_INTERVAL_S, RESPONSE_TIMEOUT_S, Outbox
-from csms.services.renewals import CERTIFICATE_SIGNED, GET_VARIABLES, RenewalService
+from csms.services.renewals import (
+    CERTIFICATE_SIGNED,
+    GET_VARIABLES,
+    TRIGGER_MESSAGE,
+    RenewalService,
+)
 from csms.services.rollover import INSTALL_CERTIFICATE, RolloverCampaign
 from csms.services.security_events import SecurityEvents
 from csms.services.sessions import CLOSED_ACTION, SessionService
@@ -88,8 +93,10 @@ class Node:
             certificate_not_after=certificate.not_after if certificate else None,
         )
         await self.renewals.presented(station_id, certificate.serial_hex if certificate else None)
-        session = StationSession(station_id, connection, self.services, decision.security_profile)
-        self.outbox.attach(station_id, session.send)
+        session = StationSession(
+            station_id, connection, self.services, decision.security_profile, self.outbox
+        )
+        self.outbox.attach(station_id, session.send, waiting_for_boot=True)
         try:
             await session.start()
         except ConnectionClosed:
@@ -174,6 +181,7 @@ async def _start_lifecycle(
     left half done goes on; then the daemon starts (on its schedule if ``schedule``)."""
     renewals = replace(app.renewals, outbox=outbox)
     outbox.listen(CERTIFICATE_SIGNED, renewals.call_finished)
+    outbox.listen(TRIGGER_MESSAGE, renewals.trigger_finished)
     outbox.listen(GET_VARIABLES, renewals.secc_id_answered)
     inventory = replace(app.inventory, outbox=outbox)
     outbox.listen(GET_INSTALLED, inventory.call_finished)

@@ -1,14 +1,19 @@
 """OCPP CertificateHashData: how stations and the CSMS name a certificate.
 
 Accept leniently (either hex case, leading zeros in the serial), emit strictly
-(lower-case hex, serial without leading zeros) -- OCPP-SECURITY.md, M03/M04.
+(lower-case hex, serial without leading zeros) -- OCPP-SECURITY.md, M03/M04. What a
+station reported is also kept exactly as it was sent (`as_reported`): a
+DeleteCertificateRequest names the certificate with the station's own bytes (M04: the
+station looks the hash data up as it reported it; stations seen compare them
+case-sensitively and answer NotFound to a lower-cased serialNumber). Comparisons (to
+our CAs) use the normalised fields only.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from pki.serials import serial_hex
 
 HASH_ALGORITHMS = {"SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512"}
+OCPP_FIELDS = ("hashAlgorithm", "issuerNameHash", "issuerKeyHash", "serialNumber")
+MAX_FIELD = 128  # identifierString 128 (issuerNameHash, issuerKeyHash); serialNumber 40
 
 
 @dataclass(frozen=True)
@@ -26,10 +33,19 @@ class CertificateHashData:
     issuer_name_hash: str
     issuer_key_hash: str
     serial_number: str
+    reported: tuple[tuple[str, str], ...] | None = field(default=None, compare=False)
+    """The four fields exactly as the station sent them (None: made here); not compared."""
 
     @classmethod
     def from_ocpp(cls, data: Mapping[str, object]) -> CertificateHashData:
-        """Parse an OCPP CertificateHashDataType, normalising what the spec lets vary."""
+        """Parse an OCPP CertificateHashDataType, normalising what the spec lets vary, and
+        keep the fields as sent (`as_reported`)."""
+        raw = {key: data.get(key) for key in OCPP_FIELDS}
+        for key, value in raw.items():
+            if not isinstance(value, str):
+                raise ValueError(f"{key} must be a string")
+            if len(value) > MAX_FIELD:
+                raise ValueError(f"{key}: {len(value)} characters, at most {MAX_FIELD}")
         algorithm = str(data.get("hashAlgorithm", "")).upper()
         if algorithm not in HASH_ALGORITHMS:
             raise ValueError(f"hashAlgorithm {algorithm!r} is not one of SHA256, SHA384, SHA512")
@@ -48,7 +64,13 @@ class CertificateHashData:
             issuer_name_hash=fields["issuerNameHash"],
             issuer_key_hash=fields["issuerKeyHash"],
             serial_number=serial_hex(int(serial, 16)),
+            reported=tuple((key, str(value)) for key, value in raw.items()),
         )
+
+    def as_reported(self) -> dict[str, str]:
+        """The hash data as the station reported it, byte for byte (strict form if it was
+        made here): what a DeleteCertificateRequest must send back."""
+        return dict(self.reported) if self.reported is not None else self.to_ocpp()
 
     def to_ocpp(self) -> dict[str, str]:
         return {

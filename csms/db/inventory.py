@@ -37,8 +37,8 @@ class SqlInventoryStore:
                         {
                             "station_id": station_id,
                             "certificate_type": i.certificate_type,
-                            "hash_data": json.dumps(i.hash_data.to_ocpp()),
-                            "children": json.dumps([c.to_ocpp() for c in i.children]),
+                            "hash_data": json.dumps(i.hash_data.as_reported()),
+                            "children": json.dumps([c.as_reported() for c in i.children]),
                         }
                         for i in installed
                     ],

@@ -48,13 +48,17 @@ class SqlOutboxStore:
             announce_queued(self._engine.url, station_id)
         return item_id
 
-    async def oldest_queued(self, station_id: str) -> OutboxItem | None:
+    async def oldest_queued(
+        self, station_id: str, actions: frozenset[str] | None = None
+    ) -> OutboxItem | None:
         statement = (
             select(outbox)
             .where(outbox.c.station_id == station_id, outbox.c.state == CallState.QUEUED)
             .order_by(outbox.c.id)
             .limit(1)
         )
+        if actions is not None:
+            statement = statement.where(outbox.c.action.in_(sorted(actions)))
         row = await self._database.read(lambda connection: connection.execute(statement).first())
         return _item(row) if row else None
 

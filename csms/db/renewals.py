@@ -204,6 +204,21 @@ class SqlRenewalStore:
             found.update(row[0] for row in await self._read_all(statement))
         return found
 
+    async def triggered_online(self, before: datetime, limit: int) -> list[Renewal]:
+        statement = (
+            select(renewals)
+            .join(station_sessions, station_sessions.c.station_id == renewals.c.station_id)
+            .where(
+                renewals.c.state == RenewalState.TRIGGERED.value,  # ix_renewals_state
+                renewals.c.updated_at <= before,
+                station_sessions.c.online.is_(True),
+            )
+            .order_by(renewals.c.id)
+            .limit(limit)
+        )
+        rows = await self._database.read(lambda connection: connection.execute(statement).all())
+        return [_renewal(r) for r in rows]
+
     async def count_open(self) -> int:
         async with self._engine.connect() as connection:
             result = await connection.execute(

@@ -2,6 +2,12 @@
 
 due --trigger--> triggered             TriggerMessage(Sign...Certificate) queued
 due | triggered --csr--> csr_received   the station sent SignCertificate
+triggered --reject--> failed            the station refused the TriggerMessage (Rejected,
+                                        NotImplemented, a CALLERROR), did not answer it
+                                        in time, or accepted it and sent no CSR within
+                                        retry_after_s: the renewal ends, its place under
+                                        max_in_flight is freed, the scan retries it
+                                        after the backoff
 csr_received --sign--> signed           issued and recorded; CertificateSigned queued
 csr_received --refuse--> failed         the issuance pipeline refused the CSR
 signed --accept--> delivered            the station answered CertificateSigned Accepted
@@ -12,9 +18,11 @@ signed --reject--> failed               ... Rejected or CALLERROR; a station TLS
 delivered | signed --confirm--> confirmed
                                         station TLS: it reconnected presenting the new
                                         serial; V2G: its Accepted is the confirmation
-signed | delivered --csr--> csr_received
-                                        a CSR for another key: the station started over
-                                        (EVerest drops an unused CSR key after an hour)
+signed | delivered --replace--> signed  a CSR for another key, signed: its certificate
+                                        replaces the unconfirmed one of the renewal
+                                        (revoked at once, superseded); a refused one
+                                        leaves the renewal as it was (EVerest drops an
+                                        unused CSR key after an hour and starts over)
 csr_received --resume--> due            a restart found the signing step unfinished
 
 `confirmed` and `failed` end a renewal; the next attempt is a new one. Anything else is a
@@ -45,6 +53,7 @@ class RenewalEvent(StrEnum):
     REJECT = "reject"
     CONFIRM = "confirm"
     RESUME = "resume"
+    REPLACE = "replace"
 
 
 S, E = RenewalState, RenewalEvent
@@ -52,15 +61,16 @@ TRANSITIONS: dict[tuple[RenewalState, RenewalEvent], RenewalState] = {
     (S.DUE, E.TRIGGER): S.TRIGGERED,
     (S.DUE, E.CSR): S.CSR_RECEIVED,
     (S.TRIGGERED, E.CSR): S.CSR_RECEIVED,
+    (S.TRIGGERED, E.REJECT): S.FAILED,
     (S.CSR_RECEIVED, E.SIGN): S.SIGNED,
     (S.CSR_RECEIVED, E.REFUSE): S.FAILED,
     (S.CSR_RECEIVED, E.RESUME): S.DUE,
     (S.SIGNED, E.ACCEPT): S.DELIVERED,
     (S.SIGNED, E.REJECT): S.FAILED,
     (S.SIGNED, E.CONFIRM): S.CONFIRMED,
-    (S.SIGNED, E.CSR): S.CSR_RECEIVED,
+    (S.SIGNED, E.REPLACE): S.SIGNED,
     (S.DELIVERED, E.CONFIRM): S.CONFIRMED,
-    (S.DELIVERED, E.CSR): S.CSR_RECEIVED,
+    (S.DELIVERED, E.REPLACE): S.SIGNED,
 }
 del S, E
 

@@ -34,7 +34,7 @@ from csms.services.certificate_status import CertificateStatusService
 from csms.services.contracts import ContractAuthorizer
 from csms.services.data_transfer import DataTransfers
 from csms.services.ev_certificates import EvCertificates
-from csms.services.outbox import CallRejected, StationGone
+from csms.services.outbox import CallRejected, Outbox, StationGone
 from csms.services.renewals import RenewalService
 from csms.services.reports import ReportService
 from csms.services.security_events import SecurityEvents
@@ -185,10 +185,15 @@ def _answer(frame: list[Any]) -> CallResult | CallError | None:
 
 class StationSession(ChargePoint):
     def __init__(
-        self, station_id: str, connection: Any, services: SessionServices, security_profile: int
-    ) -> None:
+        self, station_id: str, connection: Any, services: SessionServices, security_profile: int,
+        outbox: Outbox | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(station_id, connection)
         self._security_profile = security_profile
+        self._outbox = outbox
+        """Told of the station's messages and boot answer (B02.FR.02: calls to it wait
+        for its boot to be answered Accepted)."""
+        self._boot_accepted = False
         self._after_tasks: set[asyncio.Task[Any]] = set()
         self._renewals = services.renewals
         self.route_map = _BoundRoutes(self)
@@ -287,6 +292,8 @@ class StationSession(ChargePoint):
 
     async def _route_call(self, msg: Call) -> None:
         """What the `ocpp` library's route_message does with a Call."""
+        if self._outbox is not None:
+            self._outbox.heard(self.id, self.send, msg.action)
         try:
             await self._handle_call(msg)
         except OCPPError as error:
@@ -341,6 +348,7 @@ class StationSession(ChargePoint):
     @on(Action.boot_notification)
     async def on_boot_notification(self, **_: Any) -> call_result.BootNotification:
         answer = await self._sessions.boot(self.id)
+        self._boot_accepted = answer.accepted
         status = (
             RegistrationStatusEnumType.accepted
             if answer.accepted
@@ -354,7 +362,10 @@ class StationSession(ChargePoint):
     async def after_boot_notification(self, **_: Any) -> None:
         """A booted station's certificates are checked at once, after the answer (so a
         TriggerMessage follows the BootNotificationResponse), in a task the session's end
-        waits for (`_handle_call`)."""
+        waits for (`_handle_call`). Calls queued for the station go out from now on
+        (all if Accepted, what B02 allows if Pending)."""
+        if self._outbox is not None:
+            self._outbox.booted(self.id, self.send, accepted=self._boot_accepted)
         try:
             await self._renewals.scan(self.id)
         except Exception:  # the periodic scan tries again; the session goes on

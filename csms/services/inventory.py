@@ -197,7 +197,7 @@ class CertificateManagement:
         )
 
     async def delete(self, station_ids: Iterable[str], serial_text: str) -> list[int]:
-        """DeleteCertificate with the hash data each station reported (its algorithm).
+        """DeleteCertificate with the hash data each station reported, as it reported it.
         All stations are checked before anything is queued."""
         try:
             serial = serial_hex(parse_serial(serial_text))
@@ -224,7 +224,9 @@ class CertificateManagement:
                 calls.append((station_id, entry))
         queued = []
         for station_id, entry in calls:
-            hash_data = {_SNAKE[k]: v for k, v in entry.hash_data.to_ocpp().items()}
+            # exactly as the station reported it (M04): matching it to our serial above
+            # was case-insensitive, the station's own lookup may not be
+            hash_data = {_SNAKE[k]: v for k, v in entry.hash_data.as_reported().items()}
             payload = {"certificate_hash_data": hash_data}
             queued.append(await self.outbox.enqueue(station_id, "DeleteCertificate", payload))
         return queued

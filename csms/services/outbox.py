@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 from csms.domain.outbox import CallEvent, CallState, advance
@@ -30,6 +31,32 @@ from pki.clock import Clock
 LOG = logging.getLogger("pkictl.outbox")
 RESPONSE_TIMEOUT_S = 30.0
 POLL_INTERVAL_S = 2.0
+BOOT_GRACE_S = 3.0
+BOOT_NOTIFICATION = "BootNotification"
+PENDING_ALLOWED = frozenset(
+    {"GetVariables", "SetVariables", "GetBaseReport", "GetReport", "TriggerMessage",
+     "CertificateSigned"}
+)  # fmt: skip
+"""What a station whose boot was answered Pending may be sent (B02.FR.01: retrieve
+information -- B06 GetVariables, B07 GetBaseReport, B08 GetReport -- or change its
+configuration, B05 SetVariables; B02.FR.02/B02.FR.04: TriggerMessage), and the
+certificate renewal a Pending station is admitted for (A00.FR.429, errata 2025:
+a station with an expired certificate is answered Pending and renewed at once, so
+its CertificateSigned goes out too)."""
+
+
+class Registration(StrEnum):
+    """Where a connected station's boot stands, as far as calls to it are concerned."""
+
+    WAITING = "waiting"
+    """Just connected: a booting station sends BootNotification first (B01.FR.08), one
+    that only reconnected sends anything else, or nothing for a while -- held until
+    its first message, or BOOT_GRACE_S."""
+    BOOTING = "booting"
+    """Its BootNotification is not answered yet: nothing is sent (B02.FR.02)."""
+    PENDING = "pending"
+    """Answered Pending: only PENDING_ALLOWED goes out (B02.FR.01)."""
+    ACCEPTED = "accepted"
 
 
 @dataclass(frozen=True)
@@ -55,7 +82,12 @@ class OutboxStore(Protocol):
         needed when the caller's node holds the station and delivers it itself."""
         ...
 
-    async def oldest_queued(self, station_id: str) -> OutboxItem | None: ...
+    async def oldest_queued(
+        self, station_id: str, actions: frozenset[str] | None = None
+    ) -> OutboxItem | None:
+        """The station's oldest queued call (of ``actions`` only, if given)."""
+        ...
+
     async def move(
         self,
         item_id: int,
@@ -113,6 +145,11 @@ class Outbox:
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _woken: set[str] = field(default_factory=set)
     _listeners: dict[str, list[Listener]] = field(default_factory=dict)
+    boot_grace: float = BOOT_GRACE_S
+    """How long a station attached ``waiting_for_boot`` that says nothing is waited for
+    before it is taken as booted already (it only reconnected)."""
+    _registration: dict[str, Registration] = field(default_factory=dict)
+    _grace: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
 
     async def enqueue(self, station_id: str, action: str, payload: Mapping[str, Any]) -> int:
         # a station connected here is woken here; telling the other nodes would wake
@@ -132,9 +169,57 @@ class Outbox:
         timed out), once its outcome is stored."""
         self._listeners.setdefault(action, []).append(listener)
 
-    def attach(self, station_id: str, send: Sender) -> None:
-        """The station is connected: deliver what is queued for it, and what comes."""
+    def attach(self, station_id: str, send: Sender, *, waiting_for_boot: bool = False) -> None:
+        """The station is connected: deliver what is queued for it, and what comes.
+        ``waiting_for_boot`` (a new connection): nothing goes out before its boot is
+        answered Accepted -- only what B02 allows if Pending -- or, if its first message
+        is not a BootNotification (or none comes within `boot_grace`), it was booted
+        already; see `heard`, `booted`."""
         self._senders[station_id] = send
+        if (timer := self._grace.pop(station_id, None)) is not None:
+            timer.cancel()
+        if waiting_for_boot:
+            self._registration[station_id] = Registration.WAITING
+            self._grace[station_id] = asyncio.get_running_loop().call_later(
+                self.boot_grace, self._grace_over, station_id, send
+            )
+        else:
+            self._registration.pop(station_id, None)
+        self._wake(station_id)
+
+    def heard(self, station_id: str, send: Sender, action: str) -> None:
+        """The station's connection ``send`` sent a CALL of ``action``: a BootNotification
+        holds its calls until it is answered; anything else first means it had booted."""
+        if self._senders.get(station_id) != send:
+            return  # an older connection's last words
+        if action == BOOT_NOTIFICATION:
+            self._set(station_id, Registration.BOOTING)
+        elif self._registration.get(station_id) is Registration.WAITING:
+            self._set(station_id, Registration.ACCEPTED)
+
+    def booted(self, station_id: str, send: Sender, *, accepted: bool) -> None:
+        """The BootNotificationResponse has been sent (Accepted or Pending)."""
+        if self._senders.get(station_id) == send:
+            self._set(station_id, Registration.ACCEPTED if accepted else Registration.PENDING)
+
+    def registration(self, station_id: str) -> Registration:
+        return self._registration.get(station_id, Registration.ACCEPTED)
+
+    def _grace_over(self, station_id: str, send: Sender) -> None:
+        if self._senders.get(station_id) == send:
+            self._grace.pop(station_id, None)
+            if self._registration.get(station_id) is Registration.WAITING:
+                self._set(station_id, Registration.ACCEPTED)
+
+    def _set(self, station_id: str, registration: Registration) -> None:
+        if registration is not Registration.WAITING and (
+            timer := self._grace.pop(station_id, None)
+        ):
+            timer.cancel()
+        if registration is Registration.ACCEPTED:
+            self._registration.pop(station_id, None)
+        else:
+            self._registration[station_id] = registration
         self._wake(station_id)
 
     async def detach(self, station_id: str, send: Sender) -> None:
@@ -145,6 +230,9 @@ class Outbox:
         if self._senders.get(station_id) != send:  # a bound method is a new object each time
             return
         del self._senders[station_id]
+        self._registration.pop(station_id, None)
+        if (timer := self._grace.pop(station_id, None)) is not None:
+            timer.cancel()
         delivery = self._running.get(station_id)
         if delivery is not None:
             await asyncio.gather(delivery, return_exceptions=True)
@@ -173,6 +261,8 @@ class Outbox:
     def _wake(self, station_id: str) -> None:
         if station_id not in self._senders:
             return  # delivered when it connects
+        if self._registration.get(station_id) in (Registration.WAITING, Registration.BOOTING):
+            return  # delivered once its boot is answered
         if station_id in self._running:
             self._woken.add(station_id)  # the running delivery looks again before it ends
         else:
@@ -183,7 +273,11 @@ class Outbox:
         try:
             while (send := self._senders.get(station_id)) is not None:
                 self._woken.discard(station_id)
-                item = await self.store.oldest_queued(station_id)
+                registration = self.registration(station_id)
+                if registration in (Registration.WAITING, Registration.BOOTING):
+                    return  # woken again once its boot is answered
+                allowed = PENDING_ALLOWED if registration is Registration.PENDING else None
+                item = await self.store.oldest_queued(station_id, allowed)
                 if item is None:
                     if station_id in self._woken:
                         continue  # queued while we looked

@@ -78,6 +78,10 @@ class RenewalStore(Protocol):
     async def by_outbox_id(self, outbox_id: int) -> Renewal | None: ...
     async def in_state(self, state: RenewalState) -> list[Renewal]: ...
     async def count_open(self) -> int: ...
+    async def triggered_online(self, before: datetime, limit: int) -> list[Renewal]:
+        """Renewals `triggered` since before ``before`` of connected stations."""
+        ...
+
     async def count_in_flight(self) -> int:
         """Open renewals past `due` whose station is connected: the ones loading us."""
         ...
@@ -162,6 +166,11 @@ class RenewalSettings:
     alert `certificate-expiring`, once per level: `expiry_critical_days`, then this
     one (levels below a certificate's renewal lead only: a short-lived SECC certificate
     renewed 20 days before expiry is not critical at 30)."""
+    max_certificates_per_day: int = 5
+    """A station's CSR past this many certificates of one kind issued to it in the last
+    24 hours is refused (Rejected, TooManyCertificates) and alerted (`certificate-burst`):
+    a station cannot make the CA sign without end. A newer CSR within one renewal
+    replaces its unconfirmed certificate (revoked at once), and counts."""
     revoke_replaced_after_s: int = 7 * 86400
     """Grace period before a superseded certificate is revoked (reason superseded): a
     station that has not switched yet (a second SECC, a slow reboot) keeps working."""

@@ -47,11 +47,16 @@ from csms.services.renewal_ports import (
 )
 from pki.authority import IssuedCertificate
 from pki.clock import Clock
-from pki.errors import IdentityTaken, InputError, IssuanceRefused
+from pki.errors import IdentityTaken, InputError, IssuanceRefused, StateError
 from pki.records import CertificateRecord, CertificateSource, CertificateStatus
 
 LOG = logging.getLogger("pkictl.renewal")
 CERTIFICATE_SIGNED = "CertificateSigned"
+TRIGGER_MESSAGE = "TriggerMessage"
+KIND_OF_TRIGGER = {message: kind for kind, message in TRIGGER_FOR.items()}
+CANNOT_TRIGGER = frozenset({"NotImplemented", "NotSupported"})
+"""What a station answers (status, or CALLERROR code) when it cannot be triggered at all
+for a CSR: it may still renew on its own (A03), which the alert says."""
 GET_VARIABLES = "GetVariables"
 SECC_ID_REQUEST = {
     "get_variable_data": [{"component": {"name": "ISO15118Ctrlr"}, "variable": {"name": "SeccId"}}]
@@ -67,6 +72,7 @@ REQUESTS_AT_ONCE = 16
 CREATE_BATCH = 500
 FILL_DELAY_S = 0.2
 RECENT_CALLS = 20
+BURST_WINDOW = timedelta(days=1)
 UNANSWERED = "CertificateSigned went unanswered: the station's next connection decides"
 """The reason a signed station renewal carries while it waits for that connection."""
 
@@ -176,11 +182,49 @@ class RenewalService:
         if not await self._move(renewal, RenewalEvent.TRIGGER):
             return False
         await self.outbox.enqueue(
-            renewal.station_id, "TriggerMessage", {"requested_message": TRIGGER_FOR[renewal.kind]}
+            renewal.station_id, TRIGGER_MESSAGE, {"requested_message": TRIGGER_FOR[renewal.kind]}
         )
-        LOG.info("renewal #%d of %s for %s triggered", renewal.id, renewal.kind.value,
-                 renewal.station_id)  # fmt: skip
+        LOG.info("renewal #%d of %s for %s: TriggerMessage queued", renewal.id,
+                 renewal.kind.value, renewal.station_id)  # fmt: skip
         return True
+
+    async def trigger_finished(self, item: OutboxItem) -> None:
+        """The outbox's TriggerMessage call ended. Accepted: the CSR is awaited. Anything
+        else -- Rejected, NotImplemented, a CALLERROR, no answer in time -- fails the
+        renewal waiting for it with that reason: it ends (its place under max_in_flight
+        goes to the next one), raises an alert, and the scan retries it after the
+        backoff. A station that cannot be triggered at all (NotImplemented,
+        NotSupported) is told apart: it may still renew on its own (A03)."""
+        kind = KIND_OF_TRIGGER.get(str(item.payload.get("requested_message")))
+        if kind is None:
+            return
+        renewal = await self.store.open_renewal(item.station_id, kind)
+        if renewal is None or renewal.state is not RenewalState.TRIGGERED:
+            return  # its CSR came first, or the renewal ended meanwhile
+        answer = item.response or {}
+        status = answer.get("status") if item.state is CallState.ANSWERED else None
+        if status == "Accepted":
+            LOG.info("renewal #%d: %s accepted the TriggerMessage; waiting for its CSR",
+                     renewal.id, renewal.station_id)  # fmt: skip
+            return
+        if item.state is CallState.ANSWERED:
+            info = answer.get("status_info") or {}
+            detail = ": ".join(
+                str(info[key]) for key in ("reason_code", "additional_info") if info.get(key)
+            )
+            reason = f"the station answered TriggerMessage {status}" + (
+                f" ({detail})" if detail else ""
+            )
+            cannot = status in CANNOT_TRIGGER
+        elif item.state is CallState.FAILED:
+            reason = f"the station answered TriggerMessage with CALLERROR {item.error}"
+            cannot = (item.error or "").partition(":")[0] in CANNOT_TRIGGER
+        else:
+            reason = f"TriggerMessage {item.state.value}: {item.error}"
+            cannot = False
+        if not await self._move(renewal, RenewalEvent.REJECT, reason=reason):
+            return
+        await self._failed(renewal, reason, untriggerable=cannot)
 
     async def fill(self, station_id: str | None = None) -> int:
         """Trigger renewals held back in `due` (oldest first, connected stations only)
@@ -283,12 +327,16 @@ class RenewalService:
 
     async def sign(self, station_id: str, csr_pem: str, kind: CertificateKind) -> SignAnswer:
         """A SignCertificateRequest: sign the CSR for the station's registered identity
-        and queue CertificateSigned; answered at once."""
+        and queue CertificateSigned; answered at once. Every certificate issued here
+        belongs to a renewal: the open one (a newer CSR replaces its unconfirmed
+        certificate: `_replace`), else one the CSR opens. A burst is refused (`_burst`)."""
         key = _key_sha256(csr_pem)
         renewal = await self.store.open_renewal(station_id, kind)
         if renewal is not None and renewal.csr_key_sha256 == key and key is not None:
             # The same CSR again (the station did not see our answer, or retries): the
             # certificate for this key is signed or being signed; never a second one.
+            LOG.info("renewal #%d: the same CSR again from %s: no new certificate",
+                     renewal.id, station_id)  # fmt: skip
             if renewal.reason == UNANSWERED and renewal.new_serial is not None:
                 # ... and it never got that certificate: it goes out again.
                 await self._note(renewal, None)
@@ -296,6 +344,17 @@ class RenewalService:
                     renewal.id, station_id, kind, await self.ca.issued(renewal.new_serial)
                 )
             return SignAnswer(True)
+        if (refused := await self._burst(station_id, kind, renewal)) is not None:
+            return refused
+        if renewal is not None and renewal.state in (RenewalState.SIGNED, RenewalState.DELIVERED):
+            return await self._replace(renewal, csr_pem, key)
+        return await self._first_csr(renewal, station_id, csr_pem, kind, key)
+
+    async def _first_csr(
+        self, renewal: Renewal | None, station_id: str, csr_pem: str, kind: CertificateKind,
+        key: str | None,
+    ) -> SignAnswer:  # fmt: skip
+        """The renewal's first CSR: it joins the open renewal, or opens one."""
         if renewal is None:
             current = await self._current(station_id, kind)
             renewal = await self.store.create(
@@ -306,6 +365,7 @@ class RenewalService:
                 return await self.sign(station_id, csr_pem, kind)
         if (busy := _csr_pending(renewal)) is not None:
             return busy
+        LOG.info("renewal #%d of %s for %s: CSR received", renewal.id, kind.value, station_id)
         # V2G without a SECC id: its CN is the SECC id; ask the station, sign when it answers
         waits = kind is CertificateKind.V2G and await self.stations.secc_id(station_id) is None
         kept = {"csr_pem": csr_pem} if waits else {}
@@ -315,6 +375,77 @@ class RenewalService:
             await self.outbox.enqueue(station_id, GET_VARIABLES, SECC_ID_REQUEST)
             return SignAnswer(True)
         return await self._issue(await self.get(renewal.id), csr_pem)
+
+    async def _burst(
+        self, station_id: str, kind: CertificateKind, renewal: Renewal | None
+    ) -> SignAnswer | None:
+        """No unbounded certificates per station: past `max_certificates_per_day`
+        certificates of ``kind`` issued to the station in the last 24 hours, a CSR is
+        refused (Rejected, reasonCode TooManyCertificates) and alerted once per burst;
+        the open renewal, if any, is left as it is. None: go on."""
+        limit = self.settings.max_certificates_per_day
+        since = self.clock.now() - BURST_WINDOW
+        recent = sorted(
+            (r for r in await self.ca.station_certificates(station_id)
+             if r.source is CertificateSource.ISSUED and r.profile == PROFILE_FOR[kind]
+             and r.not_before >= since),
+            key=lambda r: r.not_before,
+        )  # fmt: skip
+        if len(recent) < limit:
+            return None
+        detail = (
+            f"{len(recent)} {kind.value}s were issued to this station in the last 24 hours "
+            f"(renewal.max_certificates_per_day = {limit}); try again later"
+        )
+        where = f"renewal #{renewal.id}" if renewal is not None else "no renewal open"
+        LOG.warning("%s: CSR from %s refused: %s", where, station_id, detail)
+        await self.alerts.raise_once(
+            "certificate-burst", station_id,
+            f"a {kind.value} CSR was refused ({where}): {detail}",
+            key=f"burst:{station_id}:{kind.value}:{recent[0].serial_hex}",
+        )  # fmt: skip
+        return SignAnswer(False, "TooManyCertificates", detail)
+
+    async def _replace(self, renewal: Renewal, csr_pem: str, key: str | None) -> SignAnswer:
+        """A CSR for another key while the renewal's certificate is not confirmed yet
+        (signed, or delivered): the station started over. Its certificate replaces the
+        renewal's -- which is revoked at once (superseded, CRL published), so the
+        renewal never leaves a valid certificate behind -- and goes out. A CSR the
+        pipeline refuses changes nothing: what was delivered stays, and the station's
+        next connection decides as before."""
+        station_id, kind = renewal.station_id, renewal.kind
+        LOG.info("renewal #%d of %s for %s: a newer CSR received (%s)", renewal.id,
+                 kind.value, station_id, renewal.state.value)  # fmt: skip
+        try:
+            issued = await self.ca.issue_for_station(
+                csr_pem=csr_pem, profile_name=PROFILE_FOR[kind], station_id=station_id,
+                actor=f"station:{station_id}",
+            )  # fmt: skip
+        except IssuanceRefused as refusal:
+            LOG.warning("renewal #%d: a newer CSR from %s refused (%s: %s); certificate %s "
+                        "stays", renewal.id, station_id, refusal.reason.value, refusal.message,
+                        renewal.new_serial)  # fmt: skip
+            return SignAnswer(False, refusal.reason.value, refusal.message)
+        serial = issued.record.serial_hex
+        while not await self._move(
+            renewal, RenewalEvent.REPLACE, new_serial=serial, csr_key_sha256=key,
+            outbox_id=None, reason=None,
+        ):  # fmt: skip
+            renewal = await self.get(renewal.id)  # (the station's answer moved it: again)
+            if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
+                # it ended meanwhile (confirmed, failed): this one belongs to no renewal
+                await self.revoker.revoke(issued.record.serial, "superseded",
+                                          actor=f"renewal:{renewal.id}")  # fmt: skip
+                return await self.sign(station_id, csr_pem, kind)
+        LOG.info("renewal #%d: certificate %s issued for %s, replacing %s", renewal.id, serial,
+                 station_id, renewal.new_serial)  # fmt: skip
+        if renewal.new_serial is not None and renewal.new_serial != serial:
+            with contextlib.suppress(StateError):  # (revoked meanwhile: it stays so)
+                await self.revoker.revoke(
+                    int(renewal.new_serial, 16), "superseded", actor=f"renewal:{renewal.id}"
+                )
+        await self._deliver(renewal.id, station_id, kind, issued)
+        return SignAnswer(True)
 
     async def _issue(self, renewal: Renewal, csr_pem: str) -> SignAnswer:
         """csr-received -> signed (CertificateSigned queued) or failed (refused)."""
@@ -329,13 +460,15 @@ class RenewalService:
             await self._move(renewal, RenewalEvent.REFUSE, reason=reason, csr_pem=None)
             await self._failed(renewal, f"CSR refused: {reason}")
             return SignAnswer(False, refusal.reason.value, refusal.message)
-        await self._move(
-            renewal,
-            RenewalEvent.SIGN,
-            new_serial=issued.record.serial_hex,
-            csr_pem=None,
-            reason=None,
-        )
+        serial = issued.record.serial_hex
+        if not await self._move(
+            renewal, RenewalEvent.SIGN, new_serial=serial, csr_pem=None, reason=None
+        ):
+            # it moved meanwhile (a lost node's step resumed): nobody may use this one
+            await self.revoker.revoke(issued.record.serial, "superseded",
+                                      actor=f"renewal:{renewal.id}")  # fmt: skip
+            return SignAnswer(False, "Rejected", "the renewal moved on meanwhile; ask again")
+        LOG.info("renewal #%d: certificate %s issued for %s", renewal.id, serial, station_id)
         await self._deliver(renewal.id, station_id, kind, issued)
         return SignAnswer(True)
 
@@ -401,6 +534,8 @@ class RenewalService:
             return
         if item.state is CallState.ANSWERED and status == "Accepted":
             await self._move(renewal, RenewalEvent.ACCEPT)
+            LOG.info("renewal #%d: %s accepted certificate %s (delivered)", renewal.id,
+                     renewal.station_id, renewal.new_serial)  # fmt: skip
             if renewal.kind is CertificateKind.V2G:  # no reconnection proves a V2G one
                 await self._confirm(await self.get(renewal.id))
             return
@@ -422,13 +557,24 @@ class RenewalService:
             )
         await self._failed(renewal, reason)
 
-    async def _failed(self, renewal: Renewal, reason: str) -> None:
-        """Alert on every failure; after the last automatic attempt, say it stops."""
+    async def _failed(self, renewal: Renewal, reason: str, *, untriggerable: bool = False) -> None:
+        """Alert on every failure; after the last automatic attempt, say it stops.
+        ``untriggerable``: the station cannot be asked for a CSR at all (alert
+        `renewal-untriggerable`, not `renewal-failed`)."""
         self._fill_soon()
-        await self.alerts.raise_alert(
-            "renewal-failed", renewal.station_id,
-            f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
-        )  # fmt: skip
+        LOG.info("renewal #%d of %s for %s failed: %s", renewal.id, renewal.kind.value,
+                 renewal.station_id, reason)  # fmt: skip
+        if untriggerable:
+            await self.alerts.raise_alert(
+                "renewal-untriggerable", renewal.station_id,
+                f"renewal #{renewal.id} of the {renewal.kind.value} failed: the station "
+                f"cannot be triggered ({reason}); it may still renew on its own",
+            )  # fmt: skip
+        else:
+            await self.alerts.raise_alert(
+                "renewal-failed", renewal.station_id,
+                f"renewal #{renewal.id} of the {renewal.kind.value} failed: {reason}",
+            )  # fmt: skip
         failures = await self.store.failures_since_success(renewal.station_id, renewal.kind)
         if len(failures) == self.settings.max_attempts:
             await self.alerts.raise_alert(
@@ -495,7 +641,8 @@ class RenewalService:
             renewal = await self.get(renewal.id)
             if renewal.state not in (RenewalState.SIGNED, RenewalState.DELIVERED):
                 return
-        LOG.info("renewal #%d for %s confirmed", renewal.id, renewal.station_id)
+        LOG.info("renewal #%d for %s confirmed: certificate %s in use", renewal.id,
+                 renewal.station_id, renewal.new_serial)  # fmt: skip
         self._fill_soon()
 
     async def resume(self, stale_before: datetime | None = None) -> int:
@@ -601,6 +748,7 @@ class RenewalService:
             if station_id is None:
                 await self._revoke_replaced()
                 await self._give_up_unanswered()
+                await self._give_up_silent_triggers()
                 await self._alert_expiring()
         if started:
             LOG.info("renewal scan: %d renewals started", len(started))
@@ -626,6 +774,35 @@ class RenewalService:
         return ExpiryWatch(
             self.ca, self.store, self.alerts, self.clock, self.settings, self.starts_at, _kind_of
         )
+
+    async def _give_up_silent_triggers(self) -> None:
+        """A station that accepted the TriggerMessage but sent no CSR within
+        `retry_after_s` (and is still connected, else its next connection triggers it
+        again) has the renewal failed, and so retried after the backoff: a trigger
+        answered Accepted must not hold a place under max_in_flight for ever either."""
+        before = self.clock.now() - timedelta(seconds=self.settings.retry_after_s)
+        for renewal in await self.store.triggered_online(before, DUE_QUERY_LIMIT):
+            trigger = {"requested_message": TRIGGER_FOR[renewal.kind]}
+            latest = next(
+                (item for item in reversed(await self.outbox.list(renewal.station_id, RECENT_CALLS))
+                 if item.action == TRIGGER_MESSAGE and item.payload == trigger),
+                None,
+            )  # fmt: skip
+            accepted = (
+                latest is not None
+                and latest.state is CallState.ANSWERED
+                and (latest.response or {}).get("status") == "Accepted"
+                and latest.finished_at is not None
+                and latest.finished_at <= before
+            )
+            if not accepted:
+                continue  # on its way still (or it failed: `trigger_finished` saw to it)
+            reason = (
+                f"the station accepted the TriggerMessage but sent no CSR within "
+                f"{self.settings.retry_after_s} s"
+            )
+            if await self._move(renewal, RenewalEvent.REJECT, reason=reason):
+                await self._failed(renewal, reason)
 
     async def _alert_expiring(self) -> None:
         """No certificate expires unnoticed, and no operator is flooded: a warning at 90

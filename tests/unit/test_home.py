@@ -103,6 +103,8 @@ def test_the_renewal_table_configures_the_daemon(tmp_path: Path) -> None:
     config = load_config(with_keys(tmp_path, "renewal", "max_in_flight = 7\nretry_after_s = 60\n"))
     assert config.renewal == {"max_in_flight": 7, "retry_after_s": 60}
     assert RenewalSettings(**config.renewal) == RenewalSettings(max_in_flight=7, retry_after_s=60)
+    capped = load_config(with_keys(tmp_path, "renewal", "max_certificates_per_day = 2\n"))
+    assert RenewalSettings(**capped.renewal).max_certificates_per_day == 2
 
 
 @pytest.mark.parametrize(

@@ -146,3 +146,41 @@ async def test_a_newer_connection_takes_over_the_call_its_predecessor_lost(
     assert answered.attempts == 2
     assert len(new.received) == 1
     await outbox.detach(STATION, new.send)
+
+
+async def test_a_new_connection_gets_its_calls_once_its_boot_is_answered(outbox: Outbox) -> None:
+    """B02.FR.02: nothing before the BootNotification is answered; Pending lets through
+    only what B02 allows (and the renewal of A00.FR.429); Accepted, everything, in order.
+    A station that speaks first with anything else, or says nothing within the grace,
+    had booted already (it only reconnected)."""
+    install = await outbox.enqueue(STATION, "InstallCertificate", {"certificate": "x"})
+    trigger = await outbox.enqueue(STATION, "TriggerMessage", {"requested_message": "Heartbeat"})
+    station = Station()
+    outbox.attach(STATION, station.send, waiting_for_boot=True)
+    outbox.heard(STATION, station.send, "BootNotification")
+    await asyncio.sleep(0.2)
+    assert station.received == []  # its boot is not answered yet
+    outbox.booted(STATION, station.send, accepted=False)
+    await settled(outbox, trigger, CallState.ANSWERED)
+    assert (await settled(outbox, install, CallState.QUEUED)).attempts == 0  # not in B02
+    outbox.heard(STATION, station.send, "BootNotification")  # it boots again: Accepted
+    outbox.booted(STATION, station.send, accepted=True)
+    await settled(outbox, install, CallState.ANSWERED)
+    assert [action for action, _ in station.received] == ["TriggerMessage", "InstallCertificate"]
+    await outbox.detach(STATION, station.send)
+
+    reconnected = Station()
+    outbox.attach(STATION, reconnected.send, waiting_for_boot=True)
+    again = await outbox.enqueue(STATION, "TriggerMessage", {"requested_message": "Heartbeat"})
+    await asyncio.sleep(0.2)
+    assert reconnected.received == []
+    outbox.heard(STATION, reconnected.send, "Heartbeat")  # booted already
+    await settled(outbox, again, CallState.ANSWERED)
+    await outbox.detach(STATION, reconnected.send)
+
+    silent = Station()
+    quick = Outbox(outbox.store, outbox.clock, boot_grace=0.3)
+    quick.attach(STATION, silent.send, waiting_for_boot=True)
+    last = await quick.enqueue(STATION, "TriggerMessage", {"requested_message": "Heartbeat"})
+    await settled(quick, last, CallState.ANSWERED)  # after the grace
+    await quick.detach(STATION, silent.send)

@@ -271,6 +271,8 @@ def test_hash_data_accepts_upper_case_and_leading_zeros(
     assert parsed == data
     assert parsed.to_ocpp()["serialNumber"] == data.serial_number
     assert parsed.issuer_name_hash == parsed.issuer_name_hash.lower()
+    assert parsed.as_reported() == lenient  # sent back byte for byte (DeleteCertificate)
+    assert CertificateHashData.from_ocpp(parsed.as_reported()).as_reported() == lenient
 
 
 @FAST

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,15 +52,16 @@ ALLOWED = {
     (S.DUE, E.TRIGGER): S.TRIGGERED,
     (S.DUE, E.CSR): S.CSR_RECEIVED,
     (S.TRIGGERED, E.CSR): S.CSR_RECEIVED,
+    (S.TRIGGERED, E.REJECT): S.FAILED,
     (S.CSR_RECEIVED, E.SIGN): S.SIGNED,
     (S.CSR_RECEIVED, E.REFUSE): S.FAILED,
     (S.CSR_RECEIVED, E.RESUME): S.DUE,
     (S.SIGNED, E.ACCEPT): S.DELIVERED,
     (S.SIGNED, E.REJECT): S.FAILED,
     (S.SIGNED, E.CONFIRM): S.CONFIRMED,
-    (S.SIGNED, E.CSR): S.CSR_RECEIVED,
+    (S.SIGNED, E.REPLACE): S.SIGNED,
     (S.DELIVERED, E.CONFIRM): S.CONFIRMED,
-    (S.DELIVERED, E.CSR): S.CSR_RECEIVED,
+    (S.DELIVERED, E.REPLACE): S.SIGNED,
 }
 
 
@@ -468,6 +470,144 @@ async def test_failures_back_off_then_stop_with_an_alert(
     assert now.id == history[-1].id
 
 
+async def test_an_unanswered_trigger_fails_the_renewal_and_the_scan_retries_it(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """A TriggerMessage not answered in time used to leave the renewal `triggered` for
+    ever (holding a place under max_in_flight): it fails, with an alert, and the scan
+    starts the next attempt after the backoff."""
+    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, jitter_s=0))
+    await issue(ca, make_csr, STATION)
+    clock.advance(timedelta(days=300))
+    (started,) = await service.scan()
+    (trigger,) = await service.outbox.list(STATION)
+    outbox = service.outbox.store
+    await outbox.move(trigger.id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(trigger.id, CallState.SENT, CallState.TIMED_OUT, clock.now(),
+                      error="no answer within 30 s")  # fmt: skip
+    (item,) = await service.outbox.list(STATION)
+    await service.trigger_finished(item)
+    failed = await service.get(started.id)
+    assert failed.state is S.FAILED
+    assert failed.reason == "TriggerMessage timed_out: no answer within 30 s"
+    (alert,) = [a for a in await service.alerts.list(STATION) if a.code.startswith("renewal-")]
+    assert alert.code == "renewal-failed"
+    assert await service.scan() == []  # backing off
+    clock.advance(timedelta(seconds=600))
+    (again,) = await service.scan()
+    assert again.id != started.id
+    assert again.state is S.TRIGGERED
+
+
+async def test_a_trigger_accepted_without_a_csr_fails_after_retry_after_s(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """The station accepted the TriggerMessage and stays connected, but no CSR comes: the
+    scan fails the renewal after `retry_after_s`, so it neither holds its place under
+    max_in_flight for ever nor escapes the backoff. Offline, it is left for its next
+    connection to trigger again."""
+    service = renewal_service(ca, clock, RenewalSettings(retry_after_s=600, jitter_s=0))
+    await issue(ca, make_csr, STATION)
+    sessions = await connect(ca, clock, STATION)
+    renewal = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (trigger,) = await service.outbox.list(STATION)
+    await answer(service, trigger.id, {"status": "Accepted"})
+    clock.advance(timedelta(seconds=599))
+    await service.scan()
+    assert (await service.get(renewal.id)).state is S.TRIGGERED
+    clock.advance(timedelta(seconds=1))
+    await sessions.disconnected(STATION)
+    await service.scan()
+    assert (await service.get(renewal.id)).state is S.TRIGGERED  # offline: not its fault
+    await connect(ca, clock, STATION)
+    await service.scan()
+    failed = await service.get(renewal.id)
+    assert failed.state is S.FAILED
+    assert failed.reason == "the station accepted the TriggerMessage but sent no CSR within 600 s"
+
+
+async def test_certificates_per_station_are_capped_per_24_hours(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str]
+) -> None:
+    """Past max_certificates_per_day a CSR is refused with the reason and alerted once
+    per burst, the open renewal left as it was; a day later the station may renew."""
+    service = renewal_service(ca, clock, RenewalSettings(max_certificates_per_day=3))
+    await issue(ca, make_csr, STATION)  # 1 today
+
+    async def sign() -> Any:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return await service.sign(STATION, make_csr(key=key, cn="SN-0001"), CertificateKind.STATION)
+
+    assert [(await sign()).accepted for _ in range(4)] == [True, True, False, False]
+    refused = await sign()
+    assert (refused.accepted, refused.reason_code) == (False, "TooManyCertificates")
+    assert refused.detail is not None
+    assert "3 ChargingStationCertificates were issued" in refused.detail
+    (renewal,) = await service.store.open_renewals(STATION)
+    assert renewal.state is S.SIGNED  # untouched by the refusals
+    codes = [a.code for a in await service.alerts.list(STATION)]
+    assert codes == ["certificate-burst"]
+    valid = [r for r in await ca.station_certificates(STATION) if r.status.value == "valid"]
+    assert len(valid) == 2  # the first one, and the renewal's: the replaced one is revoked
+    clock.advance(timedelta(days=1, minutes=2))
+    assert (await sign()).accepted
+
+
+async def answer(service: RenewalService, item_id: int, response: dict[str, Any]) -> None:
+    """The station answered outbox call ``item_id`` with ``response``; its listener runs."""
+    outbox = service.outbox.store
+    clock = service.clock
+    await outbox.move(item_id, CallState.QUEUED, CallState.SENT, clock.now())
+    await outbox.move(item_id, CallState.SENT, CallState.ANSWERED, clock.now(),
+                      response=json.dumps(response))  # fmt: skip
+    (item,) = [i for i in await service.outbox.list(STATION) if i.id == item_id]
+    if item.action == "TriggerMessage":
+        await service.trigger_finished(item)
+    else:
+        await service.call_finished(item)
+
+
+async def test_each_renewal_step_is_logged_at_info_with_the_renewal_id(
+    ca: CertificateAuthority, clock: FixedClock, make_csr: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Trigger sent, CSR received, certificate issued (serial), delivered, confirmed; and
+    a failure with its reason: each an INFO line naming the renewal."""
+    service = renewal_service(ca, clock)
+    await issue(ca, make_csr, STATION)
+    caplog.set_level(logging.INFO, logger="pkictl.renewal")
+    renewal = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (trigger,) = await service.outbox.list(STATION)
+    await answer(service, trigger.id, {"status": "Accepted"})
+    assert (await service.sign(STATION, make_csr(cn="SN-0001"), CertificateKind.STATION)).accepted
+    signed = await service.get(renewal.id)
+    assert signed.outbox_id is not None
+    await answer(service, signed.outbox_id, {"status": "Accepted"})
+    await service.presented(STATION, signed.new_serial)
+    assert (await service.get(renewal.id)).state is S.CONFIRMED
+    failing = await service.request(STATION, CertificateKind.STATION, requested_by="test")
+    (_, _, again) = await service.outbox.list(STATION)
+    await answer(service, again.id, {"status": "Rejected"})
+    assert (await service.get(failing.id)).state is S.FAILED
+
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "pkictl.renewal" and r.levelno == logging.INFO]  # fmt: skip
+    first, second = f"renewal #{renewal.id}", f"renewal #{failing.id}"
+    kind = CertificateKind.STATION.value
+    steps = {
+        "trigger sent": f"{first} of {kind} for {STATION}: TriggerMessage queued",
+        "trigger accepted": f"{first}: {STATION} accepted the TriggerMessage",
+        "csr received": f"{first} of {kind} for {STATION}: CSR received",
+        "issued": f"{first}: certificate {signed.new_serial} issued for {STATION}",
+        "delivered": f"{first}: {STATION} accepted certificate {signed.new_serial} (delivered)",
+        "confirmed": f"{first} for {STATION} confirmed: certificate {signed.new_serial} in use",
+        "failed": f"{second} of {kind} for {STATION} failed: the station "
+        "answered TriggerMessage Rejected",
+    }
+    for step, text in steps.items():
+        assert any(line.startswith(text) for line in lines), (step, lines)
+
+
 async def unanswered_renewal(
     service: RenewalService, ca: CertificateAuthority, clock: FixedClock,
     make_csr: Callable[..., str],
@@ -562,6 +702,9 @@ async def test_a_csr_after_an_unanswered_certificate_signed_is_answered_afresh(
     deliveries = [i for i in await service.outbox.list(STATION) if i.action == "CertificateSigned"]
     assert len(deliveries) == 2
     assert len(await ca.station_certificates(STATION)) == (3 if new_key else 2)
+    assert renewal.new_serial is not None
+    replaced = await ca.find_by_serial(int(renewal.new_serial, 16))
+    assert replaced.status.value == ("revoked" if new_key else "valid")  # replaced: at once
     await service.presented(STATION, old)
     assert (await service.get(renewal.id)).state is S.SIGNED
 
