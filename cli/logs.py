@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from cli.output import printable
+from csms.domain.text import printable
 from pki.store.faults import storage_fault
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -22,7 +22,6 @@ from cli.events import events
 from cli.nodes import nodes
 from cli.ocsp import ocsp_group
 from cli.outbox import outbox
-from cli.output import printable
 from cli.policy import policy
 from cli.renewals import alerts, renew, renewals
 from cli.rollover import campaign, rollover
@@ -32,6 +31,7 @@ from cli.station import station
 from cli.tokens import token
 from cli.trust import trust
 from cli.tx import tx
+from csms.domain.text import printable
 from csms.home import database_url, load_config
 from pki.errors import IssuanceRefused, PkiError, StorageError
 from pki.store.faults import describe, storage_fault

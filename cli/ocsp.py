@@ -17,8 +17,9 @@ from cryptography.x509 import ocsp
 
 from cli.context import Context, json_option, run_with_app
 from cli.errors import ExitCode
-from cli.output import emit_fields, emit_json, emit_table, iso, note, printable
+from cli.output import emit_fields, emit_json, emit_table, iso, note
 from csms.app import App
+from csms.domain.text import printable
 from csms.services.certificate_status import OcspFetchError
 from csms.services.ocsp import LoggedResponse
 from csms.transport.ocsp_client import HttpOcspFetcher

@@ -23,27 +23,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from csms.domain.text import printable
 from pki.errors import ConflictError
 from pki.keys.file import atomic_write
-
-# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators and the
-# bidirectional overrides and isolates ("Trojan Source"): escaped in human output and logs
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _NAMED:
-        return _NAMED[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character escaped (\\n, \\r, \\t, \\x1b, \\u2028 ...):
-    one line, no terminal escape sequences."""
-    return _CONTROL.sub(_escape, text)
 
 
 def human(value: Any) -> str:

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
+from csms.domain.text import printable
 from pki.audit import AuditEvent
 from pki.clock import Clock
 from pki.store import Store
@@ -47,7 +48,6 @@ TEXT_LIMIT = 512
 """Characters kept of a certificate's subject or issuer and of OpenSSL's message."""
 _REASON = re.compile(r"[A-Z0-9_]{1,64}")
 _SSL_C_LINE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,6 @@ def certificate_facts(der: bytes) -> dict[str, str]:
     except ValueError as exc:
         facts["unparsed"] = str(exc)[:TEXT_LIMIT]
     return facts
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters escaped, for one log line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 @dataclass

@@ -74,7 +74,7 @@ async def test_the_first_failure_is_recorded_in_full(
     assert certificate.fingerprint(hashes.SHA256()).hex() in text
     assert "\n" not in text  # control characters of the subject are escaped
     assert "\x1b" not in text
-    assert "\\x1b[31m0001\\x0aforged line" in text
+    assert "\\x1b[31m0001\\nforged line" in text
     [event] = await events(store)
     assert event["reason"] == "tls-certificate-verify-failed"
     assert event["remote"] == "192.0.2.7:40000"
