@@ -175,6 +175,7 @@ def station_remove(ctx: Context, station_id: str, keep_certificates: bool, as_js
                 "revoked": [r.serial_hex for r in removal.revoked],
                 "kept": [r.serial_hex for r in removal.kept],
                 "crls": [{"ca": ca, "published": published} for ca, published in removal.crls],
+                "withdrawn": removal.withdrawn,
             }
         )
         return
@@ -194,6 +195,9 @@ def station_remove(ctx: Context, station_id: str, keep_certificates: bool, as_js
             f"kept {len(removal.kept)} valid certificate(s): "
             + ", ".join(r.serial_hex for r in removal.kept)
         )
+    ended = [f"{count} {kind.replace('_', ' ')}" for kind, count in removal.withdrawn.items()]
+    if any(removal.withdrawn.values()):
+        note("withdrawn: " + ", ".join(ended))
 
 
 @station.command("reports")

@@ -265,6 +265,11 @@ def _build(
     revocations = Revocations(ca, write_home_file)
     stations = StationService(store, clock, revocations)
     inventory = CertificateManagement(SqlInventoryStore(store.engine), outbox, clock, known)
+    renewals = RenewalService(
+        SqlRenewalStore(store.database), ca, outbox, clock, alerts, stations, revocations,
+        settings,
+    )  # fmt: skip
+    stations.on_removal.update(renewals=renewals, queued_calls=outbox)
     return App(
         home, config, policy, store, clock, ca, stations, passphrase,
         SqlSessionStore(store.database),
@@ -273,10 +278,7 @@ def _build(
         ReportService(SqlReportStore(store.database), clock),
         outbox,
         trust,
-        RenewalService(
-            SqlRenewalStore(store.database), ca, outbox, clock, alerts, stations, revocations,
-            settings,
-        ),
+        renewals,
         alerts,
         inventory,
         revocations,

@@ -4,6 +4,7 @@ queued --send--> sent --answer--> answered
                  sent --call_error--> failed      (the station answered CALLERROR)
                  sent --timeout--> timed_out      (no answer within the response timeout)
                  sent --disconnect--> queued      (sent again when the station is back)
+queued --withdraw--> failed                       (the station was removed)
 
 Anything else is a bug: `advance` raises rather than guess.
 """
@@ -27,6 +28,8 @@ class CallEvent(StrEnum):
     CALL_ERROR = "call_error"
     TIMEOUT = "timeout"
     DISCONNECT = "disconnect"
+    WITHDRAW = "withdraw"
+    """The station was removed: what is queued for it is never sent."""
 
 
 TRANSITIONS: dict[tuple[CallState, CallEvent], CallState] = {
@@ -35,6 +38,7 @@ TRANSITIONS: dict[tuple[CallState, CallEvent], CallState] = {
     (CallState.SENT, CallEvent.CALL_ERROR): CallState.FAILED,
     (CallState.SENT, CallEvent.TIMEOUT): CallState.TIMED_OUT,
     (CallState.SENT, CallEvent.DISCONNECT): CallState.QUEUED,
+    (CallState.QUEUED, CallEvent.WITHDRAW): CallState.FAILED,
 }
 
 FINAL = frozenset({CallState.ANSWERED, CallState.FAILED, CallState.TIMED_OUT})

@@ -24,6 +24,8 @@ signed | delivered --replace--> signed  a CSR for another key, signed: its certi
                                         leaves the renewal as it was (EVerest drops an
                                         unused CSR key after an hour and starts over)
 csr_received --resume--> due            a restart found the signing step unfinished
+any open --withdraw--> failed           the station was removed (`station remove`): a
+                                        registration under the same id starts clean
 
 `confirmed` and `failed` end a renewal; the next attempt is a new one. Anything else is a
 bug: `advance` raises rather than guess.
@@ -54,6 +56,7 @@ class RenewalEvent(StrEnum):
     CONFIRM = "confirm"
     RESUME = "resume"
     REPLACE = "replace"
+    WITHDRAW = "withdraw"
 
 
 S, E = RenewalState, RenewalEvent
@@ -72,6 +75,9 @@ TRANSITIONS: dict[tuple[RenewalState, RenewalEvent], RenewalState] = {
     (S.DELIVERED, E.CONFIRM): S.CONFIRMED,
     (S.DELIVERED, E.REPLACE): S.SIGNED,
 }
+TRANSITIONS.update(
+    {(state, E.WITHDRAW): S.FAILED for state in S if state not in (S.CONFIRMED, S.FAILED)}
+)
 del S, E
 
 ENDED = frozenset({RenewalState.CONFIRMED, RenewalState.FAILED})

@@ -222,6 +222,19 @@ class Outbox:
             self._registration[station_id] = registration
         self._wake(station_id)
 
+    async def withdraw(self, station_id: str, reason: str) -> int:
+        """Fail every call queued for ``station_id`` with ``reason`` (it was removed: a
+        station registered again under its id must not receive them). How many."""
+        withdrawn = 0
+        while (item := await self.store.oldest_queued(station_id)) is not None:
+            to_state = advance(CallState.QUEUED, CallEvent.WITHDRAW)
+            if await self.store.move(item.id, CallState.QUEUED, to_state, self.clock.now(),
+                                     error=reason):  # fmt: skip
+                withdrawn += 1
+        if withdrawn:
+            LOG.info("%s: %d queued call(s) withdrawn: %s", station_id, withdrawn, reason)
+        return withdrawn
+
     async def detach(self, station_id: str, send: Sender) -> None:
         """The station's connection ended (its Sender now fails at once). The delivery
         ends by itself -- a call in flight goes back to the queue -- and is awaited, not

@@ -769,6 +769,18 @@ class RenewalService:
                     withdraw=False,
                 )
 
+    async def withdraw(self, station_id: str, reason: str) -> int:
+        """End the station's open renewals (failed with ``reason``; no alert, no retry:
+        the station was removed, and one registered again under its id starts clean).
+        How many."""
+        ended = 0
+        for renewal in await self.store.open_renewals(station_id):
+            if await self._move(renewal, RenewalEvent.WITHDRAW, reason=reason):
+                LOG.info("renewal #%d of %s for %s: withdrawn: %s", renewal.id,
+                         renewal.kind.value, station_id, reason)  # fmt: skip
+                ended += 1
+        return ended
+
     def expiry(self) -> ExpiryWatch:
         """Expiry alerts and the expiry window, over this workflow's records."""
         return ExpiryWatch(

@@ -10,7 +10,7 @@ again, or a new station given the old serial, starts without them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
@@ -50,6 +50,17 @@ class Removal:
     crls: tuple[tuple[str, bool], ...]
     """(CA, whether its latest CRL lists the revoked certificates): False when the CRL
     could not be signed (no CA key), to be published with `pkictl crl CA`."""
+    withdrawn: dict[str, int] = field(default_factory=dict)
+    """What else of the station's was ended, by kind: open renewals, queued calls."""
+
+
+class StationWork(Protocol):
+    """Work kept for a station elsewhere (its renewals, the calls queued for it), ended
+    when it is removed so that a station registered again under its id starts clean."""
+
+    async def withdraw(self, station_id: str, reason: str) -> int:
+        """End what is kept for ``station_id``; how many."""
+        ...
 
 
 def _check_name(value: str, field: str) -> str:
@@ -64,6 +75,9 @@ class StationService:
         self._store = store
         self._clock = clock
         self._revoker = revoker
+        self.on_removal: dict[str, StationWork] = {}
+        """Work ended when a station is removed, by kind (wired by the composition root:
+        the renewal workflow and the outbox are built on this service)."""
 
     async def register(
         self,
@@ -192,7 +206,11 @@ class StationService:
         if not keep_certificates:
             revoked += await self._revoke_issued(station_id, actor)  # issued meanwhile
             kept = ()
-        return Removal(station_id, revoked, kept, await self._crls_listing(revoked))
+        withdrawn = {
+            kind: await work.withdraw(station_id, "the station was removed")
+            for kind, work in self.on_removal.items()
+        }
+        return Removal(station_id, revoked, kept, await self._crls_listing(revoked), withdrawn)
 
     async def _valid_issued(self, station_id: str) -> tuple[CertificateRecord, ...]:
         """The certificates this CA issued to the station that are valid now."""

@@ -13,6 +13,7 @@ serve` over mutual TLS on 127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,6 +138,35 @@ async def test_a_removed_station_leaves_no_valid_certificate_behind(home: Home) 
         async with serving(home, STATIONS) as service:
             assert await refusal(service, station_id, cs008) == (403, "certificate-revoked")
         assert (await cli(home, "station", "remove", station_id)).exit_code == 0
+
+
+async def test_a_removed_station_leaves_no_renewal_or_queued_call_behind(home: Home) -> None:
+    """An offline station's renewal was asked for, and its installed certificates (the
+    call queued): removing it ends the renewal and withdraws the call, so that a station
+    registered again under its id gets neither (issue 22, item 1: it starts clean)."""
+    await home.issue("cs006", station="CS006", serial="SN-0006")
+    renewed = await cli(home, "renew", "CS006")
+    assert renewed.exit_code == 0, renewed.output
+    asked = await cli(home, "station", "certs", "CS006", "--refresh", "--wait", "1")
+    assert asked.exit_code == 9, asked.output  # offline: no answer in time, still queued
+    queued = await asyncio.to_thread(pkictl_json, home, "outbox", "list", "--station", "CS006")
+    assert [(c["action"], c["state"]) for c in queued] == [("GetInstalledCertificateIds", "queued")]
+    removed = await cli(
+        home, "--passphrase-file", str(passphrase_file(home.directory)),
+        "station", "remove", "CS006", "--json",
+    )  # fmt: skip
+    assert removed.exit_code == 0, removed.output
+    assert json.loads(removed.stdout)["withdrawn"] == {"renewals": 1, "queued_calls": 1}
+    renewals = await asyncio.to_thread(pkictl_json, home, "renewals", "list", "--history")
+    assert [(r["station"], r["state"], r["reason"]) for r in renewals] == [
+        ("CS006", "failed", "the station was removed")
+    ]  # it was due: an offline station is triggered when it connects
+    calls = await asyncio.to_thread(pkictl_json, home, "outbox", "list", "--station", "CS006")
+    assert [(c["state"], c["error"]) for c in calls] == [("failed", "the station was removed")]
+    assert (await cli(home, "station", "add", "CS006", "--serial", "SN-0006")).exit_code == 0
+    async with open_app(home.path) as app:
+        assert await app.outbox.store.oldest_queued("CS006") is None
+        assert await app.renewals.store.open_renewals("CS006") == []
 
 
 # --- item 10: a leaf that claims to be a CA --------------------------------------------

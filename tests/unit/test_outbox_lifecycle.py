@@ -14,6 +14,7 @@ ALLOWED = {
     (CallState.SENT, CallEvent.CALL_ERROR): CallState.FAILED,
     (CallState.SENT, CallEvent.TIMEOUT): CallState.TIMED_OUT,
     (CallState.SENT, CallEvent.DISCONNECT): CallState.QUEUED,
+    (CallState.QUEUED, CallEvent.WITHDRAW): CallState.FAILED,
 }
 
 
