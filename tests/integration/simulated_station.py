@@ -217,10 +217,10 @@ async def serving(
         )
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
-            yield Service(home, await asyncio.wait_for(ready, 10), fleet, app)
+            yield Service(home, await asyncio.wait_for(ready, 60), fleet, app)
         finally:
             stop.set()
-            await asyncio.wait_for(task, 20)
+            await asyncio.wait_for(task, 60)
 
 
 async def pkictl_serve(

@@ -39,7 +39,7 @@ async def serving(home: Home) -> AsyncIterator[Listening]:
             serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
         )
         try:
-            yield await asyncio.wait_for(ready, 30)
+            yield await asyncio.wait_for(ready, 60)
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)

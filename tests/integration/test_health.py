@@ -61,7 +61,7 @@ async def serving(home: Path, directory: Path) -> AsyncIterator[Listening]:
         options = ServeOptions("127.0.0.1", 0, 0, health_interval=0.2)
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
-            yield await asyncio.wait_for(ready, 30)
+            yield await asyncio.wait_for(ready, 60)
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)

@@ -430,7 +430,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
         options = ServeOptions("127.0.0.1", 0, 0, response_timeout=30.0, outbox_poll_interval=0.1)
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
-            running = Service(home, await asyncio.wait_for(ready, 10))
+            running = Service(home, await asyncio.wait_for(ready, 60))
 
             async def renew(station_id: str) -> None:
                 station = Station(station_id, fleet[station_id][0], identities[station_id],
@@ -454,7 +454,7 @@ async def test_fifty_stations_due_in_80_days_are_all_renewed(tmp_path: Path) -> 
                 listener.cancel()
         finally:
             stop.set()
-            await asyncio.wait_for(task, 20)
+            await asyncio.wait_for(task, 60)
     renewals = await asyncio.to_thread(pkictl_json, home, "renewals", "list", "--history")
     assert sorted(r["station"] for r in renewals) == sorted(fleet)  # one each
     assert {r["state"] for r in renewals} == {"confirmed"}

@@ -152,12 +152,12 @@ async def service(fleet: Fleet) -> AsyncIterator[Running]:
                 ready.set_result,
             )
         )
-        ports = await asyncio.wait_for(ready, 10)
+        ports = await asyncio.wait_for(ready, 60)
         try:
             yield Running(fleet, ports, stop)
         finally:
             stop.set()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 60)
 
 
 async def boot(connection: ClientConnection, station_id: str) -> tuple[str, int]:
@@ -251,9 +251,9 @@ async def test_serving_sets_the_collector_for_a_server_and_puts_it_back(fleet: F
         task = asyncio.create_task(
             serve(app, options, stop, lambda _: ready.set_result(gc_state()))
         )
-        frozen, youngest = await asyncio.wait_for(ready, 10)
+        frozen, youngest = await asyncio.wait_for(ready, 60)
         stop.set()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
     assert frozen > 10_000  # what start made: modules, schemas, the app
     assert youngest == GC_YOUNGEST_THRESHOLD
     assert gc.get_threshold() == before
@@ -762,7 +762,7 @@ async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
         options = ServeOptions("127.0.0.1", 0, 0, plain_port=0)
         task = asyncio.create_task(serve(app, options, stop, ready.set_result))
         try:
-            port = (await asyncio.wait_for(ready, 10)).plain_port
+            port = (await asyncio.wait_for(ready, 60)).plain_port
 
             def plain(station_id: str, password: str) -> Any:
                 token = base64.b64encode(f"{station_id}:{password}".encode()).decode()
@@ -794,7 +794,7 @@ async def test_profile_1_over_the_plain_port(fleet: Fleet) -> None:
                 assert refused.value.response.status_code == status, station_id
         finally:
             stop.set()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 60)
 
 
 def factory_pki(
@@ -847,12 +847,12 @@ async def test_a_trusted_factory_ca_admits_its_station_certificates(
                 serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
             )
             try:
-                running = Running(fleet, await asyncio.wait_for(ready, 10), stop)
+                running = Running(fleet, await asyncio.wait_for(ready, 60), stop)
                 async with await running.connect("CS001", factory_leaf) as connection:
                     assert await boot(connection, "CS001") == ("Accepted", 300)
             finally:
                 stop.set()
-                await asyncio.wait_for(task, 10)
+                await asyncio.wait_for(task, 60)
 
     with pytest.raises((InvalidMessage, ssl.SSLError, ConnectionError)):
         await one_connection()  # not trusted yet: the TLS handshake fails
@@ -924,11 +924,11 @@ async def test_a_station_ca_that_has_expired_admits_no_one(fleet: Fleet, tmp_pat
             serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
         )
         try:
-            running = Running(fleet, await asyncio.wait_for(ready, 10), stop)
+            running = Running(fleet, await asyncio.wait_for(ready, 60), stop)
             assert await running.refused_with("CS001", old_leaf) == 403
         finally:
             stop.set()
-            await asyncio.wait_for(task, 10)
+            await asyncio.wait_for(task, 60)
     events = await asyncio.to_thread(
         pkictl_json, fleet.home, "events", "list", "--station", "CS001"
     )

@@ -523,7 +523,7 @@ async def test_pkictl_serve_does_not_admit_a_replayed_tls_1_2_session(
             serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
         )
         try:
-            port = (await asyncio.wait_for(ready, 30)).ocpp_port
+            port = (await asyncio.wait_for(ready, 60)).ocpp_port
             chain, key = pki.good
             first = await asyncio.to_thread(
                 s_client, pki, port, "-tls1_2", "-cert", str(chain), "-key", str(key),
@@ -536,7 +536,7 @@ async def test_pkictl_serve_does_not_admit_a_replayed_tls_1_2_session(
                 )
         finally:
             stop.set()
-            await asyncio.wait_for(task, 30)
+            await asyncio.wait_for(task, 60)
     assert "New, TLSv1.2" in first, first
     if replayed is None:  # nothing to offer again: the server gave no session ID
         assert re.search(r"^ +Session-ID: *$", first, re.MULTILINE), first

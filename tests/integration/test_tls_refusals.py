@@ -148,7 +148,7 @@ async def service(fleet: Fleet) -> AsyncIterator[Running]:
         task = asyncio.create_task(
             serve(app, ServeOptions("127.0.0.1", 0, 0), stop, ready.set_result)
         )
-        ports = await asyncio.wait_for(ready, 30)
+        ports = await asyncio.wait_for(ready, 60)
         head = await app.store.audit_head()
         running = Running(fleet, ports, stop, task, head.seq if head else 0)
         try:
