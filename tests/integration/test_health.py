@@ -80,9 +80,13 @@ async def test_health_is_degraded_while_another_process_locks_the_database(
     async with serving(home.path, home.directory) as ports:
         _, body = await health_until(ports.http_port, is_ok)
         assert "reason" not in body
-        holder = sqlite3.connect(home.path / "pkictl.db", isolation_level=None)
+        # another connection takes the write lock, off the event loop: waiting for it on
+        # the loop would stall the server under test (its writes need the loop to finish)
+        holder = sqlite3.connect(
+            home.path / "pkictl.db", isolation_level=None, timeout=30, check_same_thread=False
+        )
         try:
-            holder.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+            await asyncio.to_thread(holder.execute, "BEGIN EXCLUSIVE")
             _, body = await health_until(ports.http_port, lambda s, _: s == 503)
             assert body["status"] == "degraded"
             assert "database" in body["reason"]
